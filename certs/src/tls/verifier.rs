@@ -1,0 +1,112 @@
+//! The client-side server certificate verifier: mesh CA chain, then mesh identity.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::error::Error;
+use crate::identity::Identity;
+use crate::tls::PeerExpectation;
+
+/// Accepts a server whose certificate chains to the mesh CA and whose SPIFFE identity has the
+/// expected mesh and role.
+///
+/// The server name the caller connects with is deliberately ignored: peers are reached by IP
+/// address on a LAN, and the mesh CA only signs mesh identities, so the SPIFFE ID in the
+/// certificate is what identifies the server.
+#[derive(Debug)]
+pub(crate) struct MeshServerVerifier {
+    roots: Arc<RootCertStore>,
+    expect: PeerExpectation,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl MeshServerVerifier {
+    pub(crate) fn new(
+        roots: Arc<RootCertStore>,
+        expect: PeerExpectation,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> MeshServerVerifier {
+        MeshServerVerifier {
+            roots,
+            expect,
+            algorithms,
+        }
+    }
+
+    /// The mesh/role check, after the chain has been verified.
+    fn check_identity(&self, identity: &Identity) -> Result<(), Error> {
+        if identity.mesh != self.expect.mesh {
+            return Err(Error::PeerWrongMesh {
+                identity: identity.uri(),
+                mesh: identity.mesh.clone(),
+                expected: self.expect.mesh.clone(),
+            });
+        }
+        if identity.role != self.expect.role {
+            return Err(Error::PeerWrongRole {
+                identity: identity.uri(),
+                role: identity.role,
+                expected: self.expect.role,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Wraps one of our errors the way rustls expects custom verifier failures.
+fn reject(e: Error) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+impl ServerCertVerifier for MeshServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // Chain failures keep rustls's own CertificateError (UnknownIssuer, Expired, ...).
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        let identity =
+            Identity::from_cert_der_named(end_entity, "server certificate").map_err(reject)?;
+        self.check_identity(&identity).map_err(reject)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

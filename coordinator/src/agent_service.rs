@@ -1,0 +1,172 @@
+//! The agent stream: registration under the certificate's name, heartbeats
+//! with inventory, acknowledgements back.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_certs::Role;
+use mesh_proto::v1::agent_message::Body as AgentBody;
+use mesh_proto::v1::agent_service_server::AgentService;
+use mesh_proto::v1::coordinator_message::Body as CoordBody;
+use mesh_proto::v1::{AgentMessage, CoordinatorMessage, HeartbeatAck, Registered};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::auth;
+use crate::registry::{Now, Registration, SessionId, Transition};
+use crate::state::{Shared, VERSION};
+
+/// An agent must say who it is promptly after connecting.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AgentApi {
+    shared: Arc<Shared>,
+}
+
+impl AgentApi {
+    pub fn new(shared: Arc<Shared>) -> AgentApi {
+        AgentApi { shared }
+    }
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type ConnectStream = OutStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let shared = &self.shared;
+        let identity = auth::require(
+            &request,
+            Role::Agent,
+            &shared.mesh,
+            "Connect",
+            &shared.metrics,
+        )?;
+        let peer_ip = request.remote_addr().map(|a| a.ip().to_string());
+        let mut inbound = request.into_inner();
+
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("no Register message within 10 s of connecting")
+            })??;
+        let register = match first.and_then(|m| m.body) {
+            Some(AgentBody::Register(r)) => r,
+            _ => {
+                shared.metrics.count_call_refused();
+                return Err(Status::invalid_argument(
+                    "the first message on the agent stream must be Register",
+                ));
+            }
+        };
+        if register.node != identity.name {
+            shared.metrics.count_call_refused();
+            tracing::warn!(%identity, claimed = %register.node, "registration under another name refused");
+            return Err(Status::permission_denied(format!(
+                "certificate {identity} may only register as node '{}', not '{}'",
+                identity.name, register.node
+            )));
+        }
+        let address = if register.advertise_address.is_empty() {
+            peer_ip.unwrap_or_default()
+        } else {
+            register.advertise_address.clone()
+        };
+        let registration = Registration {
+            node: register.node.clone(),
+            labels: register.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            agent_version: register.agent_version,
+            address,
+            heartbeat_interval: Duration::from_millis(u64::from(
+                register.heartbeat_interval_ms.max(1),
+            )),
+        };
+        let node = registration.node.clone();
+        let (session, transition) = shared.registry().register(registration, Now::system());
+        log_transition(transition);
+
+        let (tx, rx) = mpsc::channel(32);
+        let registered = CoordinatorMessage {
+            body: Some(CoordBody::Registered(Registered {
+                mesh: shared.mesh.clone(),
+                coordinator_version: VERSION.to_string(),
+            })),
+        };
+        // Capacity 32 and nothing sent yet: this cannot block.
+        let _ = tx.try_send(Ok(registered));
+        let span = tracing::info_span!("agent_stream", node = %node, session);
+        tokio::spawn(serve_stream(shared.clone(), node, session, inbound, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn serve_stream(
+    shared: Arc<Shared>,
+    node: String,
+    session: SessionId,
+    mut inbound: Streaming<AgentMessage>,
+    tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+) {
+    tracing::info!("agent connected");
+    let end = loop {
+        let message = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break "agent closed the stream".to_string(),
+            Err(status) => break format!("stream error: {}", status.message()),
+        };
+        match message.body {
+            Some(AgentBody::Heartbeat(hb)) => {
+                shared.metrics.count_heartbeat();
+                let result =
+                    shared
+                        .registry()
+                        .heartbeat(&node, session, hb.inventory, Now::system());
+                match result {
+                    Ok(transition) => log_transition(transition),
+                    Err(e) => break e.to_string(),
+                }
+                let ack = CoordinatorMessage {
+                    body: Some(CoordBody::HeartbeatAck(HeartbeatAck { seq: hb.seq })),
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    break "agent stopped reading".to_string();
+                }
+            }
+            Some(AgentBody::Register(_)) => {
+                let _ = tx
+                    .send(Err(Status::invalid_argument(
+                        "Register sent twice on one stream",
+                    )))
+                    .await;
+                break "Register sent twice".to_string();
+            }
+            None => {
+                tracing::debug!("empty agent message ignored");
+            }
+        }
+    };
+    shared.registry().disconnect(&node, session);
+    tracing::info!(reason = %end, "agent stream ended");
+}
+
+pub fn log_transition(transition: Option<Transition>) {
+    if let Some(t) = transition {
+        tracing::info!(
+            node = %t.node,
+            from = t.from.label(),
+            to = t.to.label(),
+            reason = %t.reason,
+            "node state changed"
+        );
+    }
+}

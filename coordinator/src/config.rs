@@ -1,0 +1,215 @@
+//! Coordinator configuration: a TOML file, overridden by flags and
+//! environment variables. Parsing is pure; bad values name the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_certs::{Role, TlsFiles};
+use serde::Deserialize;
+
+use crate::liveness::LivenessPolicy;
+use crate::server::Settings;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+
+/// The file format (`coordinator.toml`). Every field is optional.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub liveness: LivenessSection,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// A directory laid out by `meshctl certs` (ca.crt, coordinator-NAME.crt/.key).
+    pub certs_dir: Option<PathBuf>,
+    /// The NAME in coordinator-NAME.crt; default "coordinator".
+    pub name: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LivenessSection {
+    pub suspect_after: Option<u32>,
+    pub down_after: Option<u32>,
+    pub tick_ms: Option<u64>,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub tls: TlsSection,
+    pub liveness: LivenessSection,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub settings: Settings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+}
+
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(path, &text)
+}
+
+/// Merges file and overrides into a checked configuration.
+pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
+    let listen_text = over
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_text.parse().map_err(|e| ConfigError::Field {
+        field: "listen",
+        message: format!("'{listen_text}' is not an address and port ({e}); e.g. 0.0.0.0:7443"),
+    })?;
+    let name = over
+        .tls
+        .name
+        .or(file.tls.name)
+        .unwrap_or_else(|| "coordinator".into());
+    let tls = TlsFiles::resolve(
+        over.tls.certs_dir.or(file.tls.certs_dir).as_deref(),
+        Role::Coordinator,
+        &name,
+        over.tls.ca.or(file.tls.ca),
+        over.tls.cert.or(file.tls.cert),
+        over.tls.key.or(file.tls.key),
+    )
+    .map_err(|message| ConfigError::Field {
+        field: "tls",
+        message,
+    })?;
+    let defaults = Settings::default();
+    let liveness = LivenessPolicy {
+        suspect_after: over
+            .liveness
+            .suspect_after
+            .or(file.liveness.suspect_after)
+            .unwrap_or(defaults.liveness.suspect_after),
+        down_after: over
+            .liveness
+            .down_after
+            .or(file.liveness.down_after)
+            .unwrap_or(defaults.liveness.down_after),
+    };
+    liveness.validate().map_err(|message| ConfigError::Field {
+        field: "liveness",
+        message,
+    })?;
+    let tick_ms = over
+        .liveness
+        .tick_ms
+        .or(file.liveness.tick_ms)
+        .unwrap_or(100);
+    if !(10..=10_000).contains(&tick_ms) {
+        return Err(ConfigError::Field {
+            field: "liveness.tick_ms",
+            message: format!("{tick_ms} is outside 10..=10000"),
+        });
+    }
+    Ok(Config {
+        listen,
+        tls,
+        settings: Settings {
+            liveness,
+            tick: Duration::from_millis(tick_ms),
+            ..defaults
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err =
+            parse_file(Path::new("c.toml"), "listen = \"0.0.0.0:1\"\nlisen = 2\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("c.toml") && text.contains("lisen"), "{text}");
+    }
+
+    #[test]
+    fn flags_override_file_and_dir_layout_is_used() {
+        let file = parse_file(
+            Path::new("c.toml"),
+            "listen = \"0.0.0.0:1\"\n[tls]\ncerts_dir = \"/certs\"\n[liveness]\nsuspect_after = 2\ndown_after = 4\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            listen: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
+        let c = resolve(file, over).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9");
+        assert_eq!(
+            c.tls.cert,
+            PathBuf::from("/certs/coordinator-coordinator.crt")
+        );
+        assert_eq!(c.tls.ca, PathBuf::from("/certs/ca.crt"));
+        assert_eq!(c.settings.liveness.suspect_after, 2);
+        assert_eq!(c.settings.liveness.down_after, 4);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let over = Overrides {
+            listen: Some("nowhere".into()),
+            ..Default::default()
+        };
+        let err = resolve(FileConfig::default(), over)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("listen:"), "{err}");
+        let err = resolve(FileConfig::default(), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tls:"), "{err}");
+        let file = parse_file(
+            Path::new("c.toml"),
+            "[tls]\ncerts_dir = \"/c\"\n[liveness]\nsuspect_after = 5\ndown_after = 3\n",
+        )
+        .unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+        assert!(err.starts_with("liveness:"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+//! The mesh coordinator: mutual-TLS gRPC endpoint for node agents and
+//! admins, the live inventory of nodes and their liveness.
+//!
+//! Decisions (liveness, authorisation) are pure functions in `liveness`,
+//! `registry` and `auth`; `server` and the `*_service` modules only move
+//! messages. This crate never trusts a name in a message over the identity
+//! in the caller's certificate.
+#![forbid(unsafe_code)]
+
+pub mod admin_service;
+pub mod agent_service;
+pub mod auth;
+pub mod config;
+pub mod liveness;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod state;
+
+pub use server::{Coordinator, Settings};

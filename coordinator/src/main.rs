@@ -1,0 +1,101 @@
+//! `mesh-coordinator`: parse configuration, bind, serve until Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use mesh_coordinator::config::{self, LivenessSection, Overrides, TlsSection};
+use mesh_coordinator::Coordinator;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "mesh-coordinator", version, about = "The mesh coordinator")]
+struct Args {
+    /// TOML configuration file; flags and environment override it.
+    #[arg(long, env = "MESH_COORDINATOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on for agents and meshctl [default: 0.0.0.0:7443].
+    #[arg(long, env = "MESH_COORDINATOR_LISTEN")]
+    listen: Option<String>,
+    /// Certificate directory made by `meshctl certs` (uses ca.crt and coordinator-NAME.crt/.key).
+    #[arg(long, env = "MESH_CERTS_DIR")]
+    certs_dir: Option<PathBuf>,
+    /// NAME of this coordinator's certificate [default: coordinator].
+    #[arg(long, env = "MESH_COORDINATOR_NAME")]
+    name: Option<String>,
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Missed heartbeats before a node is Suspect [default: 3].
+    #[arg(long)]
+    suspect_after: Option<u32>,
+    /// Missed heartbeats before a node is Down [default: 10].
+    #[arg(long)]
+    down_after: Option<u32>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => Default::default(),
+    };
+    let overrides = Overrides {
+        listen: args.listen,
+        tls: TlsSection {
+            certs_dir: args.certs_dir,
+            name: args.name,
+            ca: args.ca,
+            cert: args.cert,
+            key: args.key,
+        },
+        liveness: LivenessSection {
+            suspect_after: args.suspect_after,
+            down_after: args.down_after,
+            tick_ms: None,
+        },
+    };
+    let config = config::resolve(file, overrides)?;
+    let tls = mesh_certs::MeshTls::load(&config.tls)?;
+    let coordinator = Coordinator::new(&tls, config.settings)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(listen = %config.listen, identity = %tls.identity(), "starting");
+
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    coordinator.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,260 @@
+//! The live node inventory: who is registered, their last report, and the
+//! liveness state machine. Every method takes `now`, so the whole thing is
+//! tested without sockets or sleeps.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use mesh_proto::v1::{self, HostInventory, NodeState, StateChange};
+
+use crate::liveness::{assess, missed_heartbeats, LivenessPolicy};
+
+/// How many state changes each node keeps for `meshctl nodes`.
+const HISTORY_LEN: usize = 16;
+/// Agents may not choose a heartbeat interval outside these bounds.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+const MAX_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A point in time, monotonic for decisions and wall-clock for display.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix_ms: i64,
+}
+
+impl Now {
+    pub fn system() -> Now {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Now {
+            mono: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    pub fn after(&self, d: Duration) -> Now {
+        Now {
+            mono: self.mono + d,
+            unix_ms: self.unix_ms + d.as_millis() as i64,
+        }
+    }
+}
+
+/// Identifies one agent stream; a reconnect gets a new one, so a stale
+/// stream closing late cannot mark the fresh connection as gone.
+pub type SessionId = u64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub address: String,
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Debug)]
+struct NodeRecord {
+    registration: Registration,
+    session: Option<SessionId>,
+    inventory: Option<HostInventory>,
+    last_heartbeat: Instant,
+    last_heartbeat_unix_ms: i64,
+    state: NodeState,
+    state_since_unix_ms: i64,
+    history: VecDeque<StateChange>,
+}
+
+impl NodeRecord {
+    fn transition(&mut self, to: NodeState, now: Now, reason: String) -> Option<Transition> {
+        if self.state == to {
+            return None;
+        }
+        let change = StateChange {
+            from: self.state as i32,
+            to: to as i32,
+            at_unix_ms: now.unix_ms,
+            reason: reason.clone(),
+        };
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_front();
+        }
+        self.history.push_back(change);
+        let from = self.state;
+        self.state = to;
+        self.state_since_unix_ms = now.unix_ms;
+        Some(Transition {
+            node: self.registration.node.clone(),
+            from,
+            to,
+            reason,
+        })
+    }
+}
+
+/// A state change, returned so the caller can log it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub node: String,
+    pub from: NodeState,
+    pub to: NodeState,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegistryError {
+    #[error("heartbeat on a stream that is no longer current for node '{0}'; the agent reconnected elsewhere")]
+    StaleSession(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    policy: LivenessPolicy,
+    nodes: HashMap<String, NodeRecord>,
+    next_session: SessionId,
+}
+
+impl Registry {
+    pub fn new(policy: LivenessPolicy) -> Registry {
+        Registry {
+            policy,
+            nodes: HashMap::new(),
+            next_session: 1,
+        }
+    }
+
+    /// Records a (re)registration. A node that registers again replaces its
+    /// earlier session; it is Ready at once because registering is proof of life.
+    pub fn register(
+        &mut self,
+        mut registration: Registration,
+        now: Now,
+    ) -> (SessionId, Option<Transition>) {
+        registration.heartbeat_interval = registration
+            .heartbeat_interval
+            .clamp(MIN_INTERVAL, MAX_INTERVAL);
+        let session = self.next_session;
+        self.next_session += 1;
+        let name = registration.node.clone();
+        let record = self.nodes.entry(name).or_insert_with(|| NodeRecord {
+            registration: registration.clone(),
+            session: None,
+            inventory: None,
+            last_heartbeat: now.mono,
+            last_heartbeat_unix_ms: now.unix_ms,
+            state: NodeState::Unspecified,
+            state_since_unix_ms: now.unix_ms,
+            history: VecDeque::new(),
+        });
+        record.registration = registration;
+        record.session = Some(session);
+        record.last_heartbeat = now.mono;
+        record.last_heartbeat_unix_ms = now.unix_ms;
+        let transition = record.transition(NodeState::Ready, now, "agent registered".into());
+        (session, transition)
+    }
+
+    /// Records a heartbeat from the current session of `node`.
+    pub fn heartbeat(
+        &mut self,
+        node: &str,
+        session: SessionId,
+        inventory: Option<HostInventory>,
+        now: Now,
+    ) -> Result<Option<Transition>, RegistryError> {
+        let record = match self.nodes.get_mut(node) {
+            Some(r) if r.session == Some(session) => r,
+            _ => return Err(RegistryError::StaleSession(node.to_string())),
+        };
+        record.last_heartbeat = now.mono;
+        record.last_heartbeat_unix_ms = now.unix_ms;
+        if inventory.is_some() {
+            record.inventory = inventory;
+        }
+        Ok(record.transition(NodeState::Ready, now, "heartbeats resumed".into()))
+    }
+
+    /// The stream of `session` ended. Liveness still follows heartbeats:
+    /// a closed stream only marks the node disconnected.
+    pub fn disconnect(&mut self, node: &str, session: SessionId) {
+        if let Some(record) = self.nodes.get_mut(node) {
+            if record.session == Some(session) {
+                record.session = None;
+            }
+        }
+    }
+
+    /// Re-assesses every node against `now`; returns the changes.
+    pub fn tick(&mut self, now: Now) -> Vec<Transition> {
+        let policy = self.policy;
+        let mut changes = Vec::new();
+        for record in self.nodes.values_mut() {
+            let silence = now.mono.saturating_duration_since(record.last_heartbeat);
+            let interval = record.registration.heartbeat_interval;
+            let target = assess(silence, interval, &policy);
+            if target == NodeState::Ready {
+                continue; // only heartbeats and registration bring a node back
+            }
+            let reason = format!(
+                "no heartbeat for {:.1} s ({} missed at {} ms)",
+                silence.as_secs_f64(),
+                missed_heartbeats(silence, interval),
+                interval.as_millis()
+            );
+            if let Some(t) = record.transition(target, now, reason) {
+                changes.push(t);
+            }
+        }
+        changes.sort_by(|a, b| a.node.cmp(&b.node));
+        changes
+    }
+
+    pub fn counts(&self) -> (u32, u32, u32) {
+        let mut counts = (0, 0, 0);
+        for r in self.nodes.values() {
+            match r.state {
+                NodeState::Ready => counts.0 += 1,
+                NodeState::Suspect => counts.1 += 1,
+                NodeState::Down => counts.2 += 1,
+                NodeState::Unspecified => {}
+            }
+        }
+        counts
+    }
+
+    pub fn open_sessions(&self) -> u32 {
+        self.nodes.values().filter(|r| r.session.is_some()).count() as u32
+    }
+
+    /// All nodes, sorted by name, as the admin API shows them.
+    pub fn snapshot(&self, now: Now) -> Vec<v1::Node> {
+        let mut nodes: Vec<v1::Node> = self
+            .nodes
+            .values()
+            .map(|r| v1::Node {
+                name: r.registration.node.clone(),
+                address: r.registration.address.clone(),
+                state: r.state as i32,
+                state_since_unix_ms: r.state_since_unix_ms,
+                last_heartbeat_unix_ms: r.last_heartbeat_unix_ms,
+                last_heartbeat_age_ms: now
+                    .mono
+                    .saturating_duration_since(r.last_heartbeat)
+                    .as_millis() as u64,
+                labels: r.registration.labels.clone().into_iter().collect(),
+                agent_version: r.registration.agent_version.clone(),
+                inventory: r.inventory.clone(),
+                connected: r.session.is_some(),
+                heartbeat_interval_ms: r.registration.heartbeat_interval.as_millis() as u32,
+                history: r.history.iter().cloned().collect(),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        nodes
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! Agent configuration: `agent.toml`, overridden by flags and environment.
+//! Parsing is pure; every error names the field and how to fix it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_certs::{Role, TlsFiles};
+use serde::Deserialize;
+
+use crate::inventory::gpu::DeclaredGpu;
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node: Option<String>,
+    pub coordinator: Option<String>,
+    pub advertise_address: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+    pub storage_path: Option<PathBuf>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub gpus: Vec<DeclaredGpu>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub certs_dir: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Flags and environment; labels given here are added to the file's.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub node: Option<String>,
+    pub coordinator: Option<String>,
+    pub advertise_address: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+    pub storage_path: Option<PathBuf>,
+    pub labels: Vec<String>,
+    pub tls: TlsSection,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: String,
+    pub coordinator: String,
+    pub advertise_address: String,
+    pub heartbeat: Duration,
+    pub storage_path: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub tls: TlsFiles,
+    pub gpus: Vec<DeclaredGpu>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+}
+
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(path, &text)
+}
+
+fn field(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field,
+        message: message.into(),
+    }
+}
+
+pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
+    let node = over
+        .node
+        .or(file.node)
+        .ok_or_else(|| field("node", "missing; set node = \"NAME\" or pass --node NAME"))?;
+    mesh_certs::validate_name("node name", &node).map_err(|e| field("node", e.to_string()))?;
+    let coordinator = over.coordinator.or(file.coordinator).ok_or_else(|| {
+        field(
+            "coordinator",
+            "missing; set coordinator = \"HOST:7443\" or pass --coordinator HOST:PORT",
+        )
+    })?;
+    if coordinator
+        .rsplit_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+    {
+        return Err(field(
+            "coordinator",
+            format!("'{coordinator}' is not HOST:PORT, e.g. 10.0.0.1:7443"),
+        ));
+    }
+    let heartbeat_ms = over.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(500);
+    if !(50..=60_000).contains(&heartbeat_ms) {
+        return Err(field(
+            "heartbeat_ms",
+            format!("{heartbeat_ms} is outside 50..=60000"),
+        ));
+    }
+    let mut labels = file.labels;
+    for (k, v) in &labels {
+        mesh_topology::validate_label(k, v).map_err(|e| field("labels", e.to_string()))?;
+    }
+    for text in &over.labels {
+        let (k, v) =
+            mesh_topology::parse_label(text).map_err(|e| field("--label", e.to_string()))?;
+        labels.insert(k, v);
+    }
+    for (i, gpu) in file.gpus.iter().enumerate() {
+        if gpu.vram_mib == 0 {
+            return Err(field(
+                "gpus",
+                format!(
+                    "gpus[{i}] ({}) has vram_mib = 0; give its memory in MiB",
+                    gpu.name
+                ),
+            ));
+        }
+    }
+    let tls = TlsFiles::resolve(
+        over.tls.certs_dir.or(file.tls.certs_dir).as_deref(),
+        Role::Agent,
+        &node,
+        over.tls.ca.or(file.tls.ca),
+        over.tls.cert.or(file.tls.cert),
+        over.tls.key.or(file.tls.key),
+    )
+    .map_err(|m| field("tls", m))?;
+    Ok(Config {
+        node,
+        coordinator,
+        advertise_address: over
+            .advertise_address
+            .or(file.advertise_address)
+            .unwrap_or_default(),
+        heartbeat: Duration::from_millis(heartbeat_ms),
+        storage_path: over
+            .storage_path
+            .or(file.storage_path)
+            .unwrap_or_else(|| PathBuf::from("/")),
+        labels,
+        tls,
+        gpus: file.gpus,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+node = "pc2"
+coordinator = "10.0.0.1:7443"
+heartbeat_ms = 250
+[labels]
+role = "pc2"
+[tls]
+certs_dir = "/certs"
+[[gpus]]
+name = "RTX 3060"
+vram_mib = 12288
+"#;
+
+    #[test]
+    fn file_and_overrides_merge() {
+        let file = parse_file(Path::new("a.toml"), FULL).unwrap();
+        let over = Overrides {
+            labels: vec!["gpu=true".into()],
+            heartbeat_ms: Some(500),
+            ..Default::default()
+        };
+        let c = resolve(file, over).unwrap();
+        assert_eq!(c.node, "pc2");
+        assert_eq!(c.heartbeat, Duration::from_millis(500));
+        assert_eq!(c.labels.get("role").map(String::as_str), Some("pc2"));
+        assert_eq!(c.labels.get("gpu").map(String::as_str), Some("true"));
+        assert_eq!(c.tls.cert, PathBuf::from("/certs/agent-pc2.crt"));
+        assert_eq!(c.gpus[0].vram_mib, 12288);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("coordinator = \"x:1\"\n", "node:"),
+            ("node = \"PC 2\"\ncoordinator = \"x:1\"\n", "node:"),
+            ("node = \"pc2\"\n", "coordinator:"),
+            ("node = \"pc2\"\ncoordinator = \"x\"\n", "coordinator:"),
+            (
+                "node = \"pc2\"\ncoordinator = \"x:1\"\nheartbeat_ms = 1\n",
+                "heartbeat_ms:",
+            ),
+            (
+                "node = \"pc2\"\ncoordinator = \"x:1\"\n[labels]\n\"bad key\" = \"1\"\n",
+                "labels:",
+            ),
+            ("node = \"pc2\"\ncoordinator = \"x:1\"\n", "tls:"),
+        ];
+        for (text, prefix) in cases {
+            let file = parse_file(Path::new("a.toml"), text).unwrap();
+            let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+            assert!(err.starts_with(prefix), "{text:?} gave {err}");
+        }
+        let err = parse_file(Path::new("a.toml"), "nod = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nod"), "{err}");
+    }
+}

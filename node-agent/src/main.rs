@@ -1,0 +1,163 @@
+//! `mesh-agent`: parse configuration, start the session loop, stop on signal.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use mesh_node_agent::config::{self, Overrides, TlsSection};
+use mesh_node_agent::inventory::gpu::HostGpus;
+use mesh_node_agent::inventory::InventorySource;
+use mesh_node_agent::Agent;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "mesh-agent", version, about = "The mesh node agent")]
+struct Args {
+    /// TOML configuration file; flags and environment override it.
+    #[arg(long, env = "MESH_AGENT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// This node's name (must match the name in its agent certificate).
+    #[arg(long, env = "MESH_NODE")]
+    node: Option<String>,
+    /// Coordinator address, HOST:PORT.
+    #[arg(long, env = "MESH_COORDINATOR")]
+    coordinator: Option<String>,
+    /// Address other hosts reach this node at (default: as seen by the coordinator).
+    #[arg(long, env = "MESH_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
+    /// Heartbeat interval in milliseconds [default: 500].
+    #[arg(long, env = "MESH_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Where container storage lives; its free space is reported [default: /].
+    #[arg(long, env = "MESH_STORAGE_PATH")]
+    storage_path: Option<PathBuf>,
+    /// Extra label KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Certificate directory made by `meshctl certs` (uses ca.crt and agent-NODE.crt/.key).
+    #[arg(long, env = "MESH_CERTS_DIR")]
+    certs_dir: Option<PathBuf>,
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print this host's inventory (CPU, memory, disk, GPUs via NVML) as JSON and exit.
+    Inventory,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => Default::default(),
+    };
+    if let Some(Command::Inventory) = args.command {
+        let mut source = InventorySource {
+            storage_path: args
+                .storage_path
+                .or(file.storage_path)
+                .unwrap_or_else(|| PathBuf::from("/")),
+            gpus: Box::new(HostGpus::detect(file.gpus)),
+        };
+        println!("{}", inventory_json(&source.collect()));
+        return Ok(());
+    }
+    let overrides = Overrides {
+        node: args.node,
+        coordinator: args.coordinator,
+        advertise_address: args.advertise_address,
+        heartbeat_ms: args.heartbeat_ms,
+        storage_path: args.storage_path,
+        labels: args.labels,
+        tls: TlsSection {
+            certs_dir: args.certs_dir,
+            ca: args.ca,
+            cert: args.cert,
+            key: args.key,
+        },
+    };
+    let config = config::resolve(file, overrides)?;
+    let tls = mesh_certs::MeshTls::load(&config.tls)?;
+    if tls.identity().name != config.node || tls.identity().role != mesh_certs::Role::Agent {
+        anyhow::bail!(
+            "certificate {} does not belong to agent '{}'; issue one with `meshctl certs issue --role agent --name {}`",
+            tls.identity(),
+            config.node,
+            config.node
+        );
+    }
+    let inventory = InventorySource {
+        storage_path: config.storage_path.clone(),
+        gpus: Box::new(HostGpus::detect(config.gpus.clone())),
+    };
+    tracing::info!(node = %config.node, coordinator = %config.coordinator, "agent starting");
+    let agent = Agent::new(config, &tls, inventory)?;
+    // One thread is plenty for an agent and keeps its footprint small.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            trigger.cancel();
+        });
+        agent.run(shutdown).await;
+        tracing::info!("agent stopped");
+    });
+    Ok(())
+}
+
+fn inventory_json(inv: &mesh_proto::v1::HostInventory) -> serde_json::Value {
+    let gpus = inv.gpus.clone().unwrap_or_default();
+    serde_json::json!({
+        "cpu_count": inv.cpu_count,
+        "load": [inv.load_1m, inv.load_5m, inv.load_15m],
+        "memory_total_bytes": inv.memory_total_bytes,
+        "memory_available_bytes": inv.memory_available_bytes,
+        "disk": inv.disk.as_ref().map(|d| serde_json::json!({
+            "path": d.path, "total_bytes": d.total_bytes,
+            "available_bytes": d.available_bytes, "error": d.error })),
+        "uptime_seconds": inv.uptime_seconds,
+        "problems": inv.problems,
+        "gpu_source": mesh_proto::v1::GpuSource::try_from(gpus.source)
+            .map(|s| s.as_str_name()).unwrap_or("GPU_SOURCE_UNSPECIFIED"),
+        "nvml_unavailable": gpus.nvml_unavailable,
+        "driver_version": gpus.driver_version,
+        "cuda_version": gpus.cuda_version,
+        "gpus": gpus.gpus.iter().map(|g| serde_json::json!({
+            "index": g.index, "uuid": g.uuid, "name": g.name,
+            "memory_total_bytes": g.memory_total_bytes,
+            "memory_used_bytes": g.memory_used_bytes,
+            "memory_free_bytes": g.memory_free_bytes,
+            "utilization_percent": g.utilization_percent,
+            "temperature_celsius": g.temperature_celsius,
+            "declared": g.declared })).collect::<Vec<_>>(),
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+        return;
+    }
+    let _ = ctrl_c.await;
+}

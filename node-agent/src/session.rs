@@ -1,0 +1,179 @@
+//! The agent's connection to the coordinator: connect over mutual TLS,
+//! register, heartbeat, and reconnect with backoff whenever anything breaks.
+//! Losing the coordinator never stops the agent (static stability).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_certs::{MeshTls, PeerExpectation, Role};
+use mesh_proto::transport::{self, ConnectOptions, ALPN_H2};
+use mesh_proto::v1::agent_message::Body as AgentBody;
+use mesh_proto::v1::agent_service_client::AgentServiceClient;
+use mesh_proto::v1::coordinator_message::Body as CoordBody;
+use mesh_proto::v1::{AgentMessage, Heartbeat, Register};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::inventory::InventorySource;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    #[error("coordinator refused the agent stream: {0}")]
+    Refused(String),
+    #[error("agent stream broke: {0}")]
+    Broken(String),
+    #[error("no acknowledgement from the coordinator for {0:?}; reconnecting")]
+    Silent(Duration),
+}
+
+pub struct Agent {
+    config: Config,
+    client_tls: Arc<rustls::ClientConfig>,
+    inventory: InventorySource,
+    backoff: Backoff,
+    options: ConnectOptions,
+}
+
+impl Agent {
+    pub fn new(
+        config: Config,
+        tls: &MeshTls,
+        inventory: InventorySource,
+    ) -> Result<Agent, mesh_certs::Error> {
+        let expect = PeerExpectation {
+            mesh: tls.identity().mesh.clone(),
+            role: Role::Coordinator,
+        };
+        Ok(Agent {
+            client_tls: tls.client_config(expect, &[ALPN_H2])?,
+            config,
+            inventory,
+            backoff: Backoff::default(),
+            options: ConnectOptions::default(),
+        })
+    }
+
+    /// Runs until `shutdown`: one session after another.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut attempt = 0u32;
+        loop {
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.session(&shutdown) => r,
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    // A session that got going resets the backoff.
+                    if started.elapsed() > Duration::from_secs(10) {
+                        attempt = 0;
+                    }
+                    let delay = self.backoff.delay(attempt, rand::random::<f64>());
+                    attempt = attempt.saturating_add(1);
+                    let hint = transport::explain(&e.to_string());
+                    tracing::warn!(error = %e, hint = hint.unwrap_or(""), retry_in = ?delay, "coordinator session ended");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        let cfg = &self.config;
+        let channel =
+            transport::connect(&cfg.coordinator, self.client_tls.clone(), &self.options).await?;
+        let mut client = AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel::<AgentMessage>(4);
+        let register = AgentMessage {
+            body: Some(AgentBody::Register(Register {
+                node: cfg.node.clone(),
+                labels: cfg.labels.clone().into_iter().collect(),
+                agent_version: VERSION.to_string(),
+                advertise_address: cfg.advertise_address.clone(),
+                heartbeat_interval_ms: cfg.heartbeat.as_millis() as u32,
+            })),
+        };
+        tx.try_send(register)
+            .map_err(|e| SessionError::Broken(e.to_string()))?;
+        let mut inbound = client
+            .connect(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| SessionError::Refused(status_text(&s)))?
+            .into_inner();
+        match inbound.message().await {
+            Ok(Some(m)) => match m.body {
+                Some(CoordBody::Registered(r)) => tracing::info!(
+                    mesh = %r.mesh,
+                    coordinator_version = %r.coordinator_version,
+                    "registered with coordinator"
+                ),
+                other => {
+                    return Err(SessionError::Broken(format!(
+                        "expected Registered, got {other:?}"
+                    )))
+                }
+            },
+            Ok(None) => {
+                return Err(SessionError::Broken(
+                    "stream closed before Registered".into(),
+                ))
+            }
+            Err(s) => return Err(SessionError::Refused(status_text(&s))),
+        }
+
+        let silence_limit = (cfg.heartbeat * 10).max(Duration::from_secs(5));
+        let mut ticker = tokio::time::interval(cfg.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0u64;
+        let mut last_ack = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = ticker.tick() => {
+                    if last_ack.elapsed() > silence_limit {
+                        return Err(SessionError::Silent(last_ack.elapsed()));
+                    }
+                    seq += 1;
+                    let hb = AgentMessage { body: Some(AgentBody::Heartbeat(Heartbeat {
+                        seq,
+                        inventory: Some(self.inventory.collect()),
+                    }))};
+                    // A full queue means the connection is stalled: skip
+                    // this beat rather than pile up stale inventory.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(hb) {
+                        return Err(SessionError::Broken("outbound stream closed".into()));
+                    }
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(m)) => {
+                        if let Some(CoordBody::HeartbeatAck(_)) = m.body {
+                            last_ack = Instant::now();
+                        }
+                    }
+                    Ok(None) => return Err(SessionError::Broken("coordinator closed the stream".into())),
+                    Err(s) => return Err(SessionError::Broken(status_text(&s))),
+                },
+            }
+        }
+    }
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        text.push_str(": ");
+        text.push_str(&transport::error_chain(source));
+    }
+    text
+}

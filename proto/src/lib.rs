@@ -1,0 +1,29 @@
+//! The `mesh.v1` gRPC API and the mutual-TLS transport it runs over.
+//!
+//! Messages and service stubs are generated from `mesh/v1/mesh.proto` at
+//! build time with a vendored protoc. [`transport`] builds TLS 1.3 client
+//! channels and server listeners from the mesh certificates; it makes no
+//! authorisation decisions (that is the coordinator's job, per RPC).
+#![forbid(unsafe_code)]
+
+pub mod transport;
+
+/// Version 1 of the API. A breaking change becomes `v2` beside it.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("mesh.v1");
+}
+
+pub use transport::{connect, tls_incoming, ConnectOptions, TransportError};
+
+/// Converts between `NodeState` and its lowercase display name.
+impl v1::NodeState {
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::NodeState::Unspecified => "unknown",
+            v1::NodeState::Ready => "ready",
+            v1::NodeState::Suspect => "suspect",
+            v1::NodeState::Down => "down",
+        }
+    }
+}

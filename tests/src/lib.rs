@@ -1,0 +1,47 @@
+//! Test harness for the mesh.
+//!
+//! - [`netns`]: isolated hosts in network namespaces on one virtual LAN,
+//!   which a test can cut off and restore; removed on drop.
+//! - [`process`]: real `mesh-coordinator` / `mesh-agent` / `meshctl`
+//!   processes, run inside a host, killed on drop, logs kept for failures.
+//! - [`pki`]: a fresh mesh CA and certificates per test.
+//! - [`binaries`]: where the workspace's binaries were built.
+//!
+//! Everything is named per test and per process, so tests run in parallel.
+#![forbid(unsafe_code)]
+
+pub mod binaries;
+pub mod mesh;
+pub mod netns;
+pub mod pki;
+pub mod process;
+pub mod wait;
+
+/// Tests that need root and namespaces call this first. In CI (CI=true)
+/// a missing prerequisite fails the test; elsewhere the test is skipped
+/// with the reason printed.
+pub fn require_root(test: &str) -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let has_ip = std::process::Command::new("ip").arg("-V").output().is_ok();
+    let problem = if !root {
+        Some("needs root for network namespaces")
+    } else if !has_ip {
+        Some("needs iproute2 (`ip`); run scripts/install-deps.sh")
+    } else {
+        None
+    };
+    match problem {
+        None => true,
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: {why}, and CI must not skip it")
+        }
+        Some(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! A whole mesh on test hosts: a coordinator on one host, an agent on each,
+//! real binaries, real certificates. Dropping it stops every process before
+//! the namespaces go.
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::time::Duration;
+
+use mesh_certs::Role;
+
+use crate::netns::{Host, Lan};
+use crate::pki::Pki;
+use crate::process::{self, Proc};
+use crate::{binaries, wait};
+
+pub const COORDINATOR_PORT: u16 = 7443;
+
+#[derive(Clone, Debug)]
+pub struct MeshOptions {
+    pub heartbeat_ms: u64,
+    pub suspect_after: u32,
+    pub down_after: u32,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            heartbeat_ms: 200,
+            suspect_after: 3,
+            down_after: 6,
+        }
+    }
+}
+
+pub struct MeshFixture {
+    // Field order is drop order: processes first, then hosts, then certs.
+    pub agents: BTreeMap<String, Proc>,
+    pub coordinator: Proc,
+    pub lan: Lan,
+    pub hosts: BTreeMap<String, Host>,
+    pub pki: Pki,
+    pub coordinator_host: String,
+    pub options: MeshOptions,
+}
+
+impl MeshFixture {
+    /// Hosts named `names`; the coordinator runs on the first.
+    pub fn start(names: &[&str], options: MeshOptions) -> MeshFixture {
+        let pki = Pki::new("testmesh");
+        let mut lan = Lan::new();
+        let mut hosts = BTreeMap::new();
+        for name in names {
+            hosts.insert(name.to_string(), lan.add_host(name));
+        }
+        let coordinator_host = names[0].to_string();
+        pki.issue(Role::Coordinator, "coordinator", &[]);
+        pki.issue(Role::Admin, "admin", &[]);
+        let coordinator = {
+            let host = &hosts[&coordinator_host];
+            let mut cmd = process::command(Some(host), &binaries::path("mesh-coordinator"));
+            cmd.arg("--listen")
+                .arg(format!("0.0.0.0:{COORDINATOR_PORT}"))
+                .arg("--certs-dir")
+                .arg(pki.dir())
+                .arg("--suspect-after")
+                .arg(options.suspect_after.to_string())
+                .arg("--down-after")
+                .arg(options.down_after.to_string());
+            Proc::spawn("coordinator", cmd)
+        };
+        let mut fixture = MeshFixture {
+            agents: BTreeMap::new(),
+            coordinator,
+            lan,
+            hosts,
+            pki,
+            coordinator_host,
+            options,
+        };
+        for name in names {
+            fixture.start_agent(name);
+        }
+        fixture
+    }
+
+    pub fn coordinator_address(&self) -> String {
+        format!(
+            "{}:{COORDINATOR_PORT}",
+            self.hosts[&self.coordinator_host].address
+        )
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        &self.hosts[name]
+    }
+
+    /// Starts (or restarts) the agent of host `name`.
+    pub fn start_agent(&mut self, name: &str) {
+        let cert = self.pki.dir().join(format!("agent-{name}.crt"));
+        if !cert.exists() {
+            self.pki.issue(Role::Agent, name, &[]);
+        }
+        let host = &self.hosts[name];
+        let mut cmd = process::command(Some(host), &binaries::path("mesh-agent"));
+        cmd.arg("--node")
+            .arg(name)
+            .arg("--coordinator")
+            .arg(self.coordinator_address())
+            .arg("--certs-dir")
+            .arg(self.pki.dir())
+            .arg("--heartbeat-ms")
+            .arg(self.options.heartbeat_ms.to_string())
+            .arg("--advertise-address")
+            .arg(&host.address)
+            .arg("--label")
+            .arg(format!("role={name}"));
+        self.agents
+            .insert(name.to_string(), Proc::spawn(&format!("agent-{name}"), cmd));
+    }
+
+    /// Runs meshctl with the admin certificate from host `from`.
+    pub fn meshctl(&self, from: &str, args: &[&str]) -> Output {
+        let mut cmd = process::command(Some(&self.hosts[from]), &binaries::path("meshctl"));
+        cmd.arg("--coordinator")
+            .arg(self.coordinator_address())
+            .arg("--certs-dir")
+            .arg(self.pki.dir())
+            .args(args);
+        process::run(cmd)
+    }
+
+    /// `meshctl nodes -o json`, parsed.
+    pub fn nodes_json(&self) -> Result<serde_json::Value, String> {
+        let out = self.meshctl(&self.coordinator_host, &["nodes", "-o", "json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    pub fn node<'a>(nodes: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+        nodes["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == name)
+    }
+
+    /// Waits until `node` is in `state`, returns the node's JSON.
+    pub fn wait_state(&self, node: &str, state: &str, limit: Duration) -> serde_json::Value {
+        wait::until(
+            &format!("{node} to be {state}"),
+            limit,
+            Duration::from_millis(100),
+            || {
+                let nodes = self.nodes_json()?;
+                Ok(Self::node(&nodes, node)
+                    .filter(|n| n["state"] == state)
+                    .cloned())
+            },
+        )
+    }
+}
