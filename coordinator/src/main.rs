@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    raise_fd_limit();
     let file = match &args.config {
         Some(path) => config::load_file(path)?,
         None => Default::default(),
@@ -81,6 +82,20 @@ async fn main() -> anyhow::Result<()> {
     });
     coordinator.serve(listener, shutdown).await?;
     Ok(())
+}
+
+/// Every agent holds one connection; distributions often start services
+/// with a soft limit of 1024 descriptors, so take the hard limit.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::warn!(error = %e, ?from, "cannot raise the open-files limit");
+        }
+    }
 }
 
 async fn wait_for_signal() {

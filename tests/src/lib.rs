@@ -9,6 +9,8 @@
 //!
 //! Everything is named per test and per process, so tests run in parallel.
 #![forbid(unsafe_code)]
+// A test harness fails the test that uses it by panicking with a message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod binaries;
 pub mod mesh;

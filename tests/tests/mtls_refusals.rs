@@ -2,6 +2,9 @@
 //! RPC. Each refusal is asserted exactly, and none changes the
 //! coordinator's state. Real TLS 1.3 over loopback, in-process coordinator.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use mesh_certs::{CertificateAuthority, Identity, MeshTls, PeerExpectation, Role, Validity};

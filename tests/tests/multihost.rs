@@ -2,6 +2,9 @@
 //! coordinator on mainpc, an agent on each; real binaries and mutual TLS.
 //! Needs root (namespaces): runs in CI, skips with a reason elsewhere.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use mesh_tests::mesh::{MeshFixture, MeshOptions};

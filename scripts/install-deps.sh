@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the mesh's build, tests and demo need on a fresh Debian 12
+# machine (run as root). Safe to run again: it installs only what is missing.
+#   iproute2    - `ip netns`, veth and bridges for the simulated hosts
+#   util-linux  - nsenter, to run processes inside a host's namespace
+#   gcc, pkg-config - C parts of ring (TLS crypto)
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: need root to install: ${need[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found; install Rust (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+echo "install-deps: ok"
