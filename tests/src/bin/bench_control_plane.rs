@@ -114,14 +114,21 @@ struct AgentResult {
     acked: u64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Warmup,
+    Measure,
+    Stop,
+}
+
 async fn run_agent(
     name: String,
     address: String,
     tls: Arc<rustls::ClientConfig>,
     period: Duration,
+    handshake_permit: tokio::sync::OwnedSemaphorePermit,
     connected: Arc<Semaphore>,
-    start_measuring: Instant,
-    stop: Instant,
+    mut phase: tokio::sync::watch::Receiver<Phase>,
 ) -> Result<AgentResult> {
     let channel = transport::connect(&address, tls, &ConnectOptions::default()).await?;
     let mut client = AgentServiceClient::new(channel);
@@ -137,6 +144,7 @@ async fn run_agent(
     .await?;
     let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
     inbound.message().await?.context("no Registered")?;
+    drop(handshake_permit);
     connected.add_permits(1);
     // Real agents are not synchronised: start at a random phase.
     tokio::time::sleep(period.mul_f64(rand_fraction(&name))).await;
@@ -152,10 +160,10 @@ async fn run_agent(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if Instant::now() >= stop { break; }
+                let now = *phase.borrow_and_update();
+                if now == Phase::Stop { break; }
                 seq += 1;
-                let measured = Instant::now() >= start_measuring;
-                if measured { in_flight.insert(seq, Instant::now()); result.sent += 1; }
+                if now == Phase::Measure { in_flight.insert(seq, Instant::now()); result.sent += 1; }
                 tx.send(AgentMessage { body: Some(Body::Heartbeat(Heartbeat {
                     seq, inventory: Some(inv.clone()) })) }).await?;
             }
@@ -272,33 +280,35 @@ async fn drive(
 ) -> Result<String> {
     let period = Duration::from_secs_f64(1.0 / args.hz);
     let connected = Arc::new(Semaphore::new(0));
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Warmup);
     let connect_start = Instant::now();
-    // Measurement starts once everyone is in, plus a few settling seconds.
-    let setup_budget = Duration::from_secs(60);
-    let start_measuring = connect_start + setup_budget;
-    let stop = start_measuring + Duration::from_secs(args.seconds);
+    // Bound the handshake burst; each permit is released once registered.
     let limiter = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::new();
     for (name, tls) in agent_tls {
         let limiter = limiter.clone();
         let connected = connected.clone();
         let address = address.to_string();
+        let phase = phase_rx.clone();
         tasks.push(tokio::spawn(async move {
             let permit = limiter.acquire_owned().await?;
-            let _permit = permit;
-            run_agent(name, address, tls, period, connected, start_measuring, stop).await
+            run_agent(name, address, tls, period, permit, connected, phase).await
         }));
     }
-    let _all = connected.acquire_many(args.agents as u32).await?;
+    tokio::select! {
+        all = connected.acquire_many(args.agents as u32) => { all?.forget(); }
+        _ = tokio::time::sleep(Duration::from_secs(300)) => bail!("agents did not all register within 300 s"),
+    }
     let connect_time = connect_start.elapsed();
     eprintln!(
         "{} agents registered in {:.1} s",
         args.agents,
         connect_time.as_secs_f64()
     );
-    // Permits are only needed for the handshake burst; release them all.
-    limiter.add_permits(args.agents);
-    tokio::time::sleep_until(start_measuring.into()).await;
+    // Settle: every agent's ticker running, the handshake burst over.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    phase_tx.send(Phase::Measure)?;
+    let stop = Instant::now() + Duration::from_secs(args.seconds);
     let (cpu0, _) = proc_usage(coordinator.pid())?;
     let t0 = Instant::now();
     let mut rss_max = 0u64;
@@ -309,6 +319,7 @@ async fn drive(
     let (cpu1, rss_end) = proc_usage(coordinator.pid())?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu_share = (cpu1 - cpu0) / wall * 100.0;
+    phase_tx.send(Phase::Stop)?;
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut sent, mut acked, mut failed) = (0u64, 0u64, 0usize);
