@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_certs::{Role, TlsFiles};
+pub use mesh_topology::ConfigError;
 use serde::Deserialize;
 
 use crate::liveness::LivenessPolicy;
@@ -59,35 +60,12 @@ pub struct Config {
     pub settings: Settings,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{field}: {message}")]
-    Field {
-        field: &'static str,
-        message: String,
-    },
-}
-
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    mesh_topology::parse_toml(path, text)
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_file(path, &text)
+    mesh_topology::load_toml(path)
 }
 
 /// Merges file and overrides into a checked configuration.
@@ -96,9 +74,11 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
         .listen
         .or(file.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let listen: SocketAddr = listen_text.parse().map_err(|e| ConfigError::Field {
-        field: "listen",
-        message: format!("'{listen_text}' is not an address and port ({e}); e.g. 0.0.0.0:7443"),
+    let listen: SocketAddr = listen_text.parse().map_err(|e| {
+        ConfigError::field(
+            "listen",
+            format!("'{listen_text}' is not an address and port ({e}); e.g. 0.0.0.0:7443"),
+        )
     })?;
     let name = over
         .tls
@@ -113,10 +93,7 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
         over.tls.cert.or(file.tls.cert),
         over.tls.key.or(file.tls.key),
     )
-    .map_err(|message| ConfigError::Field {
-        field: "tls",
-        message,
-    })?;
+    .map_err(|message| ConfigError::field("tls", message))?;
     let defaults = Settings::default();
     let liveness = LivenessPolicy {
         suspect_after: over
@@ -130,20 +107,19 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
             .or(file.liveness.down_after)
             .unwrap_or(defaults.liveness.down_after),
     };
-    liveness.validate().map_err(|message| ConfigError::Field {
-        field: "liveness",
-        message,
-    })?;
+    liveness
+        .validate()
+        .map_err(|message| ConfigError::field("liveness", message))?;
     let tick_ms = over
         .liveness
         .tick_ms
         .or(file.liveness.tick_ms)
         .unwrap_or(100);
     if !(10..=10_000).contains(&tick_ms) {
-        return Err(ConfigError::Field {
-            field: "liveness.tick_ms",
-            message: format!("{tick_ms} is outside 10..=10000"),
-        });
+        return Err(ConfigError::field(
+            "liveness.tick_ms",
+            format!("{tick_ms} is outside 10..=10000"),
+        ));
     }
     Ok(Config {
         listen,

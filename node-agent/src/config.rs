@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_certs::{Role, TlsFiles};
+pub use mesh_topology::ConfigError;
 use serde::Deserialize;
 
 use crate::inventory::gpu::DeclaredGpu;
@@ -59,52 +60,22 @@ pub struct Config {
     pub gpus: Vec<DeclaredGpu>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{field}: {message}")]
-    Field {
-        field: &'static str,
-        message: String,
-    },
-}
-
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    mesh_topology::parse_toml(path, text)
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_file(path, &text)
-}
-
-fn field(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Field {
-        field,
-        message: message.into(),
-    }
+    mesh_topology::load_toml(path)
 }
 
 pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError> {
-    let node = over
-        .node
-        .or(file.node)
-        .ok_or_else(|| field("node", "missing; set node = \"NAME\" or pass --node NAME"))?;
-    mesh_certs::validate_name("node name", &node).map_err(|e| field("node", e.to_string()))?;
+    let node = over.node.or(file.node).ok_or_else(|| {
+        ConfigError::field("node", "missing; set node = \"NAME\" or pass --node NAME")
+    })?;
+    mesh_certs::validate_name("node name", &node)
+        .map_err(|e| ConfigError::field("node", e.to_string()))?;
     let coordinator = over.coordinator.or(file.coordinator).ok_or_else(|| {
-        field(
+        ConfigError::field(
             "coordinator",
             "missing; set coordinator = \"HOST:7443\" or pass --coordinator HOST:PORT",
         )
@@ -113,30 +84,31 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
         .rsplit_once(':')
         .is_none_or(|(_, p)| p.parse::<u16>().is_err())
     {
-        return Err(field(
+        return Err(ConfigError::field(
             "coordinator",
             format!("'{coordinator}' is not HOST:PORT, e.g. 10.0.0.1:7443"),
         ));
     }
     let heartbeat_ms = over.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(500);
     if !(50..=60_000).contains(&heartbeat_ms) {
-        return Err(field(
+        return Err(ConfigError::field(
             "heartbeat_ms",
             format!("{heartbeat_ms} is outside 50..=60000"),
         ));
     }
     let mut labels = file.labels;
     for (k, v) in &labels {
-        mesh_topology::validate_label(k, v).map_err(|e| field("labels", e.to_string()))?;
+        mesh_topology::validate_label(k, v)
+            .map_err(|e| ConfigError::field("labels", e.to_string()))?;
     }
     for text in &over.labels {
-        let (k, v) =
-            mesh_topology::parse_label(text).map_err(|e| field("--label", e.to_string()))?;
+        let (k, v) = mesh_topology::parse_label(text)
+            .map_err(|e| ConfigError::field("--label", e.to_string()))?;
         labels.insert(k, v);
     }
     for (i, gpu) in file.gpus.iter().enumerate() {
         if gpu.vram_mib == 0 {
-            return Err(field(
+            return Err(ConfigError::field(
                 "gpus",
                 format!(
                     "gpus[{i}] ({}) has vram_mib = 0; give its memory in MiB",
@@ -153,7 +125,7 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
         over.tls.cert.or(file.tls.cert),
         over.tls.key.or(file.tls.key),
     )
-    .map_err(|m| field("tls", m))?;
+    .map_err(|m| ConfigError::field("tls", m))?;
     Ok(Config {
         node,
         coordinator,
