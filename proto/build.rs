@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Clients are built on our own mutual-TLS channel; the generated
         // `connect(dst)` constructor would also clash with the Connect RPC.
         .build_transport(false)
+        // Ordered maps make encoding deterministic, so a spec's hash is
+        // stable across processes and restarts.
+        .btree_map(".")
         .compile_protos(&["mesh/v1/mesh.proto"], &["."])?;
     Ok(())
 }

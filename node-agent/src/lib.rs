@@ -10,6 +10,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod containers;
 pub mod inventory;
 pub mod session;
 
