@@ -4,6 +4,11 @@
 #   iproute2    - `ip netns`, veth and bridges for the simulated hosts
 #   util-linux  - nsenter, to run processes inside a host's namespace
 #   gcc, pkg-config - C parts of ring (TLS crypto)
+#   podman, runc - the container runtime the agents drive (crun, Debian's
+#                  default, fails on this cgroups-v1 hybrid setup; the
+#                  runtime stays configurable for real machines)
+#   busybox-static - a static userland for tiny test images (no registry here)
+#   procps      - pkill, used by the test harness to reap Podman helpers
 set -euo pipefail
 
 need=()
@@ -11,6 +16,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/bin/busybox ] || need+=(busybox-static)
+command -v pkill >/dev/null 2>&1 || need+=(procps)
+command -v tar >/dev/null 2>&1 || need+=(tar)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod config;
 pub mod containers;
 pub mod inventory;
+pub mod runtime;
 pub mod session;
 
 pub use session::Agent;

@@ -16,6 +16,7 @@ pub mod binaries;
 pub mod mesh;
 pub mod netns;
 pub mod pki;
+pub mod podman;
 pub mod process;
 pub mod wait;
 

@@ -1,0 +1,103 @@
+//! The container-runtime seam. [`podman::PodmanRuntime`] talks to a real
+//! Podman over its REST API; tests of the logic above it may use a fake.
+//! Errors are values that say what to fix, never panics.
+
+pub mod create;
+pub mod podman;
+pub mod service;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use mesh_proto::v1::ContainerSpec;
+
+use crate::containers::reconcile::Observed;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedContainer {
+    pub id: String,
+    /// Podman's name (`mesh-NAME`).
+    pub podman_name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    /// Podman's state word: created, running, paused, exited, ...
+    pub status: String,
+    pub exit_code: i64,
+    pub started_at: i64,
+}
+
+impl ObservedContainer {
+    /// The reconcile view, if this container carries ownership labels.
+    pub fn owned(&self) -> Option<Observed> {
+        use crate::containers::spec::*;
+        let label = |k: &str| self.labels.get(k).cloned();
+        Some(Observed {
+            name: label(LABEL_NAME)?,
+            mesh: label(LABEL_MESH)?,
+            spec_hash: label(LABEL_SPEC_HASH).unwrap_or_default(),
+            generation: label(LABEL_GENERATION)
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0),
+            state: crate::containers::lifecycle::from_podman(&self.status, self.exit_code),
+            exit_code: self.exit_code,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub names: Vec<String>,
+    pub size_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeInfo {
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("Podman API at {socket} is not answering ({reason}); start it with `podman system service --time=0 unix://{socket}` (or `systemctl start podman.socket`)")]
+    Unavailable { socket: String, reason: String },
+    #[error("image {image} is not on this host; build or load it here (e.g. scripts/build-demo-image.sh, `podman load`), no registry is consulted")]
+    ImageMissing { image: String },
+    #[error("host port {port} is already taken on this host; free it or map the service to another host port")]
+    PortTaken { port: String },
+    #[error("container {name} does not exist")]
+    NotFound { name: String },
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(String),
+    #[error("Podman refused: {0}")]
+    Podman(String),
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// What the agent needs from a container runtime. All calls are about
+/// containers by their Podman name.
+pub trait ContainerRuntime: Send + Sync {
+    fn ping(&self) -> impl Future<Output = Result<RuntimeInfo>> + Send;
+    /// Containers labelled as belonging to `mesh`, in any state.
+    fn list(&self, mesh: &str) -> impl Future<Output = Result<Vec<ObservedContainer>>> + Send;
+    /// Creates (does not start) the container for `spec`; returns its id.
+    fn create(
+        &self,
+        mesh: &str,
+        spec: &ContainerSpec,
+        generation: u64,
+    ) -> impl Future<Output = Result<String>> + Send;
+    fn start(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn stop(&self, name: &str, timeout: Duration) -> impl Future<Output = Result<()>> + Send;
+    fn kill(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn pause(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    fn unpause(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Removes the container, stopping it first if needed.
+    fn remove(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// The last `tail` lines of stdout and stderr.
+    fn logs(&self, name: &str, tail: usize) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Runs `command` in the container; returns its exit code.
+    fn exec(&self, name: &str, command: &[String]) -> impl Future<Output = Result<i64>> + Send;
+    fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>>> + Send;
+}

@@ -1,0 +1,280 @@
+//! [`ContainerRuntime`] over Podman's libpod REST API (`podman-api`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use mesh_proto::v1::ContainerSpec;
+use podman_api::opts::{
+    ContainerDeleteOpts, ContainerListFilter, ContainerListOpts, ContainerLogsOpts,
+    ContainerStopOpts, ExecCreateOpts, ExecStartOpts, ImageListOpts,
+};
+use podman_api::Podman;
+
+use super::create::{create_opts, GpuFacts};
+use super::{ContainerRuntime, ImageInfo, ObservedContainer, Result, RuntimeError, RuntimeInfo};
+use crate::containers::spec::{container_name, LABEL_MESH};
+
+pub struct PodmanRuntime {
+    podman: Podman,
+    socket: PathBuf,
+    gpus: GpuFacts,
+}
+
+impl PodmanRuntime {
+    pub fn new(socket: &Path, gpus: GpuFacts) -> PodmanRuntime {
+        PodmanRuntime {
+            podman: Podman::unix(socket),
+            socket: socket.to_path_buf(),
+            gpus,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Classifies a podman-api error into what the operator must fix.
+    fn error(&self, e: podman_api::Error, subject: &str) -> RuntimeError {
+        let text = e.to_string();
+        let lower = text.to_lowercase();
+        let fault = matches!(e, podman_api::Error::Fault { .. });
+        if !fault {
+            return RuntimeError::Unavailable {
+                socket: self.socket.display().to_string(),
+                reason: text,
+            };
+        }
+        if lower.contains("image not known")
+            || lower.contains("no such image")
+            || lower.contains("unable to find image")
+            || lower.contains("repository name must")
+            || lower.contains("pinging container registry")
+        {
+            RuntimeError::ImageMissing {
+                image: subject.to_string(),
+            }
+        } else if lower.contains("address already in use")
+            || lower.contains("port is already allocated")
+        {
+            RuntimeError::PortTaken {
+                port: port_in(&text).unwrap_or_else(|| subject.to_string()),
+            }
+        } else if lower.contains("no such container") {
+            RuntimeError::NotFound {
+                name: subject.to_string(),
+            }
+        } else {
+            RuntimeError::Podman(text)
+        }
+    }
+}
+
+/// "listen tcp4 0.0.0.0:7150: bind: address already in use" -> "7150".
+fn port_in(text: &str) -> Option<String> {
+    let before = text.split(": bind").next()?;
+    let port = before.rsplit(':').next()?;
+    port.chars()
+        .all(|c| c.is_ascii_digit())
+        .then(|| port.to_string())
+}
+
+impl ContainerRuntime for PodmanRuntime {
+    async fn ping(&self) -> Result<RuntimeInfo> {
+        let info = self
+            .podman
+            .ping()
+            .await
+            .map_err(|e| self.error(e, "ping"))?;
+        Ok(RuntimeInfo {
+            version: info.libpod_api_version,
+        })
+    }
+
+    async fn list(&self, mesh: &str) -> Result<Vec<ObservedContainer>> {
+        let opts = ContainerListOpts::builder()
+            .all(true)
+            .filter([ContainerListFilter::LabelKeyVal(
+                LABEL_MESH.into(),
+                mesh.into(),
+            )])
+            .build();
+        let list = self
+            .podman
+            .containers()
+            .list(&opts)
+            .await
+            .map_err(|e| self.error(e, "list"))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ObservedContainer {
+                id: c.id.unwrap_or_default(),
+                podman_name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                status: c.state.unwrap_or_default(),
+                exit_code: i64::from(c.exit_code.unwrap_or(0)),
+                started_at: c.started_at.unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn create(&self, mesh: &str, spec: &ContainerSpec, generation: u64) -> Result<String> {
+        let opts = create_opts(mesh, spec, generation, self.gpus)?;
+        let created = self
+            .podman
+            .containers()
+            .create(&opts)
+            .await
+            .map_err(|e| self.error(e, &spec.image))?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, name: &str) -> Result<()> {
+        self.podman
+            .containers()
+            .get(name)
+            .start(None)
+            .await
+            .map_err(|e| self.error(e, name))
+    }
+
+    async fn stop(&self, name: &str, timeout: Duration) -> Result<()> {
+        let opts = ContainerStopOpts::builder()
+            .timeout(timeout.as_secs().max(1) as usize)
+            .build();
+        self.podman
+            .containers()
+            .get(name)
+            .stop(&opts)
+            .await
+            .map_err(|e| self.error(e, name))
+    }
+
+    async fn kill(&self, name: &str) -> Result<()> {
+        self.podman
+            .containers()
+            .get(name)
+            .kill()
+            .await
+            .map_err(|e| self.error(e, name))
+    }
+
+    async fn pause(&self, name: &str) -> Result<()> {
+        self.podman
+            .containers()
+            .get(name)
+            .pause()
+            .await
+            .map_err(|e| self.error(e, name))
+    }
+
+    async fn unpause(&self, name: &str) -> Result<()> {
+        self.podman
+            .containers()
+            .get(name)
+            .unpause()
+            .await
+            .map_err(|e| self.error(e, name))
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        let opts = ContainerDeleteOpts::builder()
+            .force(true)
+            .volumes(false)
+            .build();
+        match self.podman.containers().get(name).delete(&opts).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.error(e, name) {
+                RuntimeError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>> {
+        let opts = ContainerLogsOpts::builder()
+            .stdout(true)
+            .stderr(true)
+            .tail(tail.to_string())
+            .build();
+        let container = self.podman.containers().get(name);
+        let mut stream = container.logs(&opts);
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.error(e, name))?;
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let skip = lines.len().saturating_sub(tail);
+        Ok(lines.into_iter().skip(skip).collect())
+    }
+
+    async fn exec(&self, name: &str, command: &[String]) -> Result<i64> {
+        let container = self.podman.containers().get(name);
+        let exec = container
+            .create_exec(
+                &ExecCreateOpts::builder()
+                    .command(command.to_vec())
+                    .attach_stdout(true)
+                    .attach_stderr(true)
+                    .build(),
+            )
+            .await
+            .map_err(|e| self.error(e, name))?;
+        if let Some(mut output) = exec
+            .start(&ExecStartOpts::builder().build())
+            .await
+            .map_err(|e| self.error(e, name))?
+        {
+            // Drain the output; the exit code is read from inspect.
+            while let Some(chunk) = output.next().await {
+                if chunk.is_err() {
+                    break;
+                }
+            }
+        }
+        let inspect = exec.inspect().await.map_err(|e| self.error(e, name))?;
+        Ok(inspect
+            .get("ExitCode")
+            .and_then(|c| c.as_i64())
+            .unwrap_or(-1))
+    }
+
+    async fn images(&self) -> Result<Vec<ImageInfo>> {
+        let list = self
+            .podman
+            .images()
+            .list(&ImageListOpts::builder().all(false).build())
+            .await
+            .map_err(|e| self.error(e, "images"))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id.unwrap_or_default(),
+                names: i.names.or(i.repo_tags).unwrap_or_default(),
+                size_bytes: i.size.unwrap_or(0).max(0) as u64,
+            })
+            .collect())
+    }
+}
+
+/// The Podman name for a spec name; re-exported for callers of the runtime.
+pub fn podman_name(spec_name: &str) -> String {
+    container_name(spec_name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn port_is_read_from_bind_errors() {
+        assert_eq!(
+            super::port_in("rootlessport listen tcp 0.0.0.0:7150: bind: address already in use"),
+            Some("7150".into())
+        );
+        assert_eq!(super::port_in("something else"), None);
+    }
+}
