@@ -1,11 +1,19 @@
-//! The admin API for meshctl: nodes and status. Admin certificates only.
+//! The admin API for meshctl: nodes, status, containers and commands.
+//! Admin certificates only.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_certs::Role;
 use mesh_proto::v1::admin_service_server::AdminService;
-use mesh_proto::v1::{GetStatusRequest, GetStatusResponse, ListNodesRequest, ListNodesResponse};
+use mesh_proto::v1::coordinator_message::Body;
+use mesh_proto::v1::{
+    CommandAction, CommandResult, ContainerCommand, GetStatusRequest, GetStatusResponse,
+    ListContainersRequest, ListContainersResponse, ListNodesRequest, ListNodesResponse,
+    NodeContainers, RunCommandRequest, SetContainersRequest, SetContainersResponse,
+};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::auth;
 use crate::registry::Now;
@@ -58,5 +66,88 @@ impl AdminService for AdminApi {
             calls_refused: s.metrics.calls_refused(),
             agent_streams_open: registry.open_sessions(),
         }))
+    }
+
+    async fn set_containers(
+        &self,
+        request: Request<SetContainersRequest>,
+    ) -> Result<Response<SetContainersResponse>, Status> {
+        let s = &self.shared;
+        let caller = auth::require(&request, Role::Admin, &s.mesh, "SetContainers", &s.metrics)?;
+        let req = request.into_inner();
+        let _span =
+            tracing::info_span!("set_containers", node = %req.node, caller = %caller).entered();
+        mesh_certs::validate_name("node name", &req.node)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Err(problems) = mesh_proto::spec::validate_set(&req.containers) {
+            return Err(Status::invalid_argument(format!(
+                "containers for {} refused, nothing changed:\n  {}",
+                req.node,
+                problems.join("\n  ")
+            )));
+        }
+        let now = Now::system().unix_ms.max(0) as u64;
+        let desired = s.desired.set(&req.node, req.containers, now);
+        let generation = desired.generation;
+        let delivered = s.sessions.send(&req.node, Body::Desired(desired));
+        tracing::info!(generation, delivered, "desired containers set");
+        Ok(Response::new(SetContainersResponse {
+            generation,
+            delivered,
+        }))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "ListContainers", &s.metrics)?;
+        let req = request.into_inner();
+        let only = (!req.node.is_empty()).then_some(req.node.as_str());
+        let reports = s.registry().container_reports(only);
+        let nodes = reports
+            .into_iter()
+            .map(|(node, report)| NodeContainers {
+                desired_generation: s.desired.get(&node).map_or(0, |d| d.generation),
+                node,
+                report,
+            })
+            .collect();
+        Ok(Response::new(ListContainersResponse { nodes }))
+    }
+
+    async fn run_command(
+        &self,
+        request: Request<RunCommandRequest>,
+    ) -> Result<Response<CommandResult>, Status> {
+        let s = &self.shared;
+        let caller = auth::require(&request, Role::Admin, &s.mesh, "RunCommand", &s.metrics)?;
+        let req = request.into_inner();
+        let action = CommandAction::try_from(req.action).unwrap_or(CommandAction::Unspecified);
+        let span = tracing::info_span!("run_command", node = %req.node, service = %req.container, action = action.as_str_name(), caller = %caller);
+        if action == CommandAction::Unspecified {
+            return Err(Status::invalid_argument(
+                "no action: use stop, start, restart, pause, resume, kill or logs",
+            ));
+        }
+        if !s.registry().is_known(&req.node) {
+            return Err(Status::not_found(format!(
+                "no node named '{}' has registered; see `meshctl nodes`",
+                req.node
+            )));
+        }
+        let command = ContainerCommand {
+            id: 0,
+            container: req.container,
+            action: action as i32,
+            tail: req.tail,
+        };
+        let result = s
+            .sessions
+            .command(&req.node, command, Duration::from_secs(60))
+            .instrument(span)
+            .await?;
+        Ok(Response::new(result))
     }
 }

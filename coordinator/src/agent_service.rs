@@ -102,8 +102,14 @@ impl AgentService for AgentApi {
                 coordinator_version: VERSION.to_string(),
             })),
         };
-        // Capacity 32 and nothing sent yet: this cannot block.
+        // Capacity 32 and nothing sent yet: these cannot block.
         let _ = tx.try_send(Ok(registered));
+        if let Some(desired) = shared.desired.get(&node) {
+            let _ = tx.try_send(Ok(CoordinatorMessage {
+                body: Some(CoordBody::Desired(desired)),
+            }));
+        }
+        shared.sessions.attach(&node, session, tx.clone());
         let span = tracing::info_span!("agent_stream", node = %node, session);
         tokio::spawn(serve_stream(shared.clone(), node, session, inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -127,10 +133,13 @@ async fn serve_stream(
         match message.body {
             Some(AgentBody::Heartbeat(hb)) => {
                 shared.metrics.count_heartbeat();
-                let result =
-                    shared
-                        .registry()
-                        .heartbeat(&node, session, hb.inventory, Now::system());
+                let result = shared.registry().heartbeat(
+                    &node,
+                    session,
+                    hb.inventory,
+                    hb.containers,
+                    Now::system(),
+                );
                 match result {
                     Ok(transition) => log_transition(transition),
                     Err(e) => break e.to_string(),
@@ -142,6 +151,7 @@ async fn serve_stream(
                     break "agent stopped reading".to_string();
                 }
             }
+            Some(AgentBody::CommandResult(result)) => shared.sessions.complete(result),
             Some(AgentBody::Register(_)) => {
                 let _ = tx
                     .send(Err(Status::invalid_argument(
@@ -155,6 +165,7 @@ async fn serve_stream(
             }
         }
     };
+    shared.sessions.detach(&node, session);
     shared.registry().disconnect(&node, session);
     tracing::info!(reason = %end, "agent stream ended");
 }

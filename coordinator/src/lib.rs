@@ -11,10 +11,12 @@ pub mod admin_service;
 pub mod agent_service;
 pub mod auth;
 pub mod config;
+pub mod desired;
 pub mod liveness;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod sessions;
 pub mod state;
 
 pub use server::{Coordinator, Settings};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use mesh_proto::v1::{self, HostInventory, NodeState, StateChange};
+use mesh_proto::v1::{self, ContainerReport, HostInventory, NodeState, StateChange};
 
 use crate::liveness::{assess, missed_heartbeats, LivenessPolicy};
 
@@ -60,6 +60,7 @@ struct NodeRecord {
     registration: Registration,
     session: Option<SessionId>,
     inventory: Option<HostInventory>,
+    containers: Option<ContainerReport>,
     last_heartbeat: Instant,
     last_heartbeat_unix_ms: i64,
     state: NodeState,
@@ -142,6 +143,7 @@ impl Registry {
             registration: registration.clone(),
             session: None,
             inventory: None,
+            containers: None,
             last_heartbeat: now.mono,
             last_heartbeat_unix_ms: now.unix_ms,
             state: NodeState::Unspecified,
@@ -162,6 +164,7 @@ impl Registry {
         node: &str,
         session: SessionId,
         inventory: Option<HostInventory>,
+        containers: Option<ContainerReport>,
         now: Now,
     ) -> Result<Option<Transition>, RegistryError> {
         let record = match self.nodes.get_mut(node) {
@@ -172,6 +175,9 @@ impl Registry {
         record.last_heartbeat_unix_ms = now.unix_ms;
         if inventory.is_some() {
             record.inventory = inventory;
+        }
+        if containers.is_some() {
+            record.containers = containers;
         }
         Ok(record.transition(NodeState::Ready, now, "heartbeats resumed".into()))
     }
@@ -226,6 +232,22 @@ impl Registry {
 
     pub fn open_sessions(&self) -> u32 {
         self.nodes.values().filter(|r| r.session.is_some()).count() as u32
+    }
+
+    /// The last container report of each node (or of `only`), by name.
+    pub fn container_reports(&self, only: Option<&str>) -> Vec<(String, Option<ContainerReport>)> {
+        let mut out: Vec<(String, Option<ContainerReport>)> = self
+            .nodes
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+            .map(|(name, r)| (name.clone(), r.containers.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn is_known(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
     }
 
     /// All nodes, sorted by name, as the admin API shows them.

@@ -4,9 +4,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::desired::DesiredStore;
 use crate::liveness::LivenessPolicy;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::sessions::Sessions;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -15,6 +17,8 @@ pub struct Shared {
     pub mesh: String,
     pub started: Instant,
     pub metrics: Metrics,
+    pub desired: DesiredStore,
+    pub sessions: Sessions,
     registry: Mutex<Registry>,
 }
 
@@ -24,6 +28,8 @@ impl Shared {
             mesh,
             started: Instant::now(),
             metrics: Metrics::default(),
+            desired: DesiredStore::default(),
+            sessions: Sessions::default(),
             registry: Mutex::new(Registry::new(policy)),
         })
     }

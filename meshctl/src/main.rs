@@ -2,6 +2,7 @@
 
 mod admin;
 mod certs_cmd;
+mod containers_cmd;
 mod nodes;
 mod table;
 
@@ -38,6 +39,46 @@ enum Command {
     Nodes,
     /// Coordinator version, uptime, mesh name and node counts.
     Status,
+    /// Set the containers a node should run.
+    Containers {
+        #[command(subcommand)]
+        command: ContainersCommand,
+    },
+    /// Containers on every node (or one): state, health, restarts, problems.
+    Ps { node: Option<String> },
+    /// Stop a container (it stays stopped until started).
+    Stop { node: String, container: String },
+    /// Start a stopped container.
+    Start { node: String, container: String },
+    /// Stop and start a container.
+    Restart { node: String, container: String },
+    /// Pause a container's processes.
+    Pause { node: String, container: String },
+    /// Resume a paused container.
+    Resume { node: String, container: String },
+    /// Kill a container (SIGKILL); it stays stopped until started.
+    Kill { node: String, container: String },
+    /// A container's log lines.
+    Logs {
+        node: String,
+        container: String,
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+        /// Keep printing new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainersCommand {
+    /// Replace the containers NODE should run with those in FILE (TOML, [[containers]]).
+    Set {
+        node: String,
+        file: std::path::PathBuf,
+    },
+    /// Check FILE without contacting the coordinator.
+    Check { file: std::path::PathBuf },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -66,6 +107,46 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Containers {
+            command: ContainersCommand::Check { file },
+        } => {
+            let n = containers_cmd::describe(&file)?;
+            println!("{}: {n} container(s), valid", file.display());
+            Ok(())
+        }
+        Command::Containers {
+            command: ContainersCommand::Set { node, file },
+        } => {
+            let mut client = admin::connect(&cli.admin).await?;
+            containers_cmd::set(&mut client, &node, &file).await
+        }
+        Command::Ps { node } => {
+            let mut client = admin::connect(&cli.admin).await?;
+            containers_cmd::ps(&mut client, node.as_deref(), cli.output).await
+        }
+        Command::Stop { node, container } => lifecycle(&cli.admin, &node, &container, "stop").await,
+        Command::Start { node, container } => {
+            lifecycle(&cli.admin, &node, &container, "start").await
+        }
+        Command::Restart { node, container } => {
+            lifecycle(&cli.admin, &node, &container, "restart").await
+        }
+        Command::Pause { node, container } => {
+            lifecycle(&cli.admin, &node, &container, "pause").await
+        }
+        Command::Resume { node, container } => {
+            lifecycle(&cli.admin, &node, &container, "resume").await
+        }
+        Command::Kill { node, container } => lifecycle(&cli.admin, &node, &container, "kill").await,
+        Command::Logs {
+            node,
+            container,
+            tail,
+            follow,
+        } => {
+            let mut client = admin::connect(&cli.admin).await?;
+            containers_cmd::logs(&mut client, &node, &container, tail, follow).await
+        }
         Command::Status => {
             let mut client = admin::connect(&cli.admin).await?;
             let response = client
@@ -81,4 +162,20 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn lifecycle(
+    args: &admin::AdminArgs,
+    node: &str,
+    container: &str,
+    action: &str,
+) -> Result<()> {
+    let mut client = admin::connect(args).await?;
+    containers_cmd::command(
+        &mut client,
+        node,
+        container,
+        containers_cmd::parse_action(action)?,
+    )
+    .await
 }

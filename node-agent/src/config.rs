@@ -25,6 +25,25 @@ pub struct FileConfig {
     pub tls: TlsSection,
     #[serde(default)]
     pub gpus: Vec<DeclaredGpu>,
+    /// Where the agent keeps its state (the last desired set, its own
+    /// Podman service when it runs one).
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub podman: PodmanSection,
+}
+
+/// How the agent reaches Podman.
+#[derive(Debug, Default, Deserialize, PartialEq, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PodmanSection {
+    /// An existing Podman API socket [default: /run/podman/podman.sock].
+    pub socket: Option<PathBuf>,
+    /// Start a Podman service of the agent's own under state_dir instead.
+    pub own_service: Option<bool>,
+    /// OCI runtime for an own service [default: runc].
+    pub oci_runtime: Option<String>,
+    /// Read-only image stores an own service shares [default: the system store].
+    pub shared_image_stores: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -46,6 +65,9 @@ pub struct Overrides {
     pub storage_path: Option<PathBuf>,
     pub labels: Vec<String>,
     pub tls: TlsSection,
+    pub state_dir: Option<PathBuf>,
+    pub podman_socket: Option<PathBuf>,
+    pub podman_own_service: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +80,22 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub tls: TlsFiles,
     pub gpus: Vec<DeclaredGpu>,
+    pub state_dir: PathBuf,
+    pub podman: PodmanSettings,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodmanSettings {
+    /// Use the Podman service at this socket.
+    Socket(PathBuf),
+    /// Run one of our own under state_dir/podman.
+    Own {
+        oci_runtime: String,
+        shared_image_stores: Vec<PathBuf>,
+    },
+}
+
+pub const DEFAULT_PODMAN_SOCKET: &str = "/run/podman/podman.sock";
 
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     mesh_topology::parse_toml(path, text)
@@ -126,6 +163,34 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
         over.tls.key.or(file.tls.key),
     )
     .map_err(|m| ConfigError::field("tls", m))?;
+    let state_dir = over
+        .state_dir
+        .or(file.state_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/mesh-agent").join(&node));
+    let own = over
+        .podman_own_service
+        .or(file.podman.own_service)
+        .unwrap_or(false);
+    let podman = if own {
+        PodmanSettings::Own {
+            oci_runtime: file
+                .podman
+                .oci_runtime
+                .clone()
+                .unwrap_or_else(|| "runc".into()),
+            shared_image_stores: file
+                .podman
+                .shared_image_stores
+                .clone()
+                .unwrap_or_else(|| vec![PathBuf::from("/var/lib/containers/storage")]),
+        }
+    } else {
+        PodmanSettings::Socket(
+            over.podman_socket
+                .or(file.podman.socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PODMAN_SOCKET)),
+        )
+    };
     Ok(Config {
         node,
         coordinator,
@@ -141,6 +206,8 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
         labels,
         tls,
         gpus: file.gpus,
+        state_dir,
+        podman,
     })
 }
 

@@ -11,7 +11,9 @@
 pub mod backoff;
 pub mod config;
 pub mod containers;
+pub mod health;
 pub mod inventory;
+pub mod manager;
 pub mod runtime;
 pub mod session;
 

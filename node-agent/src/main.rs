@@ -3,9 +3,16 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use mesh_node_agent::config::{self, Overrides, TlsSection};
-use mesh_node_agent::inventory::gpu::HostGpus;
+use std::time::Duration;
+
+use mesh_node_agent::config::{self, Overrides, PodmanSettings, TlsSection};
+use mesh_node_agent::inventory::gpu::{GpuProbe, HostGpus};
 use mesh_node_agent::inventory::InventorySource;
+use mesh_node_agent::manager::{Manager, ManagerConfig};
+use mesh_node_agent::runtime::create::GpuFacts;
+use mesh_node_agent::runtime::podman::PodmanRuntime;
+use mesh_node_agent::runtime::service::{PodmanService, ServiceConfig};
+use mesh_node_agent::session::ManagerLink;
 use mesh_node_agent::Agent;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +49,15 @@ struct Args {
     cert: Option<PathBuf>,
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Where the agent keeps its state [default: /var/lib/mesh-agent/NODE].
+    #[arg(long, env = "MESH_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Podman API socket to use [default: /run/podman/podman.sock].
+    #[arg(long, env = "MESH_PODMAN_SOCKET")]
+    podman_socket: Option<PathBuf>,
+    /// Run a Podman service of this agent's own under the state dir.
+    #[arg(long)]
+    podman_own_service: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,6 +103,9 @@ fn main() -> anyhow::Result<()> {
             cert: args.cert,
             key: args.key,
         },
+        state_dir: args.state_dir,
+        podman_socket: args.podman_socket,
+        podman_own_service: args.podman_own_service.then_some(true),
     };
     let config = config::resolve(file, overrides)?;
     let tls = mesh_certs::MeshTls::load(&config.tls)?;
@@ -98,12 +117,18 @@ fn main() -> anyhow::Result<()> {
             config.node
         );
     }
+    let mut gpus = HostGpus::detect(config.gpus.clone());
+    let gpu_facts = GpuFacts {
+        cdi_available: mesh_node_agent::containers::spec::cdi_spec_present(),
+        gpu_count: gpus.report().gpus.len() as u32,
+    };
     let inventory = InventorySource {
         storage_path: config.storage_path.clone(),
-        gpus: Box::new(HostGpus::detect(config.gpus.clone())),
+        gpus: Box::new(gpus),
     };
     tracing::info!(node = %config.node, coordinator = %config.coordinator, "agent starting");
-    let agent = Agent::new(config, &tls, inventory)?;
+    let mesh = tls.identity().mesh.clone();
+    let agent = Agent::new(config.clone(), &tls, inventory)?;
     // One thread is plenty for an agent and keeps its footprint small.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -115,7 +140,42 @@ fn main() -> anyhow::Result<()> {
             wait_for_signal().await;
             trigger.cancel();
         });
+        // Our own Podman service lives as long as the agent; containers
+        // outlive both (conmon), and a restarted agent adopts them.
+        let (socket, _service) = match &config.podman {
+            PodmanSettings::Socket(socket) => (socket.clone(), None),
+            PodmanSettings::Own {
+                oci_runtime,
+                shared_image_stores,
+            } => {
+                let mut service_config =
+                    ServiceConfig::sandbox_defaults(config.state_dir.join("podman"));
+                service_config.oci_runtime = oci_runtime.clone();
+                service_config.shared_image_stores = shared_image_stores.clone();
+                match PodmanService::start(&service_config).await {
+                    Ok(service) => (service.socket().to_path_buf(), Some(service)),
+                    Err(e) => {
+                        // Reported as an unavailable runtime; the agent still reports its host.
+                        tracing::error!(error = %e, "own Podman service did not start");
+                        (service_config.state_dir.join("podman.sock"), None)
+                    }
+                }
+            }
+        };
+        let podman = PodmanRuntime::new(&socket, gpu_facts);
+        let (manager, report) = Manager::new(
+            podman,
+            ManagerConfig {
+                mesh,
+                state_dir: config.state_dir.clone(),
+                tick: Duration::from_millis(500),
+            },
+        );
+        let (inputs, inputs_rx) = tokio::sync::mpsc::channel(16);
+        let manager_task = tokio::spawn(manager.run(inputs_rx, shutdown.clone()));
+        let agent = agent.with_manager(ManagerLink { inputs, report });
         agent.run(shutdown).await;
+        let _ = manager_task.await;
         tracing::info!("agent stopped");
     });
     Ok(())

@@ -10,14 +10,21 @@ use mesh_proto::transport::{self, ConnectOptions, ALPN_H2};
 use mesh_proto::v1::agent_message::Body as AgentBody;
 use mesh_proto::v1::agent_service_client::AgentServiceClient;
 use mesh_proto::v1::coordinator_message::Body as CoordBody;
-use mesh_proto::v1::{AgentMessage, Heartbeat, Register};
-use tokio::sync::mpsc;
+use mesh_proto::v1::{AgentMessage, ContainerReport, Heartbeat, Register};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::inventory::InventorySource;
+use crate::manager::Input;
+
+/// The agent's link to its container manager, when it has one.
+pub struct ManagerLink {
+    pub inputs: mpsc::Sender<Input>,
+    pub report: watch::Receiver<ContainerReport>,
+}
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -39,6 +46,7 @@ pub struct Agent {
     inventory: InventorySource,
     backoff: Backoff,
     options: ConnectOptions,
+    manager: Option<ManagerLink>,
 }
 
 impl Agent {
@@ -57,7 +65,15 @@ impl Agent {
             inventory,
             backoff: Backoff::default(),
             options: ConnectOptions::default(),
+            manager: None,
         })
+    }
+
+    /// Containers: desired sets and commands go to `link`, and its
+    /// reports ride on every heartbeat.
+    pub fn with_manager(mut self, link: ManagerLink) -> Agent {
+        self.manager = Some(link);
+        self
     }
 
     /// Runs until `shutdown`: one session after another.
@@ -148,6 +164,7 @@ impl Agent {
                     let hb = AgentMessage { body: Some(AgentBody::Heartbeat(Heartbeat {
                         seq,
                         inventory: Some(self.inventory.collect()),
+                        containers: self.manager.as_ref().map(|m| m.report.borrow().clone()),
                     }))};
                     // A full queue means the connection is stalled: skip
                     // this beat rather than pile up stale inventory.
@@ -156,16 +173,63 @@ impl Agent {
                     }
                 }
                 message = inbound.message() => match message {
-                    Ok(Some(m)) => {
-                        if let Some(CoordBody::HeartbeatAck(_)) = m.body {
-                            last_ack = Instant::now();
+                    Ok(Some(m)) => match m.body {
+                        Some(CoordBody::HeartbeatAck(_)) => last_ack = Instant::now(),
+                        Some(CoordBody::Desired(desired)) => {
+                            tracing::info!(generation = desired.generation, containers = desired.containers.len(), "desired containers received");
+                            match &self.manager {
+                                Some(link) => {
+                                    let _ = link.inputs.send(Input::Desired(desired)).await;
+                                }
+                                None => tracing::warn!("this agent runs no container manager; desired set ignored"),
+                            }
                         }
-                    }
+                        Some(CoordBody::Command(command)) => self.forward_command(command, tx.clone()),
+                        _ => {}
+                    },
                     Ok(None) => return Err(SessionError::Broken("coordinator closed the stream".into())),
                     Err(s) => return Err(SessionError::Broken(status_text(&s))),
                 },
             }
         }
+    }
+}
+
+impl Agent {
+    /// Runs a command through the manager without holding up the stream,
+    /// and sends the result back when it is done.
+    fn forward_command(
+        &self,
+        command: mesh_proto::v1::ContainerCommand,
+        tx: mpsc::Sender<AgentMessage>,
+    ) {
+        let id = command.id;
+        let inputs = self.manager.as_ref().map(|m| m.inputs.clone());
+        tokio::spawn(async move {
+            let result = match inputs {
+                None => mesh_proto::v1::CommandResult {
+                    id,
+                    ok: false,
+                    message: "this agent runs no container manager".into(),
+                    lines: vec![],
+                },
+                Some(inputs) => {
+                    let (reply, rx) = oneshot::channel();
+                    if inputs.send(Input::Command(command, reply)).await.is_err() {
+                        return;
+                    }
+                    match rx.await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    }
+                }
+            };
+            let _ = tx
+                .send(AgentMessage {
+                    body: Some(AgentBody::CommandResult(result)),
+                })
+                .await;
+        });
     }
 }
 

@@ -6,6 +6,7 @@
 //! authorisation decisions (that is the coordinator's job, per RPC).
 #![forbid(unsafe_code)]
 
+pub mod spec;
 pub mod transport;
 
 /// Version 1 of the API. A breaking change becomes `v2` beside it.

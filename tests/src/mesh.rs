@@ -145,6 +145,21 @@ impl MeshFixture {
             .find(|n| n["name"] == name)
     }
 
+    /// Waits until `node` is Ready and has sent its first inventory.
+    pub fn wait_ready_with_inventory(&self, node: &str, limit: Duration) -> serde_json::Value {
+        wait::until(
+            &format!("{node} to be ready with inventory"),
+            limit,
+            Duration::from_millis(100),
+            || {
+                let nodes = self.nodes_json()?;
+                Ok(Self::node(&nodes, node)
+                    .filter(|n| n["state"] == "ready" && n["cpu"]["count"].as_u64() > Some(0))
+                    .cloned())
+            },
+        )
+    }
+
     /// Waits until `node` is in `state`, returns the node's JSON.
     pub fn wait_state(&self, node: &str, state: &str, limit: Duration) -> serde_json::Value {
         wait::until(

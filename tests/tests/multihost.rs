@@ -17,7 +17,7 @@ fn both_hosts_become_ready_with_inventory() {
     }
     let mesh = MeshFixture::start(&["mainpc", "pc2"], MeshOptions::default());
     for name in ["mainpc", "pc2"] {
-        let node = mesh.wait_state(name, "ready", Duration::from_secs(20));
+        let node = mesh.wait_ready_with_inventory(name, Duration::from_secs(20));
         assert_eq!(node["address"], mesh.host(name).address);
         assert_eq!(node["connected"], true);
         assert_eq!(node["labels"]["role"], name);

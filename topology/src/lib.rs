@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod labels;
+pub mod service;
 pub mod toml_file;
 
 pub use labels::{parse_label, validate_label, LabelError};

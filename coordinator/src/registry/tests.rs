@@ -54,7 +54,7 @@ fn heartbeat_brings_node_back_and_history_records_times() {
     let (s, _) = r.register(reg("pc2"), t0);
     r.tick(t0.after(Duration::from_secs(6)));
     let t1 = t0.after(Duration::from_secs(7));
-    let back = r.heartbeat("pc2", s, None, t1).unwrap().unwrap();
+    let back = r.heartbeat("pc2", s, None, None, t1).unwrap().unwrap();
     assert_eq!((back.from, back.to), (NodeState::Down, NodeState::Ready));
     let node = &r.snapshot(t1)[0];
     let history: Vec<i32> = node.history.iter().map(|c| c.to).collect();
@@ -76,7 +76,7 @@ fn stale_session_cannot_heartbeat_or_disconnect_new_one() {
     let (old, _) = r.register(reg("pc2"), t0);
     let (new, _) = r.register(reg("pc2"), t0.after(Duration::from_secs(1)));
     assert_eq!(
-        r.heartbeat("pc2", old, None, t0),
+        r.heartbeat("pc2", old, None, None, t0),
         Err(RegistryError::StaleSession("pc2".into()))
     );
     r.disconnect("pc2", old);
@@ -111,7 +111,7 @@ fn history_is_bounded() {
     for _ in 0..40 {
         now = now.after(Duration::from_secs(10));
         r.tick(now);
-        r.heartbeat("pc2", s, None, now).unwrap();
+        r.heartbeat("pc2", s, None, None, now).unwrap();
     }
     assert_eq!(r.snapshot(now)[0].history.len(), HISTORY_LEN);
 }

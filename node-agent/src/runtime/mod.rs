@@ -100,4 +100,6 @@ pub trait ContainerRuntime: Send + Sync {
     /// Runs `command` in the container; returns its exit code.
     fn exec(&self, name: &str, command: &[String]) -> impl Future<Output = Result<i64>> + Send;
     fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>>> + Send;
+    /// The container's address on its network, for health probes.
+    fn address(&self, name: &str) -> impl Future<Output = Result<Option<std::net::IpAddr>>> + Send;
 }

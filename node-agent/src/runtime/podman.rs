@@ -244,6 +244,10 @@ impl ContainerRuntime for PodmanRuntime {
             .unwrap_or(-1))
     }
 
+    async fn address(&self, name: &str) -> Result<Option<std::net::IpAddr>> {
+        self.inspect_address(name).await
+    }
+
     async fn images(&self) -> Result<Vec<ImageInfo>> {
         let list = self
             .podman
@@ -259,6 +263,32 @@ impl ContainerRuntime for PodmanRuntime {
                 size_bytes: i.size.unwrap_or(0).max(0) as u64,
             })
             .collect())
+    }
+}
+
+impl PodmanRuntime {
+    async fn inspect_address(&self, name: &str) -> Result<Option<std::net::IpAddr>> {
+        let data = self
+            .podman
+            .containers()
+            .get(name)
+            .inspect()
+            .await
+            .map_err(|e| self.error(e, name))?;
+        let settings = match data.network_settings {
+            Some(s) => s,
+            None => return Ok(None),
+        };
+        let from_networks = settings.networks.as_ref().and_then(|n| {
+            n.values()
+                .filter_map(|net| net.ip_address.clone())
+                .find(|ip| !ip.is_empty())
+        });
+        let ip = settings
+            .ip_address
+            .filter(|ip| !ip.is_empty())
+            .or(from_networks);
+        Ok(ip.and_then(|ip| ip.parse().ok()))
     }
 }
 

@@ -1,0 +1,146 @@
+//! The container manager: makes Podman match the desired set the
+//! coordinator sent, restarts with backoff, runs health checks, executes
+//! commands, and publishes what really runs for the heartbeats.
+//!
+//! The desired set is persisted, so an agent that restarts without a
+//! coordinator adopts its containers and keeps them as they were; until a
+//! desired set is known, nothing is created or removed.
+
+mod commands;
+mod pass;
+mod report;
+pub mod tracked;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mesh_proto::v1::{
+    CommandResult, ContainerCommand, ContainerReport, DesiredContainers, ImageSummary,
+};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::ContainerRuntime;
+use tracked::Tracked;
+
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub mesh: String,
+    /// Where the last desired set is kept (desired.pb).
+    pub state_dir: PathBuf,
+    /// How often Podman is re-read and health checks are considered.
+    pub tick: Duration,
+}
+
+pub enum Input {
+    Desired(DesiredContainers),
+    Command(ContainerCommand, oneshot::Sender<CommandResult>),
+}
+
+pub struct Manager<R: ContainerRuntime> {
+    runtime: R,
+    config: ManagerConfig,
+    desired: Option<DesiredContainers>,
+    tracked: BTreeMap<String, Tracked>,
+    images: Vec<ImageSummary>,
+    images_refreshed: Option<std::time::Instant>,
+    report: watch::Sender<ContainerReport>,
+    /// Podman write calls made, for tests and benchmarks of idempotence.
+    pub writes: u64,
+    /// The last runtime error logged, so an outage is logged once, not every pass.
+    runtime_error: Option<String>,
+}
+
+impl<R: ContainerRuntime> Manager<R> {
+    pub fn new(
+        runtime: R,
+        config: ManagerConfig,
+    ) -> (Manager<R>, watch::Receiver<ContainerReport>) {
+        let (report, rx) = watch::channel(ContainerReport::default());
+        let desired = load_desired(&config.state_dir);
+        if let Some(d) = &desired {
+            tracing::info!(
+                generation = d.generation,
+                containers = d.containers.len(),
+                "adopting the last desired set"
+            );
+        }
+        let manager = Manager {
+            runtime,
+            config,
+            desired,
+            tracked: BTreeMap::new(),
+            images: Vec::new(),
+            images_refreshed: None,
+            report,
+            writes: 0,
+            runtime_error: None,
+        };
+        (manager, rx)
+    }
+
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                input = inputs.recv() => match input {
+                    None => return,
+                    Some(Input::Desired(d)) => {
+                        self.set_desired(d);
+                        self.pass().await;
+                    }
+                    Some(Input::Command(c, reply)) => {
+                        let result = self.command(c).await;
+                        let _ = reply.send(result);
+                        self.pass().await;
+                    }
+                },
+                _ = ticker.tick() => self.pass().await,
+            }
+        }
+    }
+
+    /// Takes a new desired set unless it is older than the one we have.
+    pub fn set_desired(&mut self, desired: DesiredContainers) {
+        let current = self.desired.as_ref().map_or(0, |d| d.generation);
+        if desired.generation < current {
+            tracing::warn!(
+                current,
+                offered = desired.generation,
+                "ignoring an older desired set"
+            );
+            return;
+        }
+        if let Err(e) = save_desired(&self.config.state_dir, &desired) {
+            tracing::warn!(error = %e, "cannot persist the desired set; it holds until the agent restarts");
+        }
+        self.desired = Some(desired);
+    }
+}
+
+fn desired_path(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("desired.pb")
+}
+
+fn load_desired(state_dir: &std::path::Path) -> Option<DesiredContainers> {
+    let bytes = std::fs::read(desired_path(state_dir)).ok()?;
+    match DesiredContainers::decode(bytes.as_slice()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "stored desired set is unreadable; waiting for the coordinator");
+            None
+        }
+    }
+}
+
+fn save_desired(state_dir: &std::path::Path, desired: &DesiredContainers) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let path = desired_path(state_dir);
+    let tmp = path.with_extension("pb.tmp");
+    std::fs::write(&tmp, desired.encode_to_vec())?;
+    std::fs::rename(tmp, path)
+}
