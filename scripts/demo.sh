@@ -63,6 +63,13 @@ for host in mainpc pc2; do
 done
 
 in_host() { local host=$1; shift; nsenter --net="/run/netns/demo-$host" -- "$@"; }
+# Starts a long-running program inside a host and remembers its pid: the
+# subshell execs nsenter, which execs the program, so $! is the program.
+spawn_in_host() { # host log program args...
+  local host=$1 log=$2; shift 2
+  ( exec nsenter --net="/run/netns/demo-$host" -- "$@" >"$log" 2>&1 ) &
+  pids+=($!)
+}
 
 cat > "$DEMO/meshctl.toml" <<TOML
 coordinator = "$COORD"
@@ -101,12 +108,10 @@ vram_mib = 12288
 TOML
 
 echo "== starting coordinator on mainpc and agents on mainpc and pc2 (logs in $DEMO)"
-in_host mainpc "$BIN/mesh-coordinator" --listen "0.0.0.0:7443" --certs-dir "$CERTS" \
-  --suspect-after 3 --down-after 10 >"$DEMO/coordinator.log" 2>&1 &
-pids+=($!)
+spawn_in_host mainpc "$DEMO/coordinator.log" "$BIN/mesh-coordinator" --listen "0.0.0.0:7443" \
+  --certs-dir "$CERTS" --suspect-after 3 --down-after 10
 for host in mainpc pc2; do
-  in_host "$host" "$BIN/mesh-agent" --config "$DEMO/$host.toml" >"$DEMO/agent-$host.log" 2>&1 &
-  pids+=($!)
+  spawn_in_host "$host" "$DEMO/agent-$host.log" "$BIN/mesh-agent" --config "$DEMO/$host.toml"
 done
 
 meshctl() { in_host mainpc "$BIN/meshctl" "$@"; }

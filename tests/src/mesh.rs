@@ -20,6 +20,8 @@ pub struct MeshOptions {
     pub heartbeat_ms: u64,
     pub suspect_after: u32,
     pub down_after: u32,
+    /// Give every agent a Podman service of its own (in its namespace).
+    pub containers: bool,
 }
 
 impl Default for MeshOptions {
@@ -28,6 +30,7 @@ impl Default for MeshOptions {
             heartbeat_ms: 200,
             suspect_after: 3,
             down_after: 6,
+            containers: false,
         }
     }
 }
@@ -41,6 +44,8 @@ pub struct MeshFixture {
     pub pki: Pki,
     pub coordinator_host: String,
     pub options: MeshOptions,
+    /// Agents' state (desired sets, their Podman roots).
+    pub state: tempfile::TempDir,
 }
 
 impl MeshFixture {
@@ -68,6 +73,10 @@ impl MeshFixture {
                 .arg(options.down_after.to_string());
             Proc::spawn("coordinator", cmd)
         };
+        let state = tempfile::Builder::new()
+            .prefix("mesh-agents-")
+            .tempdir()
+            .expect("temp dir");
         let mut fixture = MeshFixture {
             agents: BTreeMap::new(),
             coordinator,
@@ -76,6 +85,7 @@ impl MeshFixture {
             pki,
             coordinator_host,
             options,
+            state,
         };
         for name in names {
             fixture.start_agent(name);
@@ -113,9 +123,73 @@ impl MeshFixture {
             .arg("--advertise-address")
             .arg(&host.address)
             .arg("--label")
-            .arg(format!("role={name}"));
+            .arg(format!("role={name}"))
+            .arg("--state-dir")
+            .arg(self.state_dir(name));
+        if self.options.containers {
+            cmd.arg("--podman-own-service");
+        }
         self.agents
             .insert(name.to_string(), Proc::spawn(&format!("agent-{name}"), cmd));
+    }
+
+    pub fn state_dir(&self, node: &str) -> std::path::PathBuf {
+        self.state.path().join(node)
+    }
+
+    /// `podman` CLI against the agent's own Podman on `node`.
+    pub fn podman(&self, node: &str) -> std::process::Command {
+        let dir = self.state_dir(node).join("podman");
+        let mut c = process::command(Some(&self.hosts[node]), std::path::Path::new("podman"));
+        c.env("CONTAINERS_CONF", dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf"));
+        c
+    }
+
+    /// `meshctl containers set NODE` with a TOML body.
+    pub fn set_containers(&self, node: &str, toml: &str) -> Output {
+        let file = self.state.path().join(format!("{node}-containers.toml"));
+        std::fs::write(&file, toml).expect("write containers file");
+        let file = file.to_string_lossy().into_owned();
+        self.meshctl(&self.coordinator_host, &["containers", "set", node, &file])
+    }
+
+    /// `meshctl ps -o json`, parsed.
+    pub fn ps_json(&self) -> Result<serde_json::Value, String> {
+        let out = self.meshctl(&self.coordinator_host, &["ps", "-o", "json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Waits until container `name` on `node` satisfies `ok`; returns its row.
+    pub fn wait_container(
+        &self,
+        node: &str,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait::until(
+            &format!("{node}/{name}: {what}"),
+            limit,
+            Duration::from_millis(100),
+            || {
+                let ps = self.ps_json()?;
+                let row = ps["containers"].as_array().and_then(|rows| {
+                    rows.iter()
+                        .find(|r| r["node"] == node && r["name"] == name)
+                        .cloned()
+                });
+                match row {
+                    Some(r) if ok(&r) => Ok(Some(r)),
+                    Some(r) => Err(r.to_string()),
+                    None => Err(ps.to_string()),
+                }
+            },
+        )
     }
 
     /// Runs meshctl with the admin certificate from host `from`.
@@ -173,5 +247,20 @@ impl MeshFixture {
                     .cloned())
             },
         )
+    }
+}
+
+impl Drop for MeshFixture {
+    fn drop(&mut self) {
+        if !self.options.containers {
+            return;
+        }
+        // Stop the agents first so nothing recreates what is removed.
+        for agent in self.agents.values_mut() {
+            agent.kill();
+        }
+        for node in self.hosts.keys() {
+            crate::podman::release_state(&self.state_dir(node).join("podman"), self.podman(node));
+        }
     }
 }

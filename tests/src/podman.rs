@@ -44,10 +44,6 @@ impl TestPodman {
     /// `podman` CLI against this instance.
     pub fn cli(&self) -> Command {
         let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(self.config.state_dir.join("root"))
-            .arg("--runroot")
-            .arg(self.config.state_dir.join("runroot"));
         for (k, v) in self.config.cli_env() {
             c.env(k, v);
         }
@@ -55,56 +51,49 @@ impl TestPodman {
     }
 
     fn import_busybox(&self, work: &Path) {
-        let rootfs = work.join("busybox-rootfs");
-        let bin = rootfs.join("bin");
-        std::fs::create_dir_all(&bin).expect("rootfs");
-        let busybox = ["/usr/bin/busybox", "/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox-static is not installed; run scripts/install-deps.sh");
-        std::fs::copy(busybox, bin.join("busybox")).expect("copy busybox");
-        for applet in ["sh", "sleep", "echo", "true", "false", "nc", "cat", "httpd"] {
-            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
-        }
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-c", "."])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("tar");
-        let out = self
-            .cli()
-            .args(["import", "-", BUSYBOX_IMAGE])
-            .stdin(tar.stdout.take().expect("tar stdout"))
-            .output()
-            .expect("podman import");
-        let _ = tar.wait();
-        assert!(
-            out.status.success(),
-            "podman import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        import_busybox_into(&work.join("busybox-rootfs"), self.cli());
     }
 }
 
 impl Drop for TestPodman {
     fn drop(&mut self) {
-        // Containers first (they hold mounts under the state dir), then the service.
-        let _ = self.cli().args(["rm", "-a", "-f", "-t", "0"]).output();
-        let _ = self.cli().args(["volume", "prune", "-f"]).output();
+        let podman = self.cli();
         drop(self.service.take());
-        // Podman keeps a conmon per finished exec alive for minutes
-        // (--exit-delay); they all name our state dir.
+        release_state(&self.config.state_dir, podman);
+    }
+}
+
+/// Removes every container of a Podman instance whose state lives in
+/// `state_dir`, ends its service and helpers, and unmounts its storage, so
+/// the directory can be deleted. `podman` is that instance's CLI.
+pub fn release_state(state_dir: &Path, mut podman: Command) {
+    let _ = podman.args(["rm", "-a", "-f", "-t", "0"]).output();
+    // The service and Podman's conmon helpers (kept alive for minutes
+    // after an exec by --exit-delay) all name the state dir.
+    for _ in 0..50 {
         let _ = Command::new("pkill")
             .arg("-f")
-            .arg(self.config.state_dir.as_os_str())
+            .arg(state_dir.as_os_str())
             .output();
-        // Overlay mounts left behind would make the temp dir undeletable.
-        let _ = Command::new("umount")
-            .arg("-R")
-            .arg(self.config.state_dir.join("root").join("overlay"))
-            .output();
+        let alive = Command::new("pgrep")
+            .arg("-f")
+            .arg(state_dir.as_os_str())
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty());
+        if !alive {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let overlay = state_dir.join("root").join("overlay");
+    for _ in 0..20 {
+        let _ = Command::new("umount").arg("-R").arg(&overlay).output();
+        let still = std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| m.contains(overlay.to_string_lossy().as_ref()));
+        if !still {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
@@ -124,4 +113,55 @@ pub fn require_podman(test: &str) -> bool {
         eprintln!("SKIPPED {test}: podman or busybox-static missing");
     }
     ok
+}
+
+/// Imports the busybox test image into the system image store, which
+/// every agent's own Podman shares read-only. Once per test process.
+pub fn ensure_system_busybox_image() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let exists = Command::new("podman")
+            .args(["image", "exists", BUSYBOX_IMAGE])
+            .status()
+            .is_ok_and(|s| s.success());
+        if exists {
+            return;
+        }
+        let work = tempfile::tempdir().expect("temp dir");
+        let rootfs = work.path().join("rootfs");
+        import_busybox_into(&rootfs, Command::new("podman"));
+    });
+}
+
+fn import_busybox_into(rootfs: &Path, mut podman: Command) {
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).expect("rootfs");
+    let busybox = ["/usr/bin/busybox", "/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is not installed; run scripts/install-deps.sh");
+    std::fs::copy(busybox, bin.join("busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "sleep", "echo", "true", "false", "nc", "cat", "httpd", "mkdir",
+    ] {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(rootfs)
+        .args(["-c", "."])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tar");
+    let out = podman
+        .args(["import", "-", BUSYBOX_IMAGE])
+        .stdin(tar.stdout.take().expect("tar stdout"))
+        .output()
+        .expect("podman import");
+    let _ = tar.wait();
+    assert!(
+        out.status.success(),
+        "podman import failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

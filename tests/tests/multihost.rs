@@ -67,6 +67,7 @@ fn cut_host_goes_suspect_then_down_and_recovers_without_restart() {
         heartbeat_ms: 200,
         suspect_after: 3,
         down_after: 8,
+        ..MeshOptions::default()
     };
     let mut mesh = MeshFixture::start(&["mainpc", "pc2"], options.clone());
     mesh.wait_state("pc2", "ready", Duration::from_secs(20));

@@ -132,11 +132,9 @@ impl PodmanService {
             }
             None => Command::new("podman"),
         };
+        // Storage locations come from storage.conf only: with --root and
+        // --runroot flags Podman ignores additionalimagestores (seen with 4.3).
         let child = command
-            .arg("--root")
-            .arg(dir.join("root"))
-            .arg("--runroot")
-            .arg(dir.join("runroot"))
             .args(["system", "service", "--time=0"])
             .arg(format!("unix://{}", socket.display()))
             .env("CONTAINERS_CONF", &containers_conf)
