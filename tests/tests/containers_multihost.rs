@@ -143,7 +143,7 @@ fn desired_containers_run_heal_survive_agent_restart_update_and_go() {
         "web",
         "recreated and healthy",
         Duration::from_secs(60),
-        |r| healthy(r),
+        healthy,
     );
     let env = mesh
         .podman("pc2")
