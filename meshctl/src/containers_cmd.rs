@@ -151,6 +151,9 @@ struct PsRow {
     error: String,
     last_logs: Vec<String>,
     healthy_since_unix_ms: i64,
+    /// Generation of the desired set the running container was made from.
+    generation: u64,
+    spec_hash: String,
 }
 
 fn state_word(raw: i32) -> &'static str {
@@ -213,6 +216,8 @@ pub async fn ps(
                 error: c.error.clone(),
                 last_logs: c.last_logs.clone(),
                 healthy_since_unix_ms: c.healthy_since_unix_ms,
+                generation: c.generation,
+                spec_hash: c.spec_hash.clone(),
             });
         }
     }

@@ -11,7 +11,7 @@ use mesh_node_agent::inventory::InventorySource;
 use mesh_node_agent::manager::{Manager, ManagerConfig};
 use mesh_node_agent::runtime::create::GpuFacts;
 use mesh_node_agent::runtime::podman::PodmanRuntime;
-use mesh_node_agent::runtime::service::{PodmanService, ServiceConfig};
+use mesh_node_agent::runtime::service::{supervise, ServiceConfig};
 use mesh_node_agent::session::ManagerLink;
 use mesh_node_agent::Agent;
 use tokio_util::sync::CancellationToken;
@@ -140,10 +140,10 @@ fn main() -> anyhow::Result<()> {
             wait_for_signal().await;
             trigger.cancel();
         });
-        // Our own Podman service lives as long as the agent; containers
-        // outlive both (conmon), and a restarted agent adopts them.
-        let (socket, _service) = match &config.podman {
-            PodmanSettings::Socket(socket) => (socket.clone(), None),
+        // Our own Podman service is kept running as long as the agent runs;
+        // containers outlive both (conmon), and a restarted agent adopts them.
+        let socket = match &config.podman {
+            PodmanSettings::Socket(socket) => socket.clone(),
             PodmanSettings::Own {
                 oci_runtime,
                 shared_image_stores,
@@ -152,14 +152,9 @@ fn main() -> anyhow::Result<()> {
                     ServiceConfig::sandbox_defaults(config.state_dir.join("podman"));
                 service_config.oci_runtime = oci_runtime.clone();
                 service_config.shared_image_stores = shared_image_stores.clone();
-                match PodmanService::start(&service_config).await {
-                    Ok(service) => (service.socket().to_path_buf(), Some(service)),
-                    Err(e) => {
-                        // Reported as an unavailable runtime; the agent still reports its host.
-                        tracing::error!(error = %e, "own Podman service did not start");
-                        (service_config.state_dir.join("podman.sock"), None)
-                    }
-                }
+                let socket = service_config.state_dir.join("podman.sock");
+                tokio::spawn(supervise(service_config, shutdown.clone()));
+                socket
             }
         };
         let podman = PodmanRuntime::new(&socket, gpu_facts);

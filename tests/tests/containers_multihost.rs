@@ -137,13 +137,25 @@ fn desired_containers_run_heal_survive_agent_restart_update_and_go() {
     );
 
     // A changed spec recreates it.
+    let old = mesh.wait_container(
+        "pc2",
+        "web",
+        "generation known",
+        Duration::from_secs(5),
+        healthy,
+    );
+    let old_generation = old["generation"].as_u64().unwrap();
     assert!(mesh.set_containers("pc2", &web("2")).status.success());
     mesh.wait_container(
         "pc2",
         "web",
         "recreated and healthy",
         Duration::from_secs(60),
-        healthy,
+        |r| {
+            healthy(r)
+                && r["generation"].as_u64() > Some(old_generation)
+                && r["spec_hash"] != old["spec_hash"]
+        },
     );
     let env = mesh
         .podman("pc2")
@@ -348,5 +360,70 @@ ports = ["18081:8080"]
     assert!(
         err.contains("claimed by both a and b") && err.contains("nothing changed"),
         "{err}"
+    );
+}
+
+#[test]
+fn dead_podman_service_is_a_reported_state_and_recovers() {
+    if !require_podman("dead_podman_service_is_a_reported_state_and_recovers") {
+        return;
+    }
+    let mesh = mesh();
+    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    assert!(mesh.set_containers("pc2", &web("1")).status.success());
+    mesh.wait_container("pc2", "web", "healthy", Duration::from_secs(60), healthy);
+    let before = podman_identity(&mesh, "pc2", "web");
+
+    let socket = mesh.state_dir("pc2").join("podman/podman.sock");
+    let pattern = format!("system service --time=0 unix://{}", socket.display());
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &pattern])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no Podman service matched {pattern}");
+
+    let unavailable = mesh_tests::wait::until(
+        "pc2 to report its runtime unavailable",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            let ps = mesh.ps_json()?;
+            let problems = ps["problems"].to_string();
+            Ok(problems
+                .contains("pc2: container runtime unavailable")
+                .then_some(problems))
+        },
+    );
+    assert!(
+        unavailable.contains("podman system service"),
+        "the fix is named: {unavailable}"
+    );
+    // The agent starts its service again; the container was never touched.
+    mesh_tests::wait::until(
+        "runtime back",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let ps = mesh.ps_json()?;
+            Ok(ps["problems"]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+                .then_some(()))
+        },
+    );
+    mesh.wait_container(
+        "pc2",
+        "web",
+        "healthy after runtime came back",
+        Duration::from_secs(30),
+        healthy,
+    );
+    assert_eq!(podman_identity(&mesh, "pc2", "web"), before);
+    assert_eq!(
+        mesh.nodes_json().unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
     );
 }

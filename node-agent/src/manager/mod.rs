@@ -34,6 +34,9 @@ pub struct ManagerConfig {
     pub tick: Duration,
 }
 
+/// How finely health-check intervals are honoured.
+pub const HEALTH_RESOLUTION: Duration = Duration::from_millis(50);
+
 pub enum Input {
     Desired(DesiredContainers),
     Command(ContainerCommand, oneshot::Sender<CommandResult>),
@@ -51,6 +54,8 @@ pub struct Manager<R: ContainerRuntime> {
     pub writes: u64,
     /// The last runtime error logged, so an outage is logged once, not every pass.
     runtime_error: Option<String>,
+    /// What the last pass read from Podman, for health checks between passes.
+    observed: Vec<crate::runtime::ObservedContainer>,
 }
 
 impl<R: ContainerRuntime> Manager<R> {
@@ -77,6 +82,7 @@ impl<R: ContainerRuntime> Manager<R> {
             report,
             writes: 0,
             runtime_error: None,
+            observed: Vec::new(),
         };
         (manager, rx)
     }
@@ -84,6 +90,10 @@ impl<R: ContainerRuntime> Manager<R> {
     pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, shutdown: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Health checks keep their own intervals, finer than the reconcile
+        // tick, so a service is seen healthy as soon as its check says so.
+        let mut health_ticker = tokio::time::interval(HEALTH_RESOLUTION);
+        health_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -100,6 +110,7 @@ impl<R: ContainerRuntime> Manager<R> {
                     }
                 },
                 _ = ticker.tick() => self.pass().await,
+                _ = health_ticker.tick() => self.health_pass().await,
             }
         }
     }

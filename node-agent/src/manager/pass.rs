@@ -47,6 +47,7 @@ impl<R: ContainerRuntime> Manager<R> {
         };
         let observed: Vec<_> = raw.iter().filter_map(ObservedContainer::owned).collect();
         let plan = reconcile::plan(&self.config.mesh, &desired.containers, &observed);
+        let acted = !plan.is_noop() || !plan.exited.is_empty();
         for action in plan.actions {
             match action {
                 Action::Create(spec) => self.create_and_start(&spec, desired.generation, now).await,
@@ -82,12 +83,47 @@ impl<R: ContainerRuntime> Manager<R> {
             self.handle_exit(&desired.containers, &name, exit_code, now)
                 .await;
         }
-        self.check_health(&desired.containers, &raw).await;
+        if !acted {
+            // Nothing changed on the host: no second read.
+            self.check_health(&desired.containers, &raw).await;
+            self.publish(&raw, Some(&desired));
+            self.observed = raw;
+            return;
+        }
         // Re-read so the report shows what this pass did.
         match self.runtime.list(&self.config.mesh).await {
-            Ok(after) => self.publish(&after, Some(&desired)),
+            Ok(after) => {
+                self.check_health(&desired.containers, &after).await;
+                self.publish(&after, Some(&desired));
+                self.observed = after;
+            }
             Err(e) => self.publish_unavailable(e.to_string()),
         }
+    }
+
+    /// Health checks that are due, against what the last pass saw; no
+    /// Podman reads unless a probe needs the container's address.
+    pub async fn health_pass(&mut self) {
+        let Some(desired) = self.desired.clone() else {
+            return;
+        };
+        if self.observed.is_empty() {
+            return;
+        }
+        let observed = std::mem::take(&mut self.observed);
+        let before: Vec<i32> = self.health_states();
+        self.check_health(&desired.containers, &observed).await;
+        if self.health_states() != before {
+            self.publish(&observed, Some(&desired));
+        }
+        self.observed = observed;
+    }
+
+    fn health_states(&self) -> Vec<i32> {
+        self.tracked
+            .values()
+            .map(|t| t.health.as_ref().map_or(0, |h| h.health() as i32 + 1))
+            .collect()
     }
 
     async fn refresh_images(&mut self) {
@@ -226,12 +262,11 @@ impl<R: ContainerRuntime> Manager<R> {
                 .iter()
                 .filter_map(ObservedContainer::owned)
                 .any(|o| o.name == spec.name && o.state == State::Running);
-            let Some(tracked) = self.tracked.get_mut(&spec.name) else {
-                continue;
-            };
             if !running {
                 continue;
             }
+            // Adopted containers (the agent restarted) get tracked here.
+            let tracked = self.tracked.entry(spec.name.clone()).or_default();
             let tracker = tracked
                 .health
                 .get_or_insert_with(|| HealthTracker::new(Timing::of(check), now));

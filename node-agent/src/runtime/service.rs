@@ -179,6 +179,43 @@ impl PodmanService {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Resolves when the service process exits.
+    pub async fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.wait().await.ok()
+    }
+}
+
+/// Keeps an own Podman service running: starts it, and starts it again
+/// with backoff whenever it exits, until `shutdown`. Containers survive a
+/// service restart (conmon holds them); the agent reports the runtime as
+/// unavailable in between.
+pub async fn supervise(config: ServiceConfig, shutdown: tokio_util::sync::CancellationToken) {
+    let mut attempt: u32 = 0;
+    loop {
+        match PodmanService::start(&config).await {
+            Ok(mut service) => {
+                attempt = 0;
+                tracing::info!(socket = %service.socket().display(), "own Podman service running");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        service.stop().await;
+                        return;
+                    }
+                    status = service.wait() => {
+                        tracing::warn!(?status, "own Podman service exited; starting it again");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "own Podman service did not start"),
+        }
+        let delay = crate::containers::restart::delay_for(attempt).min(Duration::from_secs(10));
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
 }
 
 #[cfg(test)]
