@@ -14,7 +14,7 @@ use crate::runtime::ContainerRuntime;
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TAIL: usize = 100;
 
-impl<R: ContainerRuntime> Manager<R> {
+impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
     pub(super) async fn command(&mut self, command: ContainerCommand) -> CommandResult {
         let action = CommandAction::try_from(command.action).unwrap_or(CommandAction::Unspecified);
         let name = command.container.clone();

@@ -42,7 +42,7 @@ pub enum Input {
     Command(ContainerCommand, oneshot::Sender<CommandResult>),
 }
 
-pub struct Manager<R: ContainerRuntime> {
+pub struct Manager<R: ContainerRuntime + Clone + 'static> {
     runtime: R,
     config: ManagerConfig,
     desired: Option<DesiredContainers>,
@@ -56,9 +56,12 @@ pub struct Manager<R: ContainerRuntime> {
     runtime_error: Option<String>,
     /// What the last pass read from Podman, for health checks between passes.
     observed: Vec<crate::runtime::ObservedContainer>,
+    /// Removals under way in the background (a container that ignores
+    /// SIGTERM takes Podman's whole stop timeout; the loop must not wait).
+    removing: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
-impl<R: ContainerRuntime> Manager<R> {
+impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
     pub fn new(
         runtime: R,
         config: ManagerConfig,
@@ -83,6 +86,7 @@ impl<R: ContainerRuntime> Manager<R> {
             writes: 0,
             runtime_error: None,
             observed: Vec::new(),
+            removing: Default::default(),
         };
         (manager, rx)
     }

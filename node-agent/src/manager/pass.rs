@@ -17,7 +17,7 @@ use crate::runtime::{ContainerRuntime, ObservedContainer};
 /// Images change rarely; re-read them this often.
 const IMAGES_EVERY: Duration = Duration::from_secs(30);
 
-impl<R: ContainerRuntime> Manager<R> {
+impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
     pub async fn pass(&mut self) {
         let now = Instant::now();
         let raw = match self.runtime.list(&self.config.mesh).await {
@@ -64,16 +64,7 @@ impl<R: ContainerRuntime> Manager<R> {
                     self.tracked.remove(&spec.name);
                     self.create_and_start(&spec, desired.generation, now).await;
                 }
-                Action::Remove(name) => {
-                    tracing::info!(service = %name, "no longer desired; removing");
-                    self.writes += 1;
-                    match self.runtime.remove(&container_name(&name)).await {
-                        Ok(()) => {
-                            self.tracked.remove(&name);
-                        }
-                        Err(e) => tracing::warn!(service = %name, error = %e, "remove failed"),
-                    }
-                }
+                Action::Remove(name) => self.remove_in_background(name),
             }
         }
         for name in plan.to_start {
@@ -124,6 +115,29 @@ impl<R: ContainerRuntime> Manager<R> {
             .values()
             .map(|t| t.health.as_ref().map_or(0, |h| h.health() as i32 + 1))
             .collect()
+    }
+
+    fn remove_in_background(&mut self, name: String) {
+        let removing = self.removing.clone();
+        {
+            let mut set = removing.lock().unwrap_or_else(|p| p.into_inner());
+            if !set.insert(name.clone()) {
+                return; // already on its way out
+            }
+        }
+        tracing::info!(service = %name, "no longer desired; removing");
+        self.writes += 1;
+        self.tracked.remove(&name);
+        let runtime = self.runtime.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runtime.remove(&container_name(&name)).await {
+                tracing::warn!(service = %name, error = %e, "remove failed; will retry");
+            }
+            removing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+        });
     }
 
     async fn refresh_images(&mut self) {

@@ -38,7 +38,7 @@ pub fn health_proto(health: Health) -> HealthState {
     }
 }
 
-impl<R: ContainerRuntime> Manager<R> {
+impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
     pub(super) fn publish_unavailable(&self, error: String) {
         self.report.send_modify(|r| {
             r.runtime_available = false;

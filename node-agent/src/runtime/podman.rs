@@ -15,6 +15,7 @@ use super::create::{create_opts, GpuFacts};
 use super::{ContainerRuntime, ImageInfo, ObservedContainer, Result, RuntimeError, RuntimeInfo};
 use crate::containers::spec::{container_name, LABEL_MESH};
 
+#[derive(Clone)]
 pub struct PodmanRuntime {
     podman: Podman,
     socket: PathBuf,
