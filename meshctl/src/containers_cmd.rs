@@ -276,6 +276,81 @@ pub async fn ps(
     Ok(())
 }
 
+/// Images each host holds, with sizes (from the agents' reports).
+pub async fn images(
+    client: &mut AdminServiceClient<Channel>,
+    node: Option<&str>,
+    output: Output,
+) -> Result<()> {
+    let response = client
+        .list_containers(ListContainersRequest {
+            node: node.unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(admin::call_error)?
+        .into_inner();
+    #[derive(Serialize)]
+    struct ImageRow {
+        node: String,
+        id: String,
+        names: Vec<String>,
+        size_bytes: u64,
+    }
+    let rows: Vec<ImageRow> = response
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.report
+                .iter()
+                .flat_map(|r| r.images.iter())
+                .map(|i| ImageRow {
+                    node: n.node.clone(),
+                    id: i.id.chars().take(12).collect(),
+                    names: i.names.clone(),
+                    size_bytes: i.size_bytes,
+                })
+        })
+        .collect();
+    match output {
+        Output::Json => {
+            #[derive(Serialize)]
+            struct Images {
+                schema: &'static str,
+                images: Vec<ImageRow>,
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Images {
+                    schema: "meshctl.images.v1",
+                    images: rows
+                })?
+            );
+        }
+        Output::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.node.clone(),
+                        r.names.join(","),
+                        r.id.clone(),
+                        format!("{:.1} MB", r.size_bytes as f64 / 1e6),
+                    ]
+                })
+                .collect();
+            if cells.is_empty() {
+                println!("no images reported");
+            } else {
+                print!(
+                    "{}",
+                    table::render(&["NODE", "IMAGE", "ID", "SIZE"], &cells)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn command(
     client: &mut AdminServiceClient<Channel>,
     node: &str,

@@ -46,6 +46,8 @@ enum Command {
     },
     /// Containers on every node (or one): state, health, restarts, problems.
     Ps { node: Option<String> },
+    /// Images each host holds and their sizes.
+    Images { node: Option<String> },
     /// Stop a container (it stays stopped until started).
     Stop { node: String, container: String },
     /// Start a stopped container.
@@ -123,6 +125,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ps { node } => {
             let mut client = admin::connect(&cli.admin).await?;
             containers_cmd::ps(&mut client, node.as_deref(), cli.output).await
+        }
+        Command::Images { node } => {
+            let mut client = admin::connect(&cli.admin).await?;
+            containers_cmd::images(&mut client, node.as_deref(), cli.output).await
         }
         Command::Stop { node, container } => lifecycle(&cli.admin, &node, &container, "stop").await,
         Command::Start { node, container } => {
