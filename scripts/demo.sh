@@ -3,9 +3,12 @@
 # network namespace on a private virtual LAN (10.99.0.0/24), with the
 # coordinator on mainpc and a node agent on each, all over mutual TLS.
 #
-# It builds the binaries, creates a mesh CA and certificates, starts the
-# mesh, shows `meshctl nodes` and `meshctl status`, then cuts pc2 off the
-# LAN to show it go Suspect and Down, and restores it.
+# It builds the binaries and the demo service image, creates a mesh CA and
+# certificates, starts the mesh, shows `meshctl nodes` and `meshctl
+# status`, runs real containers on both hosts (core services on mainpc,
+# the memory services on pc2, each health-checked over ZeroMQ), then cuts
+# pc2 off the LAN to show it go Suspect and Down while its containers keep
+# running, and restores it.
 #
 # Run as root (namespaces). DEMO_HOLD=1 keeps the mesh running until Ctrl-C;
 # the default is to hold when run from a terminal. Everything it made is
@@ -16,6 +19,7 @@ ROOT=$(pwd)
 
 scripts/install-deps.sh
 cargo build --release --bins
+scripts/build-demo-image.sh localhost/mesh-demo:latest
 BIN="$ROOT/target/release"
 DEMO="$ROOT/.demo"
 CERTS="$DEMO/certs"
@@ -29,6 +33,17 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # The agents' own Podman instances: containers, helpers, mounts.
+  for host in mainpc pc2; do
+    local state="$DEMO/state/$host/podman"
+    [ -f "$state/storage.conf" ] || continue
+    CONTAINERS_CONF="$state/containers.conf" CONTAINERS_STORAGE_CONF="$state/storage.conf" \
+      nsenter --net="/run/netns/demo-$host" -- podman rm -a -f -t 0 >/dev/null 2>&1 || true
+    # conmon forwards SIGTERM to its container: reap helpers with SIGKILL.
+    for pid in $(pgrep -f "$state"); do pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null; done
+    sleep 0.5
+    umount -R "$state/root/overlay" 2>/dev/null || true
+  done
   for ns in demo-mainpc demo-pc2 "$LAN"; do ip netns del "$ns" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
@@ -84,6 +99,9 @@ cat > "$DEMO/mainpc.toml" <<TOML
 node = "mainpc"
 coordinator = "$COORD"
 advertise_address = "$MAINPC"
+state_dir = "$DEMO/state/mainpc"
+[podman]
+own_service = true
 [labels]
 role = "mainpc"
 gpu = "true"
@@ -97,6 +115,9 @@ cat > "$DEMO/pc2.toml" <<TOML
 node = "pc2"
 coordinator = "$COORD"
 advertise_address = "$PC2"
+state_dir = "$DEMO/state/pc2"
+[podman]
+own_service = true
 [labels]
 role = "pc2"
 gpu = "true"
@@ -132,6 +153,23 @@ wait_state pc2 ready 20
 echo; echo "== meshctl nodes"; meshctl nodes
 echo; echo "== meshctl status"; meshctl status
 
+echo; echo "== containers: core services on mainpc, memory services on pc2"
+meshctl containers set mainpc "$ROOT/scripts/demo/mainpc.toml"
+meshctl containers set pc2 "$ROOT/scripts/demo/pc2.toml"
+deadline=$((SECONDS + 120))
+until [ "$(meshctl ps -o json 2>/dev/null | grep -c '"health": "healthy"')" -ge 4 ]; do
+  if [ $SECONDS -ge $deadline ]; then
+    echo "demo: containers did not all become healthy; see below and $DEMO/*.log" >&2
+    meshctl ps || true
+    exit 1
+  fi
+  sleep 0.5
+done
+meshctl ps
+echo; echo "== meshctl images"; meshctl images
+echo; echo "== meshctl logs pc2 memory-orchestrator --tail 3"
+meshctl logs pc2 memory-orchestrator --tail 3
+
 echo; echo "== cutting pc2 off the LAN (link down); heartbeats every 500 ms"
 ip -n demo-pc2 link set eth0 down
 wait_state pc2 suspect 10 && echo "pc2 is suspect (3 heartbeats missed)"
@@ -141,6 +179,8 @@ echo; echo "== restoring pc2's link"
 ip -n demo-pc2 link set eth0 up
 wait_state pc2 ready 30 && echo "pc2 is ready again; nothing was restarted"
 meshctl nodes
+echo; echo "== pc2's containers ran on while it was cut off (static stability)"
+meshctl ps pc2
 
 echo
 echo "Demo mesh is up. From mainpc:  nsenter --net=/run/netns/demo-mainpc $BIN/meshctl --config $DEMO/meshctl.toml nodes"

@@ -68,20 +68,23 @@ impl Drop for TestPodman {
 /// the directory can be deleted. `podman` is that instance's CLI.
 pub fn release_state(state_dir: &Path, mut podman: Command) {
     let _ = podman.args(["rm", "-a", "-f", "-t", "0"]).output();
-    // The service and Podman's conmon helpers (kept alive for minutes
-    // after an exec by --exit-delay) all name the state dir.
+    // What is left: the service and Podman's conmon helpers (kept alive
+    // for minutes after an exec by --exit-delay), all naming the state
+    // dir. conmon forwards SIGTERM to its container, and a container's
+    // PID 1 may ignore it, so children and helpers get SIGKILL.
     for _ in 0..50 {
-        let _ = Command::new("pkill")
-            .arg("-f")
-            .arg(state_dir.as_os_str())
-            .output();
-        let alive = Command::new("pgrep")
+        let pids = Command::new("pgrep")
             .arg("-f")
             .arg(state_dir.as_os_str())
             .output()
-            .is_ok_and(|o| !o.stdout.is_empty());
-        if !alive {
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if pids.trim().is_empty() {
             break;
+        }
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("pkill").args(["-KILL", "-P", pid]).output();
+            let _ = Command::new("kill").args(["-KILL", pid]).output();
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -202,6 +202,15 @@ async fn main() -> Result<()> {
             .output();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Let the background removals finish before the manager goes.
+    let gone = Instant::now();
+    while gone.elapsed() < Duration::from_secs(60) {
+        let left = remote(&socket).args(["ps", "-a", "-q"]).output()?;
+        if String::from_utf8_lossy(&left.stdout).trim().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     shutdown.cancel();
     let _ = task.await;
 
