@@ -30,7 +30,9 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${need[@]}"
+  # With recommends, as verified on these machines: podman's network
+  # stack (netavark) is only a recommendation of its dependencies.
+  apt-get install -y -q "${need[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
