@@ -180,18 +180,26 @@ fn health_word(raw: i32) -> &'static str {
     }
 }
 
-pub async fn ps(
+/// The agents' last container reports, of one node or all.
+async fn reports(
     client: &mut AdminServiceClient<Channel>,
     node: Option<&str>,
-    output: Output,
-) -> Result<()> {
-    let response = client
+) -> Result<mesh_proto::v1::ListContainersResponse> {
+    Ok(client
         .list_containers(ListContainersRequest {
             node: node.unwrap_or_default().to_string(),
         })
         .await
         .map_err(admin::call_error)?
-        .into_inner();
+        .into_inner())
+}
+
+pub async fn ps(
+    client: &mut AdminServiceClient<Channel>,
+    node: Option<&str>,
+    output: Output,
+) -> Result<()> {
+    let response = reports(client, node).await?;
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     for n in &response.nodes {
@@ -282,13 +290,7 @@ pub async fn images(
     node: Option<&str>,
     output: Output,
 ) -> Result<()> {
-    let response = client
-        .list_containers(ListContainersRequest {
-            node: node.unwrap_or_default().to_string(),
-        })
-        .await
-        .map_err(admin::call_error)?
-        .into_inner();
+    let response = reports(client, node).await?;
     #[derive(Serialize)]
     struct ImageRow {
         node: String,
