@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod labels;
+pub mod model;
 pub mod service;
 pub mod toml_file;
+pub mod validate;
 
 pub use labels::{parse_label, validate_label, LabelError};
 pub use toml_file::{load_toml, parse_toml, ConfigError};

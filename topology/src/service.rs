@@ -35,6 +35,10 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub restart: String,
     pub health: Option<HealthSpec>,
+    /// Services (by name) that must be healthy before this one starts.
+    /// Used in topologies; a plain containers file has no ordering.
+    #[serde(default)]
+    pub depends_on: Vec<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

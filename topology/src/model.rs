@@ -1,0 +1,102 @@
+//! The topology file: hosts, groups of services, bridges. Names are kept
+//! with their byte span in the file so every diagnostic can point at the
+//! line and column it is about.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::service::ServiceSpec;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub hosts: Vec<HostDecl>,
+    #[serde(default)]
+    pub groups: Vec<GroupDecl>,
+    #[serde(default)]
+    pub bridges: Vec<BridgeDecl>,
+    #[serde(default)]
+    pub placement: PlacementSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostDecl {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Capacity for planning without a live mesh; live inventory wins.
+    pub cpus: Option<f64>,
+    pub memory_mib: Option<u64>,
+    #[serde(default)]
+    pub gpus: Vec<GpuDecl>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GpuDecl {
+    #[serde(default)]
+    pub name: String,
+    pub vram_mib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDecl {
+    pub name: Spanned<String>,
+    /// Host labels the group's host must carry (all of them).
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+    /// Hosts to use first, in order.
+    #[serde(default)]
+    pub prefer: Vec<Spanned<String>>,
+    /// Groups that must not share a host with this one.
+    #[serde(default)]
+    pub anti_affinity: Vec<Spanned<String>>,
+    pub failover: Option<FailoverDecl>,
+    #[serde(default)]
+    pub services: Vec<Spanned<ServiceSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverDecl {
+    /// "singleton": at most one instance anywhere, ever (the memory services).
+    #[serde(default)]
+    pub policy: String,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeDecl {
+    pub service: Spanned<String>,
+    pub port: u16,
+    /// rep, router, pub, push or tcp.
+    #[serde(default)]
+    pub pattern: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSettings {
+    /// VRAM kept free on every GPU, MiB.
+    #[serde(default = "default_headroom")]
+    pub vram_headroom_mib: u64,
+}
+
+fn default_headroom() -> u64 {
+    512
+}
+
+impl Default for PlacementSettings {
+    fn default() -> Self {
+        PlacementSettings {
+            vram_headroom_mib: default_headroom(),
+        }
+    }
+}

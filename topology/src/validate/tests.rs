@@ -1,0 +1,142 @@
+use super::*;
+
+const GOOD: &str = r#"
+[[hosts]]
+name = "mainpc"
+labels = { role = "mainpc", gpu = "true" }
+memory_mib = 65536
+gpus = [{ name = "RTX 4090", vram_mib = 24576 }]
+
+[[hosts]]
+name = "pc2"
+labels = { role = "pc2", gpu = "true" }
+memory_mib = 32768
+gpus = [{ name = "RTX 3060", vram_mib = 12288 }]
+
+[[groups]]
+name = "memory-system"
+prefer = ["pc2"]
+
+[[groups.services]]
+name = "memory-orchestrator"
+image = "localhost/mesh-demo:latest"
+ports = ["7140:5555"]
+
+[[groups.services]]
+name = "session-memory"
+image = "localhost/mesh-demo:latest"
+depends_on = ["memory-orchestrator"]
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(Path::new("t.toml"), text) {
+        Ok(_) => vec![],
+        Err(d) => d.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[test]
+fn good_file_passes() {
+    let t = parse(Path::new("t.toml"), GOOD).unwrap();
+    assert_eq!(t.groups[0].services.len(), 2);
+    assert_eq!(t.placement.vram_headroom_mib, 512);
+}
+
+#[test]
+fn unknown_key_names_position_and_nearest() {
+    let text = GOOD.replace("prefer = [\"pc2\"]", "prefr = [\"pc2\"]");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.toml:16:1:"), "{}", e[0]);
+    assert!(
+        e[0].contains("unknown field `prefr`") && e[0].contains("did you mean `prefer`?"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn every_problem_in_one_run_with_lines() {
+    let text = format!(
+        "{GOOD}
+[[groups]]
+name = \"memory-system\"
+prefer = [\"pc3\"]
+anti_affinity = [\"gpu-servics\"]
+constraints = {{ role = \"pc9\" }}
+
+[[groups.services]]
+name = \"a\"
+image = \"img\"
+ports = [\"7000:1\"]
+depends_on = [\"b\", \"memory-orchestrater\"]
+vram_mib = 40000
+
+[[groups.services]]
+name = \"b\"
+image = \"img\"
+ports = [\"7000:2\"]
+depends_on = [\"a\"]
+
+[[bridges]]
+service = \"memory-orchestrato\"
+port = 5555
+pattern = \"req\"
+"
+    );
+    let e = errors(&text).join("\n");
+    for needle in [
+        "group 'memory-system' is declared twice",
+        "prefers unknown host 'pc3'",
+        "did you mean 'pc2'?",
+        "anti-affine to unknown group 'gpu-servics'",
+        "needs labels role=pc9 that no declared host has",
+        "both claim host port 7000/tcp",
+        "depends on unknown service 'memory-orchestrater'",
+        "did you mean 'memory-orchestrator'?",
+        "needs 40000 MiB VRAM on one GPU; the largest declared GPU has 24576 MiB",
+        "dependency cycle: a -> b -> a",
+        "bridge for unknown service 'memory-orchestrato'",
+        "bridge pattern 'req'",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in\n{e}");
+    }
+    // Positions are real lines of the file.
+    assert!(
+        e.lines()
+            .all(|l| l.starts_with("t.toml:") || l.starts_with("  hint:")),
+        "{e}"
+    );
+}
+
+#[test]
+fn longer_cycles_are_printed_once() {
+    let text = r#"
+[[groups]]
+name = "g"
+[[groups.services]]
+name = "x"
+image = "i"
+depends_on = ["y"]
+[[groups.services]]
+name = "y"
+image = "i"
+depends_on = ["z"]
+[[groups.services]]
+name = "z"
+image = "i"
+depends_on = ["x"]
+"#;
+    let e = errors(text);
+    let cycles: Vec<&String> = e.iter().filter(|l| l.contains("cycle")).collect();
+    assert_eq!(cycles.len(), 1, "{e:?}");
+    assert!(cycles[0].contains("x -> y -> z -> x"), "{}", cycles[0]);
+}
+
+#[test]
+fn helpers() {
+    assert_eq!(line_col("a\nbc\nd", 3), (2, 2));
+    assert_eq!(distance("prefr", "prefer"), 1);
+    assert_eq!(nearest("imgae", ["name", "image", "ports"]), Some("image"));
+    assert_eq!(nearest("zzzzzz", ["name", "image"]), None);
+}
