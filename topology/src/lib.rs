@@ -8,6 +8,7 @@
 
 pub mod labels;
 pub mod model;
+pub mod placement;
 pub mod service;
 pub mod toml_file;
 pub mod validate;
