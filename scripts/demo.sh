@@ -130,7 +130,7 @@ TOML
 
 echo "== starting coordinator on mainpc and agents on mainpc and pc2 (logs in $DEMO)"
 spawn_in_host mainpc "$DEMO/coordinator.log" "$BIN/mesh-coordinator" --listen "0.0.0.0:7443" \
-  --certs-dir "$CERTS" --suspect-after 3 --down-after 10
+  --certs-dir "$CERTS" --state-dir "$DEMO/coordinator-state" --suspect-after 3 --down-after 10
 for host in mainpc pc2; do
   spawn_in_host "$host" "$DEMO/agent-$host.log" "$BIN/mesh-agent" --config "$DEMO/$host.toml"
 done

@@ -8,16 +8,22 @@ use mesh_certs::Role;
 use mesh_proto::v1::admin_service_server::AdminService;
 use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
-    CommandAction, CommandResult, ContainerCommand, GetStatusRequest, GetStatusResponse,
-    ListContainersRequest, ListContainersResponse, ListNodesRequest, ListNodesResponse,
-    NodeContainers, RunCommandRequest, SetContainersRequest, SetContainersResponse,
+    rollout_event, ApplyTopologyRequest, CommandAction, CommandResult, ContainerCommand,
+    GetStatusRequest, GetStatusResponse, GetTopologyRequest, ListContainersRequest,
+    ListContainersResponse, ListNodesRequest, ListNodesResponse, NodeContainers,
+    PlanTopologyRequest, RolloutEvent, RolloutSummary, RunCommandRequest, SetContainersRequest,
+    SetContainersResponse, TopologyPlan, TopologyStatus,
 };
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::auth;
 use crate::registry::Now;
 use crate::state::{Shared, VERSION};
+use crate::topology_api;
+use crate::topology_state::usable_reports;
 
 pub struct AdminApi {
     shared: Arc<Shared>,
@@ -31,6 +37,110 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    type ApplyTopologyStream = ReceiverStream<Result<RolloutEvent, Status>>;
+
+    async fn plan_topology(
+        &self,
+        request: Request<PlanTopologyRequest>,
+    ) -> Result<Response<TopologyPlan>, Status> {
+        let s = &self.shared;
+        let caller = auth::require(&request, Role::Admin, &s.mesh, "PlanTopology", &s.metrics)?;
+        let req = request.into_inner();
+        let _span =
+            tracing::info_span!("plan_topology", source = %req.source_name, caller = %caller)
+                .entered();
+        let prepared = topology_api::prepare(
+            s,
+            &req.source_name,
+            &req.topology_toml,
+            &req.fail_hosts,
+            &req.explain_group,
+        )?;
+        Ok(Response::new(prepared.proto))
+    }
+
+    async fn apply_topology(
+        &self,
+        request: Request<ApplyTopologyRequest>,
+    ) -> Result<Response<Self::ApplyTopologyStream>, Status> {
+        let s = &self.shared;
+        let caller = auth::require(&request, Role::Admin, &s.mesh, "ApplyTopology", &s.metrics)?;
+        let req = request.into_inner();
+        let span =
+            tracing::info_span!("apply_topology", source = %req.source_name, caller = %caller);
+        let prepared = {
+            let _e = span.enter();
+            topology_api::prepare(s, &req.source_name, &req.topology_toml, &[], "")?
+        };
+        let applied = topology_api::applied_record(
+            &req.source_name,
+            &req.topology_toml,
+            &prepared.plan.placements,
+            req.timeout_seconds,
+        );
+        let (id, mut events) = s
+            .topology
+            .begin(
+                applied,
+                prepared.planned,
+                topology_api::host_names(&prepared.topology),
+                topology_api::unplaced(&prepared.plan),
+            )
+            .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
+        tracing::info!(parent: &span, rollout = id, groups = prepared.plan.placements.len(), "topology applied and persisted");
+        let (tx, rx) = mpsc::channel(256);
+        let shared = self.shared.clone();
+        let first = RolloutEvent {
+            body: Some(rollout_event::Body::Plan(prepared.proto)),
+        };
+        tokio::spawn(
+            async move {
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
+                }
+                loop {
+                    let event = match events.recv().await {
+                        Ok((rid, e)) if rid == id => e,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::debug!(missed = n, "rollout follower lagged");
+                            match shared.topology.summary_of(id) {
+                                Some(summary) => RolloutEvent {
+                                    body: Some(rollout_event::Body::Summary(summary)),
+                                },
+                                None => continue,
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            let summary = shared.topology.summary_of(id).unwrap_or(RolloutSummary {
+                                ok: false,
+                                message: "the coordinator is shutting down; the rollout resumes when it restarts".into(),
+                                ..Default::default()
+                            });
+                            RolloutEvent { body: Some(rollout_event::Body::Summary(summary)) }
+                        }
+                    };
+                    let last = matches!(event.body, Some(rollout_event::Body::Summary(_)));
+                    if tx.send(Ok(event)).await.is_err() || last {
+                        return;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_topology(
+        &self,
+        request: Request<GetTopologyRequest>,
+    ) -> Result<Response<TopologyStatus>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "GetTopology", &s.metrics)?;
+        let reports = usable_reports(s.registry().container_reports(None));
+        Ok(Response::new(s.topology.status(&reports)))
+    }
+
     async fn list_nodes(
         &self,
         request: Request<ListNodesRequest>,
@@ -79,6 +189,12 @@ impl AdminService for AdminApi {
             tracing::info_span!("set_containers", node = %req.node, caller = %caller).entered();
         mesh_certs::validate_name("node name", &req.node)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(source) = s.topology.manages(&req.node) {
+            return Err(Status::failed_precondition(format!(
+                "{} runs the applied topology {source}; change that file and run `meshctl place {source} --apply` instead (nothing changed)",
+                req.node
+            )));
+        }
         if let Err(problems) = mesh_proto::spec::validate_set(&req.containers) {
             return Err(Status::invalid_argument(format!(
                 "containers for {} refused, nothing changed:\n  {}",

@@ -13,12 +13,16 @@ use crate::liveness::LivenessPolicy;
 use crate::server::Settings;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+pub const DEFAULT_STATE_DIR: &str = "mesh-coordinator-state";
 
 /// The file format (`coordinator.toml`). Every field is optional.
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// Where the applied topology is kept; default `mesh-coordinator-state`
+    /// in the working directory.
+    pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub tls: TlsSection,
     #[serde(default)]
@@ -49,6 +53,7 @@ pub struct LivenessSection {
 #[derive(Debug, Default)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub state_dir: Option<PathBuf>,
     pub tls: TlsSection,
     pub liveness: LivenessSection,
 }
@@ -127,6 +132,11 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
         settings: Settings {
             liveness,
             tick: Duration::from_millis(tick_ms),
+            state_dir: Some(
+                over.state_dir
+                    .or(file.state_dir)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            ),
             ..defaults
         },
     })

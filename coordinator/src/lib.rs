@@ -14,9 +14,14 @@ pub mod config;
 pub mod desired;
 pub mod liveness;
 pub mod metrics;
+pub mod planning;
 pub mod registry;
+pub mod rollout;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod store;
+pub mod topology_api;
+pub mod topology_state;
 
 pub use server::{Coordinator, Settings};

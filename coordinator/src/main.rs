@@ -17,6 +17,10 @@ struct Args {
     /// Address to listen on for agents and meshctl [default: 0.0.0.0:7443].
     #[arg(long, env = "MESH_COORDINATOR_LISTEN")]
     listen: Option<String>,
+    /// Directory for the state database (the applied topology and its
+    /// placement) [default: mesh-coordinator-state in the working directory].
+    #[arg(long, env = "MESH_COORDINATOR_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Certificate directory made by `meshctl certs` (uses ca.crt and coordinator-NAME.crt/.key).
     #[arg(long, env = "MESH_CERTS_DIR")]
     certs_dir: Option<PathBuf>,
@@ -52,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let overrides = Overrides {
         listen: args.listen,
+        state_dir: args.state_dir,
         tls: TlsSection {
             certs_dir: args.certs_dir,
             name: args.name,

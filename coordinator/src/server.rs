@@ -25,6 +25,10 @@ pub enum Error {
     Liveness(String),
     #[error(transparent)]
     Certs(#[from] mesh_certs::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot resume the topology stored in {path}: {message}; move the file away to start without it")]
+    Restore { path: String, message: String },
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -38,6 +42,11 @@ pub struct Settings {
     pub tick: Duration,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Where the applied topology is kept (redb). None: in memory only, a
+    /// restart forgets it.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// How often the topology rollout re-evaluates the agents' reports.
+    pub rollout_tick: Duration,
 }
 
 impl Default for Settings {
@@ -47,6 +56,8 @@ impl Default for Settings {
             tick: Duration::from_millis(100),
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
+            state_dir: None,
+            rollout_tick: Duration::from_millis(200),
         }
     }
 }
@@ -65,8 +76,24 @@ impl Coordinator {
             return Err(Error::WrongRole(identity.to_string()));
         }
         settings.liveness.validate().map_err(Error::Liveness)?;
+        let store = match &settings.state_dir {
+            Some(dir) => Some(crate::store::Store::open(dir)?),
+            None => None,
+        };
+        let path = store
+            .as_ref()
+            .map(|s| s.path().display().to_string())
+            .unwrap_or_default();
+        let shared = Shared::new(identity.mesh.clone(), settings.liveness, store);
+        match crate::topology_api::restore(&shared) {
+            Ok(Some(source)) => {
+                tracing::info!(%source, "resuming the applied topology from the state database")
+            }
+            Ok(None) => {}
+            Err(message) => return Err(Error::Restore { path, message }),
+        }
         Ok(Coordinator {
-            shared: Shared::new(identity.mesh.clone(), settings.liveness),
+            shared,
             server_tls: tls.server_config(&[ALPN_H2])?,
             settings,
         })
@@ -94,6 +121,11 @@ impl Coordinator {
             self.settings.tick,
             shutdown.clone(),
         ));
+        let rollout = tokio::spawn(rollout_loop(
+            shared.clone(),
+            self.settings.rollout_tick,
+            shutdown.clone(),
+        ));
         tracing::info!(mesh = %shared.mesh, "coordinator serving");
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
@@ -112,6 +144,7 @@ impl Coordinator {
             }
         };
         ticker.abort();
+        rollout.abort();
         result
     }
 }
@@ -127,6 +160,25 @@ async fn liveness_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellati
                 for change in changes {
                     log_transition(Some(change));
                 }
+            }
+        }
+    }
+}
+
+/// Applies the topology rollout to the agents' latest reports, step by step.
+async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {
+                let reports = crate::topology_state::usable_reports(
+                    shared.registry().container_reports(None),
+                );
+                let sets = shared.topology.tick(&reports);
+                let now = Now::system().unix_ms.max(0) as u64;
+                crate::topology_state::push_sets(&shared, sets, now);
             }
         }
     }

@@ -9,6 +9,8 @@ use crate::liveness::LivenessPolicy;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sessions::Sessions;
+use crate::store::Store;
+use crate::topology_state::TopologyState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -19,17 +21,19 @@ pub struct Shared {
     pub metrics: Metrics,
     pub desired: DesiredStore,
     pub sessions: Sessions,
+    pub topology: TopologyState,
     registry: Mutex<Registry>,
 }
 
 impl Shared {
-    pub fn new(mesh: String, policy: LivenessPolicy) -> Arc<Shared> {
+    pub fn new(mesh: String, policy: LivenessPolicy, store: Option<Store>) -> Arc<Shared> {
         Arc::new(Shared {
             mesh,
             started: Instant::now(),
             metrics: Metrics::default(),
             desired: DesiredStore::default(),
             sessions: Sessions::default(),
+            topology: TopologyState::new(store),
             registry: Mutex::new(Registry::new(policy)),
         })
     }

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use mesh_proto::v1::admin_service_client::AdminServiceClient;
-use mesh_proto::v1::health_check::Probe;
 use mesh_proto::v1::{
-    CommandAction, ContainerSpec, ContainerState, ExecProbe, HealthCheck, HealthState, HttpProbe,
-    ListContainersRequest, PortMapping, Resources, RunCommandRequest, SetContainersRequest,
-    TcpProbe, VolumeMount, ZmqProbe,
+    CommandAction, ContainerSpec, ContainerState, HealthState, ListContainersRequest,
+    RunCommandRequest, SetContainersRequest,
 };
-use mesh_topology::service::{parse_port, parse_volume, ContainersFile, ServiceSpec};
+use mesh_topology::service::{ContainersFile, ServiceSpec};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -21,92 +19,7 @@ use crate::{admin, table, Output};
 
 /// Converts the TOML form into the API's spec; errors name the service.
 pub fn to_spec(s: &ServiceSpec) -> Result<ContainerSpec> {
-    let ports = s
-        .ports
-        .iter()
-        .map(|p| {
-            parse_port(p).map(|p| PortMapping {
-                container_port: u32::from(p.container),
-                host_port: u32::from(p.host),
-                protocol: p.protocol,
-                host_ip: String::new(),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
-    let volumes = s
-        .volumes
-        .iter()
-        .map(|v| {
-            parse_volume(v).map(|v| VolumeMount {
-                source: v.source,
-                target: v.target,
-                read_only: v.read_only,
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
-    let health = match &s.health {
-        None => None,
-        Some(h) => {
-            if h.probe_count() != 1 {
-                bail!(
-                    "{}: a health check needs exactly one of tcp, http, exec, zmq",
-                    s.name
-                );
-            }
-            let probe = if let Some(t) = &h.tcp {
-                Probe::Tcp(TcpProbe {
-                    port: u32::from(t.port),
-                })
-            } else if let Some(x) = &h.http {
-                Probe::Http(HttpProbe {
-                    port: u32::from(x.port),
-                    path: x.path.clone(),
-                })
-            } else if let Some(z) = &h.zmq {
-                Probe::Zmq(ZmqProbe {
-                    port: u32::from(z.port),
-                    request: z.request.clone(),
-                    expect: z.expect.clone(),
-                })
-            } else {
-                Probe::Exec(ExecProbe {
-                    command: h.exec.clone().unwrap_or_default(),
-                })
-            };
-            Some(HealthCheck {
-                probe: Some(probe),
-                interval_ms: h.interval_ms,
-                timeout_ms: h.timeout_ms,
-                retries: h.retries,
-                start_period_ms: h.start_period_ms,
-            })
-        }
-    };
-    Ok(ContainerSpec {
-        name: s.name.clone(),
-        group: if s.group.is_empty() {
-            s.name.clone()
-        } else {
-            s.group.clone()
-        },
-        service: s.name.clone(),
-        image: s.image.clone(),
-        command: s.command.clone(),
-        env: s.env.clone(),
-        ports,
-        volumes,
-        resources: Some(Resources {
-            cpus: s.cpus,
-            memory_mib: s.memory_mib,
-            gpus: s.gpus.clone(),
-            vram_mib: s.vram_mib,
-        }),
-        labels: s.labels.clone(),
-        health,
-        restart_policy: s.restart.clone(),
-    })
+    mesh_proto::from_topology::container_spec(s).map_err(anyhow::Error::msg)
 }
 
 pub fn load_specs(file: &Path) -> Result<Vec<ContainerSpec>> {
@@ -156,7 +69,7 @@ struct PsRow {
     spec_hash: String,
 }
 
-fn state_word(raw: i32) -> &'static str {
+pub fn state_word(raw: i32) -> &'static str {
     match ContainerState::try_from(raw).unwrap_or(ContainerState::Unspecified) {
         ContainerState::Created => "created",
         ContainerState::Starting => "starting",
@@ -170,7 +83,7 @@ fn state_word(raw: i32) -> &'static str {
     }
 }
 
-fn health_word(raw: i32) -> &'static str {
+pub fn health_word(raw: i32) -> &'static str {
     match HealthState::try_from(raw).unwrap_or(HealthState::Unspecified) {
         HealthState::None => "-",
         HealthState::Starting => "starting",
@@ -447,6 +360,7 @@ pub fn describe(file: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_proto::v1::health_check::Probe;
 
     #[test]
     fn follow_prints_only_new_lines() {

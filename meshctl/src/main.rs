@@ -4,6 +4,7 @@ mod admin;
 mod certs_cmd;
 mod containers_cmd;
 mod nodes;
+mod place;
 mod table;
 
 use anyhow::Result;
@@ -37,8 +38,12 @@ enum Command {
     },
     /// List nodes with state, heartbeat age, CPU, memory and GPUs.
     Nodes,
-    /// Coordinator version, uptime, mesh name and node counts.
+    /// Coordinator version, uptime, node counts, and the applied
+    /// topology's groups with their hosts and health.
     Status,
+    /// Plan a topology against the live mesh (a diff per host, with
+    /// reasons); --apply rolls it out in dependency order.
+    Place(place::PlaceArgs),
     /// Set the containers a node should run.
     Containers {
         #[command(subcommand)]
@@ -161,12 +166,23 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(admin::call_error)?
                 .into_inner();
             let json = nodes::status_json(&response);
+            let topology = place::topology_status(&mut client).await?;
             match cli.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&json)?),
-                Output::Table => print!("{}", nodes::status_text(&json)),
+                Output::Json => {
+                    let mut value = serde_json::to_value(&json)?;
+                    if let Some(map) = value.as_object_mut() {
+                        map.insert("topology".into(), place::topology_json(&topology));
+                    }
+                    println!("{}", serde_json::to_string_pretty(&value)?)
+                }
+                Output::Table => {
+                    print!("{}", nodes::status_text(&json));
+                    print!("{}", place::topology_text(&topology));
+                }
             }
             Ok(())
         }
+        Command::Place(args) => place::run(&args, &cli.admin, cli.output).await,
     }
 }
 

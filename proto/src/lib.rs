@@ -6,6 +6,7 @@
 //! authorisation decisions (that is the coordinator's job, per RPC).
 #![forbid(unsafe_code)]
 
+pub mod from_topology;
 pub mod spec;
 pub mod transport;
 

@@ -60,23 +60,16 @@ impl MeshFixture {
         let coordinator_host = names[0].to_string();
         pki.issue(Role::Coordinator, "coordinator", &[]);
         pki.issue(Role::Admin, "admin", &[]);
-        let coordinator = {
-            let host = &hosts[&coordinator_host];
-            let mut cmd = process::command(Some(host), &binaries::path("mesh-coordinator"));
-            cmd.arg("--listen")
-                .arg(format!("0.0.0.0:{COORDINATOR_PORT}"))
-                .arg("--certs-dir")
-                .arg(pki.dir())
-                .arg("--suspect-after")
-                .arg(options.suspect_after.to_string())
-                .arg("--down-after")
-                .arg(options.down_after.to_string());
-            Proc::spawn("coordinator", cmd)
-        };
         let state = tempfile::Builder::new()
             .prefix("mesh-agents-")
             .tempdir()
             .expect("temp dir");
+        let coordinator = spawn_coordinator(
+            &hosts[&coordinator_host],
+            &pki,
+            &options,
+            &state.path().join("coordinator"),
+        );
         let mut fixture = MeshFixture {
             agents: BTreeMap::new(),
             coordinator,
@@ -91,6 +84,18 @@ impl MeshFixture {
             fixture.start_agent(name);
         }
         fixture
+    }
+
+    /// Stops the coordinator (SIGKILL) and starts a new one with the same
+    /// state directory, as after a crash.
+    pub fn restart_coordinator(&mut self) {
+        self.coordinator.kill();
+        self.coordinator = spawn_coordinator(
+            &self.hosts[&self.coordinator_host],
+            &self.pki,
+            &self.options,
+            &self.state.path().join("coordinator"),
+        );
     }
 
     pub fn coordinator_address(&self) -> String {
@@ -248,6 +253,26 @@ impl MeshFixture {
             },
         )
     }
+}
+
+fn spawn_coordinator(
+    host: &Host,
+    pki: &Pki,
+    options: &MeshOptions,
+    state_dir: &std::path::Path,
+) -> Proc {
+    let mut cmd = process::command(Some(host), &binaries::path("mesh-coordinator"));
+    cmd.arg("--listen")
+        .arg(format!("0.0.0.0:{COORDINATOR_PORT}"))
+        .arg("--certs-dir")
+        .arg(pki.dir())
+        .arg("--suspect-after")
+        .arg(options.suspect_after.to_string())
+        .arg("--down-after")
+        .arg(options.down_after.to_string())
+        .arg("--state-dir")
+        .arg(state_dir);
+    Proc::spawn("coordinator", cmd)
 }
 
 impl Drop for MeshFixture {

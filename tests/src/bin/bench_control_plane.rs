@@ -250,7 +250,9 @@ fn main() -> Result<()> {
     cmd.arg("--listen")
         .arg(&address)
         .arg("--certs-dir")
-        .arg(pki.dir());
+        .arg(pki.dir())
+        .arg("--state-dir")
+        .arg(pki.dir().join("coordinator-state"));
     cmd.env("RUST_LOG", "warn");
     let coordinator = Proc::spawn("coordinator", cmd);
     std::thread::sleep(Duration::from_millis(500));

@@ -68,6 +68,9 @@ pub struct Plan {
     /// group -> one line per host saying why it does not fit there
     pub unplaced: BTreeMap<String, Vec<String>>,
     pub changes: Vec<Change>,
+    /// group -> the GPU index (on its host) of each of its VRAM needs, in
+    /// the order of `GroupNeeds::vram_mib`.
+    pub gpus: BTreeMap<String, Vec<usize>>,
 }
 
 /// Remaining capacity of a host while a plan is being made.
@@ -184,16 +187,61 @@ pub(crate) fn misfit(
     None
 }
 
-fn take(room: &mut Room, g: &GroupNeeds) {
+/// Takes `g`'s needs out of `room`; returns the GPU of each VRAM need.
+fn take(room: &mut Room, g: &GroupNeeds) -> Vec<usize> {
     room.cpus -= g.cpus;
-    room.memory_mib -= g.memory_mib;
-    if let Some(at) = pack_vram(&g.vram_mib, &room.gpus_mib) {
-        for (i, gpu) in at.into_iter().enumerate() {
-            room.gpus_mib[gpu] -= g.vram_mib[i];
-        }
+    room.memory_mib = room.memory_mib.saturating_sub(g.memory_mib);
+    let at = pack_vram(&g.vram_mib, &room.gpus_mib).unwrap_or_default();
+    for (i, gpu) in at.iter().enumerate() {
+        room.gpus_mib[*gpu] -= g.vram_mib[i];
     }
     room.groups.insert(g.name.clone());
     room.ports.extend(g.host_ports.iter().cloned());
+    at
+}
+
+/// What the plan gives each host: CPUs, memory and VRAM per GPU, replayed
+/// from the plan's own GPU assignment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostUsage {
+    pub cpus: f64,
+    pub memory_mib: u64,
+    pub gpus_mib: Vec<u64>,
+    pub groups: Vec<String>,
+}
+
+pub fn usage(
+    hosts: &[HostState],
+    groups: &[GroupNeeds],
+    plan: &Plan,
+) -> BTreeMap<String, HostUsage> {
+    let mut out: BTreeMap<String, HostUsage> = hosts
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                HostUsage {
+                    gpus_mib: vec![0; h.gpus_mib.len()],
+                    ..HostUsage::default()
+                },
+            )
+        })
+        .collect();
+    for g in groups {
+        let Some(u) = plan.placements.get(&g.name).and_then(|h| out.get_mut(h)) else {
+            continue;
+        };
+        u.cpus += g.cpus;
+        u.memory_mib += g.memory_mib;
+        u.groups.push(g.name.clone());
+        let at = plan.gpus.get(&g.name).map(Vec::as_slice).unwrap_or(&[]);
+        for (need, gpu) in g.vram_mib.iter().zip(at) {
+            if let Some(slot) = u.gpus_mib.get_mut(*gpu) {
+                *slot += need;
+            }
+        }
+    }
+    out
 }
 
 /// Symmetric anti-affinity: if A avoids B, B avoids A.
@@ -280,7 +328,10 @@ pub fn plan(
         });
         match chosen {
             Some(i) => {
-                take(&mut rooms[i], g);
+                let at = take(&mut rooms[i], g);
+                if !at.is_empty() {
+                    plan.gpus.insert(g.name.clone(), at);
+                }
                 plan.placements
                     .insert(g.name.clone(), hosts[i].name.clone());
             }

@@ -231,6 +231,12 @@ proptest! {
             let all_vram: Vec<u64> = here.iter().flat_map(|g| g.vram_mib.iter().copied()).collect();
             let gpus: Vec<u64> = h.gpus_mib.iter().map(|g| g.saturating_sub(headroom)).collect();
             prop_assert!(pack_vram(&all_vram, &gpus).is_some() || all_vram.is_empty(), "VRAM over-committed on {}", h.name);
+            // The plan's own GPU assignment fits every GPU.
+            let used = &usage(&hosts, &groups, &p)[&h.name];
+            for (u, free) in used.gpus_mib.iter().zip(&gpus) {
+                prop_assert!(u <= free, "GPU over-committed on {}: {} > {}", h.name, u, free);
+            }
+            prop_assert_eq!(used.gpus_mib.iter().sum::<u64>(), all_vram.iter().sum::<u64>());
             // Constraints, anti-affinity and ports hold.
             let mut ports = BTreeSet::new();
             for g in &here {

@@ -1,0 +1,143 @@
+//! The coordinator's durable state: the applied topology and its placement,
+//! in an embedded redb database. Written before anything is acted on, so a
+//! restarted coordinator resumes the rollout instead of forgetting it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+const APPLIED_KEY: &str = "applied-topology";
+
+/// A topology as applied: its text, where it came from, and where its
+/// groups were placed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub source_name: String,
+    pub topology_toml: String,
+    pub applied_unix_ms: i64,
+    /// group -> host
+    pub placement: BTreeMap<String, String>,
+    pub timeout_seconds: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state database {path}: {message}; check that the directory exists and is writable, and that no other coordinator uses it")]
+    Open { path: PathBuf, message: String },
+    #[error("state database {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("state database {path} holds an unreadable record '{key}': {message}; move the file away to start from an empty state")]
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `DIR/coordinator.redb`, creating DIR if needed.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("coordinator.redb");
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let db = Database::create(&path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Store { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Durably records `applied` (committed before this returns).
+    pub fn save_applied(&self, applied: &Applied) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(applied).map_err(|e| self.io(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(STATE).map_err(|e| self.io(e))?;
+            table
+                .insert(APPLIED_KEY, bytes.as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// The last applied topology, if any.
+    pub fn load_applied(&self) -> Result<Option<Applied>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = match txn.open_table(STATE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.io(e)),
+        };
+        let Some(value) = table.get(APPLIED_KEY).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(value.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: APPLIED_KEY.into(),
+                message: e.to_string(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_topology_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.load_applied().expect("load"), None);
+        let applied = Applied {
+            source_name: "ai-system.toml".into(),
+            topology_toml: "[[hosts]]\nname = \"pc2\"\n".into(),
+            applied_unix_ms: 42,
+            placement: [("memory-system".to_string(), "pc2".to_string())].into(),
+            timeout_seconds: 300,
+        };
+        store.save_applied(&applied).expect("save");
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.load_applied().expect("load"), Some(applied));
+    }
+
+    #[test]
+    fn unusable_directory_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").expect("write");
+        let err = Store::open(&file).expect_err("a file is not a directory");
+        let text = err.to_string();
+        assert!(text.contains("not-a-dir"), "{text}");
+        assert!(text.contains("writable"), "{text}");
+    }
+}

@@ -1,0 +1,175 @@
+//! Planning and applying topologies against the live mesh: the glue between
+//! the admin API, the pure planner and rollout, and the durable store.
+
+use std::collections::BTreeMap;
+
+use mesh_proto::v1::{TopologyPlan, UnplacedGroup};
+use mesh_topology::model::Topology;
+use mesh_topology::placement::{self, Plan};
+use tonic::Status;
+
+use crate::planning::{self, PlanInputs};
+use crate::registry::Now;
+use crate::rollout::Planned;
+use crate::state::Shared;
+use crate::store::Applied;
+use crate::topology_state::usable_reports;
+
+/// A checked topology with its plan, ready to show or apply.
+pub struct Prepared {
+    pub topology: Topology,
+    pub plan: Plan,
+    pub planned: Vec<Planned>,
+    pub proto: TopologyPlan,
+}
+
+fn refused(source: &str, problems: Vec<String>) -> Status {
+    Status::invalid_argument(format!(
+        "{source}: {} problem(s), nothing changed:\n{}",
+        problems.len(),
+        problems.join("\n")
+    ))
+}
+
+/// Validates `text` and plans it against the live inventory and where
+/// groups run now. Changes nothing.
+pub fn prepare(
+    shared: &Shared,
+    source_name: &str,
+    text: &str,
+    fail: &[String],
+    explain_group: &str,
+) -> Result<Prepared, Status> {
+    let topology = planning::parse(source_name, text).map_err(|p| refused(source_name, p))?;
+    for f in fail {
+        if !topology.hosts.iter().any(|h| h.name.get_ref() == f) {
+            return Err(Status::invalid_argument(format!(
+                "--fail {f}: no host named '{f}' in {source_name}"
+            )));
+        }
+    }
+    let (nodes, reports) = {
+        let registry = shared.registry();
+        (
+            registry.snapshot(Now::system()),
+            registry.container_reports(None),
+        )
+    };
+    let observed = usable_reports(reports);
+    let applied = shared.topology.applied();
+    let current = planning::current_placement(applied.as_ref().map(|a| &a.placement), &observed);
+    let (hosts, notes) = planning::host_states(&topology, &nodes, fail);
+    let groups = placement::group_needs(&topology);
+    let plan = placement::plan(
+        &hosts,
+        &groups,
+        &current,
+        topology.placement.vram_headroom_mib,
+    );
+    let planned =
+        planning::planned_services(&topology, &plan).map_err(|p| refused(source_name, p))?;
+    let previous = match &applied {
+        Some(a) => planning::parse(&a.source_name, &a.topology_toml)
+            .ok()
+            .and_then(|t| {
+                let old_plan = Plan {
+                    placements: a.placement.clone(),
+                    ..Plan::default()
+                };
+                planning::planned_services(&t, &old_plan).ok()
+            })
+            .map(|p| planning::spec_hashes(&p)),
+        None => None,
+    };
+    let mut proto = planning::to_proto(&PlanInputs {
+        source_name,
+        topology: &topology,
+        hosts: &hosts,
+        host_notes: &notes,
+        groups: &groups,
+        plan: &plan,
+        planned: &planned,
+        previous: previous.as_ref(),
+        fail,
+        explain_group,
+    });
+    proto.already_applied = applied
+        .as_ref()
+        .is_some_and(|a| a.topology_toml == text && a.placement == plan.placements);
+    Ok(Prepared {
+        topology,
+        plan,
+        planned,
+        proto,
+    })
+}
+
+pub fn unplaced(plan: &Plan) -> Vec<UnplacedGroup> {
+    plan.unplaced
+        .iter()
+        .map(|(group, reasons)| UnplacedGroup {
+            group: group.clone(),
+            reasons: reasons.clone(),
+        })
+        .collect()
+}
+
+pub fn host_names(t: &Topology) -> Vec<String> {
+    t.hosts.iter().map(|h| h.name.get_ref().clone()).collect()
+}
+
+/// Re-activates the topology a previous run of this coordinator applied,
+/// with the placement it recorded. The rollout resumes: what runs is
+/// adopted, what does not is started in dependency order.
+pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
+    let Some(store) = shared.topology.store() else {
+        return Ok(None);
+    };
+    let Some(applied) = store.load_applied().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let topology = planning::parse(&applied.source_name, &applied.topology_toml)
+        .map_err(|p| format!("the stored topology no longer validates: {}", p.join("; ")))?;
+    let plan = Plan {
+        placements: applied.placement.clone(),
+        ..Plan::default()
+    };
+    let planned = planning::planned_services(&topology, &plan).map_err(|p| {
+        format!(
+            "the stored topology's containers are invalid: {}",
+            p.join("; ")
+        )
+    })?;
+    let unplaced: Vec<UnplacedGroup> = topology
+        .groups
+        .iter()
+        .filter(|g| !applied.placement.contains_key(g.name.get_ref()))
+        .map(|g| UnplacedGroup {
+            group: g.name.get_ref().clone(),
+            reasons: vec!["was not placed when applied".into()],
+        })
+        .collect();
+    let source = applied.source_name.clone();
+    let hosts = host_names(&topology);
+    // Already stored: begin() writes it again, harmlessly.
+    shared
+        .topology
+        .begin(applied, planned, hosts, unplaced)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(source))
+}
+
+pub fn applied_record(
+    source_name: &str,
+    text: &str,
+    placement: &BTreeMap<String, String>,
+    timeout_seconds: u32,
+) -> Applied {
+    Applied {
+        source_name: source_name.to_string(),
+        topology_toml: text.to_string(),
+        applied_unix_ms: Now::system().unix_ms,
+        placement: placement.clone(),
+        timeout_seconds,
+    }
+}

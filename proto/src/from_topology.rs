@@ -1,0 +1,100 @@
+//! From the TOML service form (`mesh_topology::service::ServiceSpec`, shared
+//! by containers files and topologies) to the API's `ContainerSpec`.
+
+use mesh_topology::service::{parse_port, parse_volume, ServiceSpec};
+
+use crate::v1::health_check::Probe;
+use crate::v1::{
+    ContainerSpec, ExecProbe, HealthCheck, HttpProbe, PortMapping, Resources, TcpProbe,
+    VolumeMount, ZmqProbe,
+};
+
+/// Converts the TOML form into the API's spec; errors name the service.
+pub fn container_spec(s: &ServiceSpec) -> Result<ContainerSpec, String> {
+    let ports = s
+        .ports
+        .iter()
+        .map(|p| {
+            parse_port(p).map(|p| PortMapping {
+                container_port: u32::from(p.container),
+                host_port: u32::from(p.host),
+                protocol: p.protocol,
+                host_ip: String::new(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| format!("{}: {e}", s.name))?;
+    let volumes = s
+        .volumes
+        .iter()
+        .map(|v| {
+            parse_volume(v).map(|v| VolumeMount {
+                source: v.source,
+                target: v.target,
+                read_only: v.read_only,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| format!("{}: {e}", s.name))?;
+    let health = match &s.health {
+        None => None,
+        Some(h) => {
+            if h.probe_count() != 1 {
+                return Err(format!(
+                    "{}: a health check needs exactly one of tcp, http, exec, zmq",
+                    s.name
+                ));
+            }
+            let probe = if let Some(t) = &h.tcp {
+                Probe::Tcp(TcpProbe {
+                    port: u32::from(t.port),
+                })
+            } else if let Some(x) = &h.http {
+                Probe::Http(HttpProbe {
+                    port: u32::from(x.port),
+                    path: x.path.clone(),
+                })
+            } else if let Some(z) = &h.zmq {
+                Probe::Zmq(ZmqProbe {
+                    port: u32::from(z.port),
+                    request: z.request.clone(),
+                    expect: z.expect.clone(),
+                })
+            } else {
+                Probe::Exec(ExecProbe {
+                    command: h.exec.clone().unwrap_or_default(),
+                })
+            };
+            Some(HealthCheck {
+                probe: Some(probe),
+                interval_ms: h.interval_ms,
+                timeout_ms: h.timeout_ms,
+                retries: h.retries,
+                start_period_ms: h.start_period_ms,
+            })
+        }
+    };
+    Ok(ContainerSpec {
+        name: s.name.clone(),
+        group: if s.group.is_empty() {
+            s.name.clone()
+        } else {
+            s.group.clone()
+        },
+        service: s.name.clone(),
+        image: s.image.clone(),
+        command: s.command.clone(),
+        env: s.env.clone(),
+        ports,
+        volumes,
+        resources: Some(Resources {
+            cpus: s.cpus,
+            memory_mib: s.memory_mib,
+            gpus: s.gpus.clone(),
+            vram_mib: s.vram_mib,
+        }),
+        labels: s.labels.clone(),
+        health,
+        restart_policy: s.restart.clone(),
+    })
+}
