@@ -11,6 +11,8 @@ scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
+# The demo service image the topology tests run (in the system image store).
+scripts/build-demo-image.sh
 
 # cargo prints one result line per test binary (the last is often an empty
 # doc-test run); end with the total so the outcome is one line.

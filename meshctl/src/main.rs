@@ -3,6 +3,7 @@
 mod admin;
 mod certs_cmd;
 mod containers_cmd;
+mod import;
 mod nodes;
 mod place;
 mod table;
@@ -44,6 +45,11 @@ enum Command {
     /// Plan a topology against the live mesh (a diff per host, with
     /// reasons); --apply rolls it out in dependency order.
     Place(place::PlaceArgs),
+    /// Convert other formats into a topology (compose files today).
+    Import {
+        #[command(subcommand)]
+        command: import::ImportCommand,
+    },
     /// Set the containers a node should run.
     Containers {
         #[command(subcommand)]
@@ -183,6 +189,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Place(args) => place::run(&args, &cli.admin, cli.output).await,
+        Command::Import { command } => import::run(command),
     }
 }
 

@@ -168,3 +168,36 @@ fn import_busybox_into(rootfs: &Path, mut podman: Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The demo service image (`scripts/build-demo-image.sh`), which the
+/// example topology runs.
+pub const DEMO_IMAGE: &str = "localhost/mesh-demo:latest";
+
+/// Makes sure the demo image is in the system image store (which every
+/// agent's own Podman shares read-only), building it once if missing.
+/// `scripts/test.sh` builds it before the tests, so this rarely builds.
+pub fn ensure_demo_image() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let exists = Command::new("podman")
+            .args(["image", "exists", DEMO_IMAGE])
+            .status()
+            .is_ok_and(|s| s.success());
+        if exists {
+            return;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = Command::new("bash")
+            .arg(root.join("scripts/build-demo-image.sh"))
+            .arg(DEMO_IMAGE)
+            .current_dir(&root)
+            .output()
+            .expect("run scripts/build-demo-image.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-demo-image.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}

@@ -6,6 +6,7 @@
 //! validation only; no knowledge of how the mesh is run.
 #![forbid(unsafe_code)]
 
+pub mod compose;
 pub mod labels;
 pub mod model;
 pub mod placement;
