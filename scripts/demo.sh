@@ -5,10 +5,12 @@
 #
 # It builds the binaries and the demo service image, creates a mesh CA and
 # certificates, starts the mesh, shows `meshctl nodes` and `meshctl
-# status`, runs real containers on both hosts (core services on mainpc,
-# the memory services on pc2, each health-checked over ZeroMQ), then cuts
-# pc2 off the LAN to show it go Suspect and Down while its containers keep
-# running, and restores it.
+# status`, imports a compose file, plans the users' system
+# (topology/examples/ai-system.toml) with --explain and a --fail pc2
+# what-if, applies it (14 real containers started in dependency order,
+# each health-checked over ZeroMQ: core and GPU services on mainpc, the
+# memory services on pc2), then cuts pc2 off the LAN to show it go Suspect
+# and Down while its containers keep running, and restores it.
 #
 # Run as root (namespaces). DEMO_HOLD=1 keeps the mesh running until Ctrl-C;
 # the default is to hold when run from a terminal. Everything it made is
@@ -153,19 +155,22 @@ wait_state pc2 ready 20
 echo; echo "== meshctl nodes"; meshctl nodes
 echo; echo "== meshctl status"; meshctl status
 
-echo; echo "== containers: core services on mainpc, memory services on pc2"
-meshctl containers set mainpc "$ROOT/scripts/demo/mainpc.toml"
-meshctl containers set pc2 "$ROOT/scripts/demo/pc2.toml"
-deadline=$((SECONDS + 120))
-until [ "$(meshctl ps -o json 2>/dev/null | grep -c '"health": "healthy"')" -ge 4 ]; do
-  if [ $SECONDS -ge $deadline ]; then
-    echo "demo: containers did not all become healthy; see below and $DEMO/*.log" >&2
-    meshctl ps || true
-    exit 1
-  fi
-  sleep 0.5
-done
-meshctl ps
+TOPOLOGY="$ROOT/topology/examples/ai-system.toml"
+echo; echo "== meshctl import compose: a compose file of the users' kind becomes a topology"
+"$BIN/meshctl" import compose "$ROOT/topology/tests/compose/pc2-compose.yml" --out "$DEMO/imported-pc2.toml" --force 2>&1 | tail -4
+echo "(written to $DEMO/imported-pc2.toml)"
+
+echo; echo "== meshctl place: where the users' system would go, and why (changes nothing)"
+meshctl place "$TOPOLOGY" --explain gpu-services
+echo; echo "== what if pc2 died? (meshctl place --fail pc2)"
+meshctl place "$TOPOLOGY" --fail pc2
+
+echo; echo "== meshctl place --apply: 14 services start in dependency order, each once what it needs is healthy"
+meshctl place "$TOPOLOGY" --apply --timeout 180
+echo; echo "== meshctl status"; meshctl status
+echo; echo "== meshctl ps"; meshctl ps
+echo; echo "== applying the same file again changes nothing"
+meshctl place "$TOPOLOGY" --apply | tail -3
 echo; echo "== meshctl images"; meshctl images
 echo; echo "== meshctl logs pc2 memory-orchestrator --tail 3"
 meshctl logs pc2 memory-orchestrator --tail 3

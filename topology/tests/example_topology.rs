@@ -187,3 +187,16 @@ fn everything_depends_back_to_the_registry() {
         assert_eq!(deps[s], ["request-coordinator"]);
     }
 }
+
+#[test]
+fn the_registry_group_counts_everything_else_as_dependents() {
+    let t = mesh_topology::validate::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ai-system.toml"),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let needs = mesh_topology::placement::group_needs(&t);
+    let of = |g: &str| needs.iter().find(|n| n.name == g).map(|n| n.dependents);
+    // Every service outside core-services leads back to the registry.
+    assert_eq!(of("core-services"), Some(11));
+    assert_eq!(of("learning"), Some(0));
+}

@@ -65,6 +65,7 @@ fn world(args: &Args) -> (Vec<HostState>, Vec<GroupNeeds>) {
                 } else {
                     vec![]
                 },
+                dependents: 0,
                 anti_affinity: if i % 13 == 0 && i > 0 {
                     vec![format!("group{:04}", i - 1)]
                 } else {

@@ -40,6 +40,10 @@ pub struct GroupNeeds {
     /// One entry per service that needs VRAM; each must fit on one GPU.
     pub vram_mib: Vec<u64>,
     pub host_ports: Vec<(u16, String)>,
+    /// How many services of other groups depend on this group's services,
+    /// directly or not. Groups others need are placed first, so when room
+    /// runs short (a host lost) it is the leaves that stay unplaced.
+    pub dependents: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -122,7 +126,7 @@ pub(crate) fn misfit(
     anti: &BTreeMap<&str, BTreeSet<&str>>,
 ) -> Option<String> {
     if !h.available {
-        return Some(format!("{} is down", h.name));
+        return Some(format!("{} is not available", h.name));
     }
     for (k, v) in &g.constraints {
         if h.labels.get(k) != Some(v) {
@@ -294,6 +298,7 @@ pub fn plan(
         let placed = |g: &GroupNeeds| !current.contains_key(&g.name);
         placed(a)
             .cmp(&placed(b))
+            .then(b.dependents.cmp(&a.dependents))
             .then(b.vram_mib.iter().max().cmp(&a.vram_mib.iter().max()))
             .then(
                 b.vram_mib
