@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mesh_proto::spec::spec_hash;
+use mesh_proto::spec::{spec_hash, NOT_CREATED_YET};
 use mesh_proto::v1::{
     ContainerSpec, ContainerState, ContainerStatus, HealthState, ServicePhase, ServiceProgress,
 };
@@ -46,7 +46,10 @@ pub struct Step {
 /// A reported container's verdict for the rollout.
 #[derive(Clone, Debug, PartialEq)]
 enum Seen {
+    /// No container, and no failed attempt at this spec.
     Absent,
+    /// The agent could not create this very spec (e.g. image missing).
+    CreateFailed(String),
     Present {
         current: bool,
         healthy: bool,
@@ -65,9 +68,20 @@ fn seen(p: &Planned, host: &str, observed: &Observed) -> Seen {
     else {
         return Seen::Absent;
     };
+    let want = spec_hash(&p.spec);
+    if status.spec_hash.is_empty() {
+        // No container exists: the row is the agent's attempt at a spec.
+        let attempted_this = status.desired_spec_hash == want;
+        let pending = status.error.is_empty() || status.error == NOT_CREATED_YET;
+        return if attempted_this && !pending {
+            Seen::CreateFailed(status.error.clone())
+        } else {
+            Seen::Absent
+        };
+    }
     let state = ContainerState::try_from(status.state).unwrap_or(ContainerState::Unspecified);
     let health = HealthState::try_from(status.health).unwrap_or(HealthState::Unspecified);
-    let current = status.spec_hash == spec_hash(&p.spec);
+    let current = status.spec_hash == want;
     let healthy = current
         && state == ContainerState::Running
         && if has_health_check(&p.spec) {
@@ -216,6 +230,12 @@ pub fn step(
             set.push(p.spec.clone());
         }
         match observed_here {
+            Seen::CreateFailed(why) => {
+                failed = true;
+                complete = false;
+                row.phase = ServicePhase::Failed as i32;
+                row.message = why;
+            }
             Seen::Present { healthy: true, .. } => row.phase = ServicePhase::Healthy as i32,
             Seen::Present {
                 failure: Some(why), ..

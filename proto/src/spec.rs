@@ -179,3 +179,7 @@ pub fn validate_set(specs: &[ContainerSpec]) -> Result<(), Vec<String>> {
 
 #[cfg(test)]
 mod tests;
+
+/// What an agent reports as a desired container's error while it has not
+/// been created yet and nothing has failed so far.
+pub const NOT_CREATED_YET: &str = "not created yet";

@@ -299,3 +299,122 @@ fn example_topology_rolls_out_in_dependency_order_and_reapplies_as_a_no_op() {
         "the coordinator restart touched containers"
     );
 }
+
+/// A service whose image is missing stops the rollout with a report naming
+/// it and the fix; what depends on it is never started; what was already
+/// healthy keeps running.
+#[test]
+fn a_failing_service_stops_the_rollout_and_tears_nothing_down() {
+    if !require_podman("a_failing_service_stops_the_rollout_and_tears_nothing_down") {
+        return;
+    }
+    mesh_tests::podman::ensure_system_busybox_image();
+    let mut mesh = MeshFixture::start(
+        &["mainpc", "pc2"],
+        MeshOptions {
+            containers: true,
+            ..MeshOptions::default()
+        },
+    );
+    mesh.wait_ready_with_inventory("mainpc", Duration::from_secs(30));
+    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    let image = mesh_tests::podman::BUSYBOX_IMAGE;
+    let topology = format!(
+        r#"
+[[hosts]]
+name = "mainpc"
+[[hosts]]
+name = "pc2"
+
+[[groups]]
+name = "base"
+prefer = ["mainpc"]
+[[groups.services]]
+name = "web"
+image = "{image}"
+command = ["/bin/sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
+[groups.services.health]
+http = {{ port = 8080, path = "/index.html" }}
+interval_ms = 300
+
+[[groups]]
+name = "broken"
+prefer = ["pc2"]
+[[groups.services]]
+name = "needs-missing-image"
+image = "localhost/no-such-image-anywhere:1"
+depends_on = ["web"]
+[[groups.services]]
+name = "after-broken"
+image = "{image}"
+command = ["/bin/sleep", "3600"]
+depends_on = ["needs-missing-image"]
+"#
+    );
+    let file = mesh.state.path().join("broken.toml");
+    std::fs::write(&file, topology).unwrap();
+    let out = mesh.meshctl(
+        "mainpc",
+        &[
+            "place",
+            &file.to_string_lossy(),
+            "--apply",
+            "--timeout",
+            "60",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(!out.status.success(), "a failed rollout must exit non-zero");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not complete"), "{stderr}");
+    let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &applied["summary"];
+    assert_eq!(summary["ok"], false, "{summary:#}");
+    assert_eq!(
+        summary["started"],
+        serde_json::json!(["web"]),
+        "{summary:#}"
+    );
+    let failed = summary["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{summary:#}");
+    assert_eq!(failed[0]["service"], "needs-missing-image");
+    assert_eq!(failed[0]["host"], "pc2");
+    let why = failed[0]["message"].as_str().unwrap();
+    assert!(
+        why.contains("localhost/no-such-image-anywhere:1") && why.contains("no registry"),
+        "{why}"
+    );
+    assert!(summary["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing healthy was torn down"));
+    let not_started = summary["not_started"].as_array().unwrap();
+    assert_eq!(not_started.len(), 1, "{summary:#}");
+    assert_eq!(not_started[0]["service"], "after-broken");
+    // web stays up and healthy; after-broken was never created.
+    std::thread::sleep(Duration::from_secs(1));
+    let row = mesh.wait_container(
+        "mainpc",
+        "web",
+        "still healthy",
+        Duration::from_secs(5),
+        |r| r["state"] == "running" && r["health"] == "healthy",
+    );
+    assert_eq!(row["restarts"], 0);
+    let ps = mesh.ps_json().unwrap();
+    assert!(
+        !ps["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "after-broken"),
+        "{ps:#}"
+    );
+    let status = json_of(&mesh, &["status", "-o", "json"]);
+    let rollout = status["topology"]["rollout"].as_str().unwrap();
+    assert!(
+        rollout.starts_with("stopped: needs-missing-image on pc2"),
+        "{rollout}"
+    );
+}

@@ -267,3 +267,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
+    let (plan, hosts) = system();
+    let mut obs = observe(&plan, &["registry"], &[]);
+    let orchestrator = &plan[1];
+    let attempt = |desired_spec_hash: String, error: &str| ContainerStatus {
+        name: orchestrator.spec.name.clone(),
+        state: ContainerState::Error as i32,
+        error: error.into(),
+        desired_spec_hash,
+        ..Default::default()
+    };
+    // Still being created: not a failure, and not a reason to hand it out.
+    obs.insert(
+        "pc2".into(),
+        vec![attempt(spec_hash(&orchestrator.spec), NOT_CREATED_YET)],
+    );
+    let s = step(&plan, &hosts, &obs, &BTreeSet::new(), true, 0);
+    assert!(!s.failed);
+    assert!(
+        s.desired["pc2"].is_empty(),
+        "halted, and nothing exists yet"
+    );
+    // An old spec that failed: not about this rollout.
+    obs.insert(
+        "pc2".into(),
+        vec![attempt("0123".into(), "image x is not on this host")],
+    );
+    let s = step(&plan, &hosts, &obs, &BTreeSet::new(), true, 0);
+    assert!(!s.failed);
+    // This spec failed to be created: the rollout fails, naming why.
+    obs.insert(
+        "pc2".into(),
+        vec![attempt(
+            spec_hash(&orchestrator.spec),
+            "image x is not on this host",
+        )],
+    );
+    let s = step(&plan, &hosts, &obs, &BTreeSet::new(), false, 0);
+    assert!(s.failed);
+    assert_eq!(phase(&s, "orchestrator"), ServicePhase::Failed);
+    assert_eq!(names(&s.desired["pc2"]), vec!["orchestrator"]);
+}

@@ -68,7 +68,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             };
             let mut error = tracked.map(|t| t.error.clone()).unwrap_or_default();
             if found.is_none() && error.is_empty() {
-                error = "not created yet".into();
+                error = mesh_proto::spec::NOT_CREATED_YET.into();
             }
             containers.push(ContainerStatus {
                 name: spec.name.clone(),
@@ -84,6 +84,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
                 last_logs: tracked.map(|t| t.last_logs.clone()).unwrap_or_default(),
                 generation: found.map_or(0, |(o, _)| o.generation),
                 spec_hash: found.map(|(o, _)| o.spec_hash.clone()).unwrap_or_default(),
+                desired_spec_hash: mesh_proto::spec::spec_hash(spec),
                 healthy_since_unix_ms: tracked.map_or(0, |t| t.healthy_since_unix_ms),
                 next_restart_unix_ms: tracked.and_then(|t| t.next_restart).map_or(0, |at| {
                     now_ms + at.saturating_duration_since(now).as_millis() as i64
