@@ -309,7 +309,7 @@ fn a_failing_service_stops_the_rollout_and_tears_nothing_down() {
         return;
     }
     mesh_tests::podman::ensure_system_busybox_image();
-    let mut mesh = MeshFixture::start(
+    let mesh = MeshFixture::start(
         &["mainpc", "pc2"],
         MeshOptions {
             containers: true,
