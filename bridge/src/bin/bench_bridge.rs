@@ -1,0 +1,578 @@
+//! Bridged vs direct ZeroMQ: REQ/REP round trip (p50/p99) and pipelined DEALER throughput,
+//! for 64 B and 64 KiB messages. Prints a markdown table.
+//!
+//! Roles:
+//! * `all` (default): everything in this process on loopback, with a throwaway mesh CA.
+//! * `server`: the service host: echo REP and ROUTER services and a tunnel endpoint exporting
+//!   them as `bench-rep` and `bench-router`; runs until killed.
+//! * `client`: the client host: measures direct (to the server's service endpoints) and
+//!   bridged (through a tunnel to the server's agent) and prints the table.
+//!
+//! * `quic-streams`: raw QUIC with the mesh's TLS settings on loopback, comparing one
+//!   multiplexed stream with one stream per request (the design choice of the REQ/REP bridge).
+//!
+//! `server` and `client` read agent certificates from `--certs-dir` (made by `meshctl certs`),
+//! so the two can run in different network namespaces or on different PCs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use mesh_bridge::{
+    Bridge, BridgeSpec, Bytes, Export, InFlightPolicy, Pattern, PeerAddr, ServiceTarget, Target,
+    TunnelConfig, Tunnels,
+};
+use mesh_certs::{CertificateAuthority, Identity, MeshTls, Role, TlsFiles, Validity};
+use tokio::sync::Semaphore;
+use zeromq::{
+    DealerSocket, RepSocket, ReqSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RunRole {
+    All,
+    Server,
+    Client,
+    /// Raw QUIC on loopback: one multiplexed stream vs one stream per request.
+    QuicStreams,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark ZeroMQ through a mesh bridge against direct connections")]
+struct Args {
+    /// What this process does.
+    #[arg(long, value_enum, default_value = "all")]
+    role: RunRole,
+    /// Directory with ca.crt and agent certificates (server and client roles).
+    #[arg(long)]
+    certs_dir: Option<PathBuf>,
+    /// This agent's node name (server: pc2, client: mainpc by default).
+    #[arg(long)]
+    node: Option<String>,
+    /// Server: UDP address of the tunnel endpoint.
+    #[arg(long, default_value = "0.0.0.0:7500")]
+    tunnel_listen: SocketAddr,
+    /// Server: where the echo REP service binds (also what the client uses for direct runs).
+    #[arg(long, default_value = "tcp://0.0.0.0:7501")]
+    rep_bind: String,
+    /// Server: where the echo ROUTER service binds.
+    #[arg(long, default_value = "tcp://0.0.0.0:7502")]
+    router_bind: String,
+    /// Client: the server agent's tunnel address.
+    #[arg(long)]
+    peer: Option<SocketAddr>,
+    /// Client: the server agent's node name.
+    #[arg(long, default_value = "pc2")]
+    peer_name: String,
+    /// Client: direct endpoint of the server's REP service.
+    #[arg(long)]
+    direct_rep: Option<String>,
+    /// Client: direct endpoint of the server's ROUTER service.
+    #[arg(long)]
+    direct_router: Option<String>,
+    /// Round trips measured per size (after 10% warm-up).
+    #[arg(long, default_value_t = 2000)]
+    round_trips: usize,
+    /// Messages per pipelined throughput run with 64 B messages (fewer for 64 KiB).
+    #[arg(long, default_value_t = 50_000)]
+    messages: usize,
+    /// Requests a pipelined DEALER keeps in flight.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match args.role {
+        RunRole::All => run_all(&args).await,
+        RunRole::Server => run_server(&args).await,
+        RunRole::Client => run_client(&args).await,
+        RunRole::QuicStreams => quic_streams::run(&args).await,
+    }
+}
+
+fn load_tls(args: &Args, default_node: &str) -> Result<MeshTls> {
+    let dir = args
+        .certs_dir
+        .as_deref()
+        .context("--certs-dir is required for the server and client roles")?;
+    let node = args.node.as_deref().unwrap_or(default_node);
+    Ok(MeshTls::load(&TlsFiles::in_dir(dir, Role::Agent, node))?)
+}
+
+async fn rep_echo(bind: &str) -> Result<String> {
+    let mut rep = RepSocket::new();
+    let ep = rep.bind(bind).await.context("bind echo REP")?.to_string();
+    tokio::spawn(async move {
+        while let Ok(m) = rep.recv().await {
+            if rep.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(ep)
+}
+
+async fn router_echo(bind: &str) -> Result<String> {
+    let mut router = RouterSocket::new();
+    let ep = router
+        .bind(bind)
+        .await
+        .context("bind echo ROUTER")?
+        .to_string();
+    tokio::spawn(async move {
+        while let Ok(m) = router.recv().await {
+            if router.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(ep)
+}
+
+fn export(tunnels: &Tunnels, rep: &str, router: &str) {
+    tunnels.exports().set(
+        "bench-rep",
+        Export {
+            pattern: Pattern::ReqRep,
+            endpoint: rep.to_string(),
+        },
+    );
+    tunnels.exports().set(
+        "bench-router",
+        Export {
+            pattern: Pattern::ReqRep,
+            endpoint: router.to_string(),
+        },
+    );
+}
+
+async fn run_server(args: &Args) -> Result<()> {
+    let tls = load_tls(args, "pc2")?;
+    let tunnels = Tunnels::bind(&tls, TunnelConfig::new(args.tunnel_listen))?;
+    let rep = rep_echo(&args.rep_bind).await?;
+    let router = router_echo(&args.router_bind).await?;
+    export(&tunnels, &rep, &router);
+    eprintln!(
+        "serving: tunnel {} (agent {}), REP {rep}, ROUTER {router}; Ctrl-C to stop",
+        tunnels.local_addr()?,
+        tunnels.node()
+    );
+    tokio::signal::ctrl_c().await?;
+    tunnels.close();
+    Ok(())
+}
+
+/// Client-side endpoints to measure: direct and bridged, REP and ROUTER services.
+struct Endpoints {
+    direct_rep: String,
+    direct_router: String,
+    bridged_rep: String,
+    bridged_router: String,
+}
+
+async fn bridges(tunnels: &Tunnels, peer: PeerAddr) -> Result<(Bridge, Bridge, Vec<Target>)> {
+    let mut out = Vec::new();
+    let mut targets = Vec::new();
+    for service in ["bench-rep", "bench-router"] {
+        let target = Target::new(ServiceTarget {
+            peer: peer.clone(),
+            service: service.to_string(),
+        });
+        let bridge = Bridge::start(
+            tunnels,
+            BridgeSpec {
+                name: service.to_string(),
+                pattern: Pattern::ReqRep,
+                local: "tcp://127.0.0.1:0".to_string(),
+                in_flight: InFlightPolicy::Error,
+            },
+            target.subscribe(),
+        )
+        .await?;
+        out.push(bridge);
+        targets.push(target);
+    }
+    let (Some(router), Some(rep)) = (out.pop(), out.pop()) else {
+        bail!("bridges not started");
+    };
+    Ok((rep, router, targets))
+}
+
+async fn run_all(args: &Args) -> Result<()> {
+    let tls = throwaway_agents(&["pc2", "mainpc"])?;
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let server = Tunnels::bind(&tls[0], TunnelConfig::new(loopback))?;
+    let client = Tunnels::bind(&tls[1], TunnelConfig::new(loopback))?;
+    let rep = rep_echo("tcp://127.0.0.1:0").await?;
+    let router = router_echo("tcp://127.0.0.1:0").await?;
+    export(&server, &rep, &router);
+    let peer = PeerAddr {
+        node: "pc2".to_string(),
+        addr: server.local_addr()?,
+    };
+    let (brep, brouter, _targets) = bridges(&client, peer).await?;
+    let eps = Endpoints {
+        direct_rep: rep,
+        direct_router: router,
+        bridged_rep: brep.endpoint().to_string(),
+        bridged_router: brouter.endpoint().to_string(),
+    };
+    measure(args, &eps, "in-process, loopback").await
+}
+
+async fn run_client(args: &Args) -> Result<()> {
+    let tls = load_tls(args, "mainpc")?;
+    let peer = PeerAddr {
+        node: args.peer_name.clone(),
+        addr: args
+            .peer
+            .context("--peer ADDR (the server's tunnel) is required")?,
+    };
+    let tunnels = Tunnels::bind(&tls, TunnelConfig::new("0.0.0.0:0".parse()?))?;
+    let (brep, brouter, _targets) = bridges(&tunnels, peer).await?;
+    let eps = Endpoints {
+        direct_rep: args
+            .direct_rep
+            .clone()
+            .context("--direct-rep ENDPOINT is required")?,
+        direct_router: args
+            .direct_router
+            .clone()
+            .context("--direct-router ENDPOINT is required")?,
+        bridged_rep: brep.endpoint().to_string(),
+        bridged_router: brouter.endpoint().to_string(),
+    };
+    measure(args, &eps, "client and server processes").await
+}
+
+const SIZES: [(usize, &str); 2] = [(64, "64 B"), (64 * 1024, "64 KiB")];
+
+async fn measure(args: &Args, eps: &Endpoints, setup: &str) -> Result<()> {
+    println!("### Bridged vs direct ZeroMQ ({setup})\n");
+    println!("| measurement | size | direct | bridged | bridged / direct | goal |");
+    println!("|---|---|---|---|---|---|");
+    for (size, label) in SIZES {
+        let n = if size > 1024 {
+            args.round_trips / 4
+        } else {
+            args.round_trips
+        };
+        let d = round_trips(&eps.direct_rep, size, n).await?;
+        let b = round_trips(&eps.bridged_rep, size, n).await?;
+        let (d50, b50) = (quantile_us(&d, 0.5), quantile_us(&b, 0.5));
+        let (d99, b99) = (quantile_us(&d, 0.99), quantile_us(&b, 0.99));
+        println!(
+            "| REQ/REP round trip p50 | {label} | {d50} µs | {b50} µs | {:.2}x | ≤ 2.5x |",
+            b50 as f64 / d50.max(1) as f64
+        );
+        println!(
+            "| REQ/REP round trip p99 | {label} | {d99} µs | {b99} µs | {:.2}x | |",
+            b99 as f64 / d99.max(1) as f64
+        );
+    }
+    for (size, label) in SIZES {
+        let m = if size > 1024 {
+            (args.messages / 10).max(100)
+        } else {
+            args.messages
+        };
+        let d = throughput(&eps.direct_router, size, m, args.window).await?;
+        let b = throughput(&eps.bridged_router, size, m, args.window).await?;
+        let mib = |rate: f64| rate * size as f64 / (1024.0 * 1024.0);
+        println!(
+            "| pipelined DEALER throughput | {label} | {:.0} msg/s ({:.1} MiB/s) | {:.0} msg/s ({:.1} MiB/s) | {:.0}% | ≥ 50% |",
+            d,
+            mib(d),
+            b,
+            mib(b),
+            100.0 * b / d.max(1.0)
+        );
+    }
+    println!(
+        "\nRound trips: {} per size for 64 B, a quarter of that for 64 KiB, after a 10% warm-up. \
+         Throughput: {} messages of 64 B, a tenth for 64 KiB, echoed by a ROUTER, {} in flight.",
+        args.round_trips, args.messages, args.window
+    );
+    Ok(())
+}
+
+fn quantile_us(h: &Histogram<u64>, q: f64) -> u64 {
+    h.value_at_quantile(q)
+}
+
+async fn round_trips(endpoint: &str, size: usize, n: usize) -> Result<Histogram<u64>> {
+    let mut req = ReqSocket::new();
+    req.connect(endpoint)
+        .await
+        .with_context(|| format!("connect REQ to {endpoint}"))?;
+    let payload = Bytes::from(vec![0x5au8; size]);
+    let mut hist = Histogram::<u64>::new(3)?;
+    let warm = n / 10;
+    for i in 0..warm + n {
+        let started = Instant::now();
+        req.send(ZmqMessage::from(payload.clone())).await?;
+        let reply = req.recv().await?;
+        let took = started.elapsed();
+        if reply.get(0).map(Bytes::len) != Some(size) {
+            bail!("wrong reply size from {endpoint}");
+        }
+        if i >= warm {
+            hist.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX))?;
+        }
+    }
+    Ok(hist)
+}
+
+/// Messages per second through an echo ROUTER with `window` requests in flight.
+async fn throughput(endpoint: &str, size: usize, m: usize, window: usize) -> Result<f64> {
+    let mut dealer = DealerSocket::new();
+    dealer
+        .connect(endpoint)
+        .await
+        .with_context(|| format!("connect DEALER to {endpoint}"))?;
+    // Warm-up round trip so connection set-up is not measured.
+    dealer
+        .send(ZmqMessage::from(Bytes::from_static(b"warm")))
+        .await?;
+    dealer.recv().await?;
+    let (mut send, mut recv) = dealer.split();
+    let permits = Arc::new(Semaphore::new(window));
+    let payload = Bytes::from(vec![0xa5u8; size]);
+    let started = Instant::now();
+    let sender = {
+        let permits = permits.clone();
+        tokio::spawn(async move {
+            for _ in 0..m {
+                let permit = permits.acquire().await?;
+                permit.forget();
+                send.send(ZmqMessage::from(payload.clone())).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    };
+    for _ in 0..m {
+        let reply = tokio::time::timeout(Duration::from_secs(30), recv.recv())
+            .await
+            .context("no reply within 30 s")??;
+        if reply.get(0).map(Bytes::len) != Some(size) {
+            bail!("wrong reply size from {endpoint}");
+        }
+        permits.add_permits(1);
+    }
+    sender.await??;
+    Ok(m as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Shared by the in-process roles: a throwaway CA and agent TLS material.
+fn throwaway_agents(names: &[&str]) -> Result<Vec<MeshTls>> {
+    let ca = CertificateAuthority::generate("bench", Validity::days(1))?;
+    names
+        .iter()
+        .map(|name| {
+            let leaf = ca.issue(
+                &Identity::new("bench", Role::Agent, name)?,
+                &[],
+                Validity::days(1),
+            )?;
+            Ok(MeshTls::from_pem(
+                ca.cert_pem(),
+                &leaf.cert_pem,
+                &leaf.key_pem,
+            )?)
+        })
+        .collect()
+}
+
+mod quic_streams {
+    //! One multiplexed stream (records carry request ids) vs one QUIC stream per request, on
+    //! loopback, with the tunnel's TLS and transport settings.
+
+    use super::*;
+    use futures::StreamExt;
+    use mesh_bridge::frame::{header, Kind, Record, RecordCodec};
+    use mesh_bridge::tunnel::quic_configs;
+    use tokio_util::codec::FramedRead;
+
+    async fn write_record(send: &mut quinn::SendStream, record: Record) -> Result<()> {
+        let mut chunks = vec![header(&record, usize::MAX >> 1)?];
+        chunks.extend(record.frames);
+        send.write_all_chunks(&mut chunks).await?;
+        Ok(())
+    }
+
+    fn request(id: u64, size: usize) -> Record {
+        Record {
+            kind: Kind::Request,
+            id,
+            client: 1,
+            frames: vec![Bytes::from(vec![7u8; size])],
+        }
+    }
+
+    /// Echo server: every record read on a stream is written back on it.
+    async fn serve(endpoint: quinn::Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let mut reader = FramedRead::new(recv, RecordCodec::default());
+                        while let Some(Ok(mut rec)) = reader.next().await {
+                            rec.kind = Kind::Reply;
+                            if write_record(&mut send, rec).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = send.finish();
+                    });
+                }
+            });
+        }
+    }
+
+    pub(super) async fn run(args: &Args) -> Result<()> {
+        let tls = throwaway_agents(&["pc2", "mainpc"])?;
+        let config = TunnelConfig::new("127.0.0.1:0".parse()?);
+        let (server_config, _) = quic_configs(&tls[0], &config)?;
+        let (_, client_config) = quic_configs(&tls[1], &config)?;
+        let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
+        let addr = server.local_addr()?;
+        tokio::spawn(serve(server));
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        client.set_default_client_config(client_config);
+        let conn = client.connect(addr, "pc2")?.await?;
+
+        println!("### One multiplexed QUIC stream vs one stream per request (loopback)\n");
+        println!("| measurement | size | multiplexed | stream per request |");
+        println!("|---|---|---|---|");
+        for (size, label) in SIZES {
+            let n = args.round_trips;
+            let (m50, m99) = rtt_multiplexed(&conn, size, n).await?;
+            let (p50, p99) = rtt_per_request(&conn, size, n).await?;
+            println!("| round trip p50 / p99 | {label} | {m50} / {m99} µs | {p50} / {p99} µs |");
+        }
+        for (size, label) in SIZES {
+            let m = if size > 1024 {
+                args.messages / 10
+            } else {
+                args.messages
+            };
+            let a = throughput_multiplexed(&conn, size, m, args.window).await?;
+            let b = throughput_per_request(&conn, size, m, args.window).await?;
+            println!(
+                "| pipelined throughput ({} in flight) | {label} | {a:.0} msg/s | {b:.0} msg/s |",
+                args.window
+            );
+        }
+        Ok(())
+    }
+
+    async fn rtt_multiplexed(
+        conn: &quinn::Connection,
+        size: usize,
+        n: usize,
+    ) -> Result<(u64, u64)> {
+        let (mut send, recv) = conn.open_bi().await?;
+        let mut reader = FramedRead::new(recv, RecordCodec::default());
+        let mut hist = Histogram::<u64>::new(3)?;
+        for i in 0..n + n / 10 {
+            let started = Instant::now();
+            write_record(&mut send, request(i as u64, size)).await?;
+            reader.next().await.context("stream ended")??;
+            if i >= n / 10 {
+                hist.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            }
+        }
+        Ok((hist.value_at_quantile(0.5), hist.value_at_quantile(0.99)))
+    }
+
+    async fn one_request(conn: &quinn::Connection, id: u64, size: usize) -> Result<()> {
+        let (mut send, recv) = conn.open_bi().await?;
+        write_record(&mut send, request(id, size)).await?;
+        send.finish()?;
+        let mut reader = FramedRead::new(recv, RecordCodec::default());
+        reader.next().await.context("stream ended")??;
+        Ok(())
+    }
+
+    async fn rtt_per_request(
+        conn: &quinn::Connection,
+        size: usize,
+        n: usize,
+    ) -> Result<(u64, u64)> {
+        let mut hist = Histogram::<u64>::new(3)?;
+        for i in 0..n + n / 10 {
+            let started = Instant::now();
+            one_request(conn, i as u64, size).await?;
+            if i >= n / 10 {
+                hist.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+            }
+        }
+        Ok((hist.value_at_quantile(0.5), hist.value_at_quantile(0.99)))
+    }
+
+    async fn throughput_multiplexed(
+        conn: &quinn::Connection,
+        size: usize,
+        m: usize,
+        window: usize,
+    ) -> Result<f64> {
+        let (mut send, recv) = conn.open_bi().await?;
+        let mut reader = FramedRead::new(recv, RecordCodec::default());
+        let permits = Arc::new(Semaphore::new(window));
+        let started = Instant::now();
+        let writer = {
+            let permits = permits.clone();
+            tokio::spawn(async move {
+                for i in 0..m {
+                    permits.acquire().await?.forget();
+                    write_record(&mut send, request(i as u64, size)).await?;
+                }
+                send.finish()?;
+                Ok::<_, anyhow::Error>(())
+            })
+        };
+        for _ in 0..m {
+            reader.next().await.context("stream ended")??;
+            permits.add_permits(1);
+        }
+        writer.await??;
+        Ok(m as f64 / started.elapsed().as_secs_f64())
+    }
+
+    async fn throughput_per_request(
+        conn: &quinn::Connection,
+        size: usize,
+        m: usize,
+        window: usize,
+    ) -> Result<f64> {
+        let permits = Arc::new(Semaphore::new(window));
+        let started = Instant::now();
+        let mut tasks = Vec::with_capacity(m);
+        for i in 0..m {
+            let permit = permits.clone().acquire_owned().await?;
+            let conn = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = one_request(&conn, i as u64, size).await;
+                drop(permit);
+                r
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(m as f64 / started.elapsed().as_secs_f64())
+    }
+}

@@ -1,0 +1,44 @@
+//! Bridges between mesh hosts: a service on one host (a ZeroMQ socket, or any TCP service) is
+//! reachable from other hosts at a stable local endpoint, through an authenticated, encrypted
+//! QUIC tunnel between the node agents.
+//!
+//! * [`tunnel`]: one QUIC endpoint per agent with the mesh certificates (mutual TLS 1.3, the
+//!   peer must be an `agent` of the same mesh), one connection per peer agent, keep-alive,
+//!   reconnection with capped backoff.
+//! * [`frame`]: the record format on tunnel streams (length-prefixed multipart messages).
+//! * [`Bridge`]: the client side of one bridge (a local endpoint whose traffic goes to the
+//!   service wherever it runs now, per [`Target`]); [`Exports`]: the services this agent
+//!   serves to other agents' bridges.
+//! * Patterns: REQ/REP and DEALER/ROUTER (`reqrep`), PUB/SUB (`pubsub`), PUSH/PULL
+//!   (`pushpull`), raw TCP (`tcp`).
+//!
+//! What it must not do: send anything between hosts in clear text; let a peer reach anything
+//! on this host that is not exported; lose a request silently or answer one twice; depend on
+//! the coordinator or the agent (they feed it addresses and targets).
+
+#![forbid(unsafe_code)]
+
+mod backoff;
+mod bridge;
+mod counters;
+mod error;
+pub mod frame;
+mod pubsub;
+mod pushpull;
+mod reqrep;
+mod service;
+mod stream;
+mod target;
+mod tcp;
+pub mod tunnel;
+
+pub use backoff::Backoff;
+pub use bridge::{Bridge, BridgeSpec, Pattern};
+pub use counters::{CounterSnapshot, Counters};
+pub use error::{ConnectCause, Error, Result};
+pub use service::{Export, Exports};
+pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};
+pub use tunnel::{PeerAddr, TunnelConfig, Tunnels};
+
+/// `bytes::Bytes`, which the zeromq crate uses in its API without re-exporting it.
+pub use bytes::Bytes;

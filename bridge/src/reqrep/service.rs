@@ -1,0 +1,249 @@
+//! The service side of a REQ/REP bridge: one DEALER per remote client, connected to the
+//! service (a REP or ROUTER) with a bridge-assigned identity.
+//!
+//! Replies are matched to requests by their envelope (the frames up to the first empty
+//! frame), which REP and well-behaved ROUTER services echo; requests without distinguishing
+//! envelopes are matched in order. Either way a reply only ever goes back to the client whose
+//! DEALER received it.
+//!
+//! The zeromq crate's DEALER never reconnects and silently eats messages to a dead peer
+//! (docs/zeromq-0.7-notes.md, findings 1 and 2), so a DEALER whose service connection drops is
+//! thrown away: its outstanding requests are reported as failed, and the client's next request
+//! gets a fresh DEALER.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use quinn::SendStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info_span, warn, Instrument};
+use zeromq::util::PeerIdentity;
+use zeromq::{
+    DealerSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqMessage,
+};
+
+use super::envelope;
+use crate::frame::{Kind, Record};
+use crate::service::ServeStream;
+use crate::stream::{self, Outgoing, Reader};
+
+/// How long connecting to the service may take before the requests waiting for it fail.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A client's DEALER with nothing outstanding is closed after this long.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Makes DEALER identities unique across streams served by this process.
+static STREAM_SEQ: AtomicU64 = AtomicU64::new(1);
+
+struct Ctx {
+    peer: String,
+    endpoint: String,
+    max_record: usize,
+    seq: u64,
+    wtx: mpsc::Sender<Outgoing>,
+}
+
+/// Serves one REQ/REP bridge stream until the client side finishes it.
+pub(crate) async fn serve(ctx: ServeStream, send: SendStream, mut reader: Reader) {
+    let (wtx, _writer) = stream::spawn_writer(send);
+    let ctx = Arc::new(Ctx {
+        peer: ctx.peer,
+        endpoint: ctx.endpoint,
+        max_record: ctx.max_record,
+        seq: STREAM_SEQ.fetch_add(1, Ordering::Relaxed),
+        wtx,
+    });
+    let mut clients: HashMap<u64, mpsc::Sender<Record>> = HashMap::new();
+    loop {
+        let mut rec = match stream::next(&mut reader).await {
+            Ok(Some(r)) if r.kind == Kind::Request => r,
+            Ok(Some(r)) => {
+                debug!(kind = ?r.kind, "unexpected record on a REQ/REP stream");
+                continue;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!("bridge stream failed: {e}");
+                break;
+            }
+        };
+        // A client task may have just ended (idle or service gone): then start a fresh one.
+        for _ in 0..2 {
+            let client = rec.client;
+            let tx = clients
+                .entry(client)
+                .or_insert_with(|| spawn_client(ctx.clone(), client));
+            match tx.send(rec).await {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    clients.remove(&client);
+                    rec = back;
+                }
+            }
+        }
+    }
+    debug!("REQ/REP bridge stream ended");
+}
+
+fn spawn_client(ctx: Arc<Ctx>, client: u64) -> mpsc::Sender<Record> {
+    let (tx, rx) = mpsc::channel(1024);
+    let span = info_span!("client", client);
+    tokio::spawn(client_task(ctx, client, rx).instrument(span));
+    tx
+}
+
+async fn send_record(ctx: &Ctx, record: Record) -> bool {
+    let (id, client) = (record.id, record.client);
+    let out = match Outgoing::new(record, ctx.max_record) {
+        Ok(out) => out,
+        Err(e) => match Outgoing::new(failed(id, client, &format!("reply: {e}")), ctx.max_record) {
+            Ok(out) => out,
+            Err(_) => return false,
+        },
+    };
+    ctx.wtx.send(out).await.is_ok()
+}
+
+fn failed(id: u64, client: u64, reason: &str) -> Record {
+    Record {
+        kind: Kind::Failed,
+        id,
+        client,
+        frames: vec![Bytes::from(reason.to_string())],
+    }
+}
+
+/// Reports every outstanding and queued request of a client as failed.
+async fn fail_all(
+    ctx: &Ctx,
+    client: u64,
+    outstanding: VecDeque<(u64, Vec<Bytes>)>,
+    rx: &mut mpsc::Receiver<Record>,
+    reason: &str,
+) {
+    warn!(
+        outstanding = outstanding.len(),
+        "service connection lost: {reason}"
+    );
+    rx.close();
+    let mut ids: Vec<u64> = outstanding.into_iter().map(|(id, _)| id).collect();
+    while let Some(r) = rx.recv().await {
+        ids.push(r.id);
+    }
+    for id in ids {
+        if !send_record(ctx, failed(id, client, reason)).await {
+            return;
+        }
+    }
+}
+
+async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>) {
+    let identity = format!("mb-{}-{}-{}", ctx.peer, ctx.seq, client);
+    let mut options = SocketOptions::default();
+    match PeerIdentity::try_from(identity.into_bytes()) {
+        Ok(id) => {
+            options.peer_identity(id);
+        }
+        Err(e) => debug!("cannot set the DEALER identity: {e}"),
+    }
+    options.connect_timeout(CONNECT_TIMEOUT);
+    let mut dealer = DealerSocket::with_options(options);
+    let mut monitor = dealer.monitor();
+    if let Err(e) = dealer.connect(&ctx.endpoint).await {
+        let reason = format!("cannot connect to the service at {}: {e}", ctx.endpoint);
+        fail_all(&ctx, client, VecDeque::new(), &mut rx, &reason).await;
+        return;
+    }
+    let (mut dsend, mut drecv) = dealer.split();
+    // Receiving in a task of its own: polling the DEALER's receive inside the select! below
+    // serialised pipelined requests (measured: several times lower throughput).
+    let (rep_tx, mut replies) = mpsc::channel(256);
+    let recv_task = tokio::spawn(async move {
+        loop {
+            let r = drecv.recv().await;
+            let stop = r.is_err();
+            if rep_tx.send(r).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+
+    let mut outstanding: VecDeque<(u64, Vec<Bytes>)> = VecDeque::new();
+    let mut open = true;
+    let mut closing = false;
+    let mut monitor_open = true;
+    let idle = tokio::time::sleep(IDLE);
+    tokio::pin!(idle);
+    let failure = loop {
+        if !open && outstanding.is_empty() {
+            break None;
+        }
+        tokio::select! {
+            req = rx.recv(), if open => match req {
+                Some(rec) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                    let id = rec.id;
+                    outstanding.push_back((id, envelope(&rec.frames)));
+                    let Ok(msg) = ZmqMessage::try_from(rec.frames) else {
+                        outstanding.pop_back();
+                        send_record(&ctx, failed(id, client, "empty request")).await;
+                        continue;
+                    };
+                    if let Err(e) = dsend.send(msg).await {
+                        break Some(format!("sending to the service at {}: {e}", ctx.endpoint));
+                    }
+                }
+                None => open = false,
+            },
+            rep = replies.recv() => {
+                match rep {
+                    Some(Ok(msg)) => {
+                        idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                        let frames: Vec<Bytes> = msg.into_vec();
+                        let env = envelope(&frames);
+                        let Some(pos) = outstanding
+                            .iter()
+                            .position(|(_, e)| *e == env)
+                            .or((!outstanding.is_empty()).then_some(0))
+                        else {
+                            debug!("dropped a message from the service with no request outstanding");
+                            continue;
+                        };
+                        let Some((id, _)) = outstanding.remove(pos) else { continue };
+                        let reply = Record { kind: Kind::Reply, id, client, frames };
+                        if !send_record(&ctx, reply).await {
+                            recv_task.abort();
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => break Some(format!("receiving from the service at {}: {e}", ctx.endpoint)),
+                    None => break Some(format!("the service at {} went away", ctx.endpoint)),
+                }
+            },
+            ev = monitor.next(), if monitor_open => match ev {
+                Some(SocketEvent::Disconnected(_)) => {
+                    break Some(format!("the service at {} closed the connection", ctx.endpoint));
+                }
+                Some(_) => {}
+                None => monitor_open = false,
+            },
+            _ = &mut idle, if outstanding.is_empty() && open && !closing => {
+                // Refuse new requests (the stream starts a fresh task for them) and finish.
+                closing = true;
+                rx.close();
+            }
+            _ = ctx.wtx.closed() => {
+                recv_task.abort();
+                return;
+            }
+        }
+    };
+    recv_task.abort();
+    if let Some(reason) = failure {
+        fail_all(&ctx, client, outstanding, &mut rx, &reason).await;
+    }
+}

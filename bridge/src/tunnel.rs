@@ -1,0 +1,443 @@
+//! The tunnel between agents: one QUIC endpoint per agent, mutual TLS with the mesh
+//! certificates, and at most one live connection per peer agent, reconnected on demand with
+//! capped backoff.
+//!
+//! Both sides of a connection serve streams: an agent that dialled a peer also answers bridge
+//! streams the peer opens on that connection, and a connection accepted from a peer is reused
+//! when we need to reach that peer. So two agents normally share one connection, whoever
+//! dialled first.
+
+mod handshake;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mesh_certs::{Identity, MeshTls, Role};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::backoff::Backoff;
+use crate::error::{ConnectCause, Error, Result};
+use crate::frame::DEFAULT_MAX_RECORD;
+use crate::service::{self, Exports, ServeCtx};
+
+pub use handshake::ALPN;
+use handshake::{CLOSE_REFUSED, CLOSE_SHUTDOWN};
+
+/// Settings of a tunnel endpoint.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    /// UDP address to listen on (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// How often an idle connection sends a keep-alive.
+    pub keep_alive: Duration,
+    /// A connection with no traffic (keep-alives included) for this long is dead.
+    pub idle_timeout: Duration,
+    /// How long a connection attempt may take, handshake and identity checks included.
+    pub connect_timeout: Duration,
+    /// Delay between failed connection attempts to the same peer.
+    pub backoff: Backoff,
+    /// Largest record on a stream (bounds the largest ZeroMQ message).
+    pub max_record: usize,
+}
+
+impl TunnelConfig {
+    /// Defaults for a LAN: keep-alive every 2 s, dead after 10 s of silence.
+    pub fn new(bind: SocketAddr) -> TunnelConfig {
+        TunnelConfig {
+            bind,
+            keep_alive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+            max_record: DEFAULT_MAX_RECORD,
+        }
+    }
+}
+
+/// The QUIC server and client configurations a tunnel endpoint uses (mutual TLS with the mesh
+/// certificates, ALPN [`ALPN`], keep-alive and idle timeout from `config`). The client side
+/// accepts any agent of our mesh; [`Tunnels`] also checks the agent's name. For tools that
+/// need raw QUIC with the mesh's settings, such as the bridge benchmark.
+pub fn quic_configs(
+    tls: &MeshTls,
+    config: &TunnelConfig,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig)> {
+    Ok((
+        handshake::server_config(tls, config)?,
+        handshake::client_config(tls, config)?,
+    ))
+}
+
+/// Where to reach a peer agent: its node name (checked against its certificate) and the UDP
+/// address of its tunnel endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    /// The peer's node name, the NAME of `spiffe://MESH/agent/NAME`.
+    pub node: String,
+    /// The peer's tunnel endpoint.
+    pub addr: SocketAddr,
+}
+
+/// One peer's connection state; its async mutex makes connection attempts single-flight.
+#[derive(Default)]
+struct Slot {
+    conn: Option<Connection>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    client: quinn::ClientConfig,
+    config: TunnelConfig,
+    peers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    serve: Arc<ServeCtx>,
+    shutdown: CancellationToken,
+}
+
+/// This agent's tunnel endpoint and its connections to peer agents. Cheap to clone.
+#[derive(Clone)]
+pub struct Tunnels {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Tunnels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnels")
+            .field("identity", &self.inner.identity.uri())
+            .field("addr", &self.inner.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tunnels {
+    /// Binds the endpoint and starts accepting tunnels from peer agents. Needs an agent
+    /// certificate. Must be called inside a tokio runtime.
+    pub fn bind(tls: &MeshTls, config: TunnelConfig) -> Result<Tunnels> {
+        let identity = tls.identity().clone();
+        if identity.role != Role::Agent {
+            return Err(Error::NotAnAgent {
+                identity: identity.uri(),
+            });
+        }
+        let server = handshake::server_config(tls, &config)?;
+        let client = handshake::client_config(tls, &config)?;
+        let endpoint =
+            quinn::Endpoint::server(server, config.bind).map_err(|source| Error::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let serve = Arc::new(ServeCtx {
+            exports: Exports::default(),
+            max_record: config.max_record,
+            node: identity.name.clone(),
+        });
+        let inner = Arc::new(Inner {
+            endpoint,
+            identity,
+            client,
+            config,
+            peers: Mutex::new(HashMap::new()),
+            serve,
+            shutdown: CancellationToken::new(),
+        });
+        let span = info_span!("tunnel", node = %inner.identity.name);
+        tokio::spawn(accept_loop(inner.clone()).instrument(span));
+        Ok(Tunnels { inner })
+    }
+
+    /// The UDP address the endpoint listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.inner
+            .endpoint
+            .local_addr()
+            .map_err(|source| Error::Bind {
+                addr: self.inner.config.bind,
+                source,
+            })
+    }
+
+    /// Our own node name.
+    pub fn node(&self) -> &str {
+        &self.inner.identity.name
+    }
+
+    /// The services this agent serves to bridges on other agents.
+    pub fn exports(&self) -> &Exports {
+        &self.inner.serve.exports
+    }
+
+    /// The largest record on a stream.
+    pub fn max_record(&self) -> usize {
+        self.inner.config.max_record
+    }
+
+    /// The live connection to `peer`, dialling it if there is none. While a previous attempt's
+    /// backoff runs, fails at once with [`Error::BackingOff`].
+    pub async fn connect(&self, peer: &PeerAddr) -> Result<Connection> {
+        let slot = {
+            let mut peers = self
+                .inner
+                .peers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            peers.entry(peer.node.clone()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(conn) = &slot.conn {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        let now = Instant::now();
+        if let Some(at) = slot.retry_at.filter(|at| *at > now) {
+            return Err(Error::BackingOff {
+                peer: peer.node.clone(),
+                addr: peer.addr,
+                last: slot.last_error.clone(),
+                retry_in: at - now,
+            });
+        }
+        match self.dial(peer).await {
+            Ok(conn) => {
+                slot.conn = Some(conn.clone());
+                slot.failures = 0;
+                slot.retry_at = None;
+                Ok(conn)
+            }
+            Err(e) => {
+                slot.failures = slot.failures.saturating_add(1);
+                slot.retry_at =
+                    Some(Instant::now() + self.inner.config.backoff.delay(slot.failures));
+                slot.last_error = e.to_string();
+                Err(e)
+            }
+        }
+    }
+
+    /// A new bidirectional stream to `peer`, on the existing connection or a new one.
+    pub async fn open_stream(&self, peer: &PeerAddr) -> Result<(SendStream, RecvStream)> {
+        let conn = self.connect(peer).await?;
+        match conn.open_bi().await {
+            Ok(pair) => Ok(pair),
+            // The connection died between the check and the open: one fresh attempt.
+            Err(_) => {
+                let conn = self.connect(peer).await?;
+                conn.open_bi()
+                    .await
+                    .map_err(|e| Error::stream(&peer.node, format!("cannot open a stream: {e}")))
+            }
+        }
+    }
+
+    /// Round-trip time of the live connection to `peer`, if there is one.
+    pub fn rtt(&self, node: &str) -> Option<Duration> {
+        let peers = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = peers.get(node)?.try_lock().ok()?;
+        slot.conn
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .map(Connection::rtt)
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.inner.shutdown.cancel();
+        self.inner
+            .endpoint
+            .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"agent shutting down");
+    }
+
+    /// Waits until every connection has finished closing after [`Tunnels::close`].
+    pub async fn wait_closed(&self) {
+        self.inner.endpoint.wait_idle().await;
+    }
+
+    async fn dial(&self, peer: &PeerAddr) -> Result<Connection> {
+        let inner = &self.inner;
+        let timeout = inner.config.connect_timeout;
+        let fail = |cause: ConnectCause| Error::Connect {
+            peer: peer.node.clone(),
+            addr: peer.addr,
+            cause,
+        };
+        let connecting = inner
+            .endpoint
+            .connect_with(inner.client.clone(), peer.addr, &peer.node)
+            .map_err(|e| fail(ConnectCause::Other(e.to_string())))?;
+        let started = Instant::now();
+        let unreachable = || ConnectCause::Unreachable {
+            after: timeout,
+            port: peer.addr.port(),
+        };
+        let conn = match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => return Err(fail(unreachable())),
+            Ok(Err(e)) => {
+                return Err(fail(handshake::classify(
+                    &e,
+                    started.elapsed(),
+                    peer.addr.port(),
+                )))
+            }
+            Ok(Ok(conn)) => conn,
+        };
+        let theirs = handshake::peer_identity(&conn)
+            .map_err(|detail| fail(ConnectCause::PeerCertificate { detail }))?;
+        if let Err(cause) = handshake::check_server_name(&theirs, &peer.node) {
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), b"not the agent we dialled");
+            return Err(fail(cause));
+        }
+        // TLS 1.3 finishes on the client before the server has checked our certificate: wait
+        // for the server's explicit acceptance so a refusal surfaces here, with its reason.
+        let accepted = async {
+            let mut uni = conn.accept_uni().await?;
+            let _ = uni.read_to_end(64).await;
+            Ok::<(), quinn::ConnectionError>(())
+        };
+        match tokio::time::timeout(timeout, accepted).await {
+            Err(_) => {
+                conn.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"no acceptance");
+                return Err(fail(unreachable()));
+            }
+            Ok(Err(e)) => {
+                return Err(fail(handshake::classify(
+                    &e,
+                    started.elapsed(),
+                    peer.addr.port(),
+                )))
+            }
+            Ok(Ok(())) => {}
+        }
+        info!(peer = %peer.node, addr = %peer.addr, "tunnel up");
+        spawn_serving(self.inner.clone(), conn.clone(), peer.node.clone());
+        Ok(conn)
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            incoming = inner.endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { return };
+        let remote = incoming.remote_address();
+        let inner = inner.clone();
+        tokio::spawn(
+            async move { accept_one(inner, incoming).await }
+                .instrument(info_span!("accept", remote = %remote)),
+        );
+    }
+}
+
+async fn accept_one(inner: Arc<Inner>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let cause = handshake::classify(&e, Duration::ZERO, remote.port());
+            warn!(%remote, "refused a tunnel: {cause}");
+            return;
+        }
+    };
+    let theirs = match handshake::peer_identity(&conn) {
+        Ok(id) => id,
+        Err(reason) => {
+            warn!(%remote, "refused a tunnel: {reason}");
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+            return;
+        }
+    };
+    if let Err(reason) = handshake::check_client(&inner.identity, &theirs) {
+        warn!(%remote, peer = %theirs, "refused a tunnel: {reason}");
+        conn.close(VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+        return;
+    }
+    let accepted = async {
+        let mut uni = conn.open_uni().await.map_err(|e| e.to_string())?;
+        uni.write_all(b"ok").await.map_err(|e| e.to_string())?;
+        uni.finish().map_err(|e| e.to_string())
+    };
+    if let Err(e) = accepted.await {
+        debug!(%remote, peer = %theirs.name, "tunnel lost while accepting: {e}");
+        return;
+    }
+    info!(%remote, peer = %theirs.name, "tunnel accepted");
+    // Reuse this connection for our own streams to that peer unless we already have one.
+    let slot = {
+        let mut peers = inner
+            .peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        peers.entry(theirs.name.clone()).or_default().clone()
+    };
+    if let Ok(mut slot) = slot.try_lock() {
+        if slot
+            .conn
+            .as_ref()
+            .is_none_or(|c| c.close_reason().is_some())
+        {
+            slot.conn = Some(conn.clone());
+            slot.failures = 0;
+            slot.retry_at = None;
+        }
+    }
+    spawn_serving(inner, conn, theirs.name);
+}
+
+/// Answers the bridge streams `peer` opens on `conn` until the connection ends.
+fn spawn_serving(inner: Arc<Inner>, conn: Connection, peer: String) {
+    let span = info_span!("tunnel", peer = %peer);
+    tokio::spawn(
+        async move {
+            loop {
+                let (send, recv) = tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    next = conn.accept_bi() => match next {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            info!("tunnel closed: {e}");
+                            return;
+                        }
+                    },
+                };
+                let ctx = inner.serve.clone();
+                let peer = peer.clone();
+                tokio::spawn(service::serve_stream(ctx, peer, send, recv));
+            }
+        }
+        .instrument(span),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handshake::*;
+    use mesh_certs::{Identity, Role};
+
+    #[test]
+    fn client_checks() {
+        let ours = Identity::new("home", Role::Agent, "mainpc").expect("id");
+        let ok = Identity::new("home", Role::Agent, "pc2").expect("id");
+        assert!(check_client(&ours, &ok).is_ok());
+        let other_mesh = Identity::new("lab", Role::Agent, "pc2").expect("id");
+        let e = check_client(&ours, &other_mesh).expect_err("mesh");
+        assert!(e.contains("mesh 'lab'"), "{e}");
+        let admin = Identity::new("home", Role::Admin, "ops").expect("id");
+        let e = check_client(&ours, &admin).expect_err("role");
+        assert!(e.contains("only agents"), "{e}");
+        let e = check_server_name(&ok, "pc3").expect_err("name");
+        assert!(e.to_string().contains("expected pc3"), "{e}");
+    }
+}
