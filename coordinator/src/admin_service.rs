@@ -8,11 +8,11 @@ use mesh_certs::Role;
 use mesh_proto::v1::admin_service_server::AdminService;
 use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
-    rollout_event, ApplyTopologyRequest, CommandAction, CommandResult, ContainerCommand,
-    GetStatusRequest, GetStatusResponse, GetTopologyRequest, ListContainersRequest,
-    ListContainersResponse, ListNodesRequest, ListNodesResponse, NodeContainers,
-    PlanTopologyRequest, RolloutEvent, RolloutSummary, RunCommandRequest, SetContainersRequest,
-    SetContainersResponse, TopologyPlan, TopologyStatus,
+    rollout_event, ApplyTopologyRequest, CheckRequest, CheckResponse, CommandAction, CommandResult,
+    ContainerCommand, Directory, GetDirectoryRequest, GetStatusRequest, GetStatusResponse,
+    GetTopologyRequest, ListContainersRequest, ListContainersResponse, ListNodesRequest,
+    ListNodesResponse, NodeContainers, PlanTopologyRequest, RolloutEvent, RolloutSummary,
+    RunCommandRequest, SetContainersRequest, SetContainersResponse, TopologyPlan, TopologyStatus,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -73,9 +73,9 @@ impl AdminService for AdminApi {
             topology_api::prepare(s, &req.source_name, &req.topology_toml, &[], "")?
         };
         let applied = topology_api::applied_record(
+            &prepared,
             &req.source_name,
             &req.topology_toml,
-            &prepared.plan.placements,
             req.timeout_seconds,
         );
         let (id, mut events) = s
@@ -85,6 +85,7 @@ impl AdminService for AdminApi {
                 prepared.planned,
                 topology_api::host_names(&prepared.topology),
                 topology_api::unplaced(&prepared.plan),
+                crate::directory::bridge_defs(&prepared.topology),
             )
             .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         tracing::info!(parent: &span, rollout = id, groups = prepared.plan.placements.len(), "topology applied and persisted");
@@ -129,6 +130,60 @@ impl AdminService for AdminApi {
             .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_directory(
+        &self,
+        request: Request<GetDirectoryRequest>,
+    ) -> Result<Response<Directory>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "GetDirectory", &s.metrics)?;
+        Ok(Response::new(s.directory()))
+    }
+
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let s = &self.shared;
+        let caller = auth::require(&request, Role::Admin, &s.mesh, "Check", &s.metrics)?;
+        let req = request.into_inner();
+        let span = tracing::info_span!("check", caller = %caller);
+        let timeout_ms = if req.timeout_ms == 0 {
+            3000
+        } else {
+            req.timeout_ms.min(60_000)
+        };
+        // Every probe of an agent may take the timeout; give the whole
+        // report room for a handful of them.
+        let limit = Duration::from_millis(u64::from(timeout_ms) * 4 + 2000);
+        let registered: Vec<String> = s
+            .registry()
+            .snapshot(Now::system())
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        let connected = s.sessions.connected();
+        let mut missing: Vec<String> = registered
+            .iter()
+            .filter(|n| !connected.contains(n))
+            .map(|n| format!("{n}: not connected to the coordinator (see `meshctl nodes`)"))
+            .collect();
+        let asks = connected.iter().map(|node| {
+            let shared = self.shared.clone();
+            let node = node.clone();
+            async move { shared.sessions.check(&node, timeout_ms, limit).await }
+        });
+        let results = futures::future::join_all(asks).instrument(span).await;
+        let mut reports = Vec::new();
+        for r in results {
+            match r {
+                Ok(report) => reports.push(report),
+                Err(e) => missing.push(e),
+            }
+        }
+        reports.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(Response::new(CheckResponse { reports, missing }))
     }
 
     async fn get_topology(

@@ -90,6 +90,7 @@ impl AgentService for AgentApi {
             heartbeat_interval: Duration::from_millis(u64::from(
                 register.heartbeat_interval_ms.max(1),
             )),
+            tunnel_port: u16::try_from(register.tunnel_port).unwrap_or(0),
         };
         let node = registration.node.clone();
         let (session, transition) = shared.registry().register(registration, Now::system());
@@ -109,6 +110,9 @@ impl AgentService for AgentApi {
                 body: Some(CoordBody::Desired(desired)),
             }));
         }
+        let _ = tx.try_send(Ok(CoordinatorMessage {
+            body: Some(CoordBody::Directory(shared.directory())),
+        }));
         shared.sessions.attach(&node, session, tx.clone());
         let span = tracing::info_span!("agent_stream", node = %node, session);
         tokio::spawn(serve_stream(shared.clone(), node, session, inbound, tx).instrument(span));
@@ -152,6 +156,7 @@ async fn serve_stream(
                 }
             }
             Some(AgentBody::CommandResult(result)) => shared.sessions.complete(result),
+            Some(AgentBody::CheckReport(report)) => shared.sessions.complete_check(report),
             Some(AgentBody::Register(_)) => {
                 let _ = tx
                     .send(Err(Status::invalid_argument(

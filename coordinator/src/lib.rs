@@ -12,6 +12,7 @@ pub mod agent_service;
 pub mod auth;
 pub mod config;
 pub mod desired;
+pub mod directory;
 pub mod liveness;
 pub mod metrics;
 pub mod planning;

@@ -121,7 +121,15 @@ pub fn current_placement(
 /// The services of `t` with the hosts `plan` gives their groups, as the
 /// container specs the agents will run; refused when a host's set would be
 /// invalid (e.g. two services publishing one port).
-pub fn planned_services(t: &Topology, plan: &Plan) -> Result<Vec<Planned>, Vec<String>> {
+/// Every container gets the address of each bridge's endpoint on its own
+/// host (`addresses`: host -> IP) in the bridge's environment variable,
+/// unless the service sets that variable itself.
+pub fn planned_services(
+    t: &Topology,
+    plan: &Plan,
+    addresses: &BTreeMap<String, String>,
+) -> Result<Vec<Planned>, Vec<String>> {
+    let defs = crate::directory::bridge_defs(t);
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for g in &t.groups {
@@ -131,6 +139,12 @@ pub fn planned_services(t: &Topology, plan: &Plan) -> Result<Vec<Planned>, Vec<S
             match mesh_proto::from_topology::container_spec(s) {
                 Ok(mut spec) => {
                     spec.group = group.clone();
+                    let host = plan.placements.get(group);
+                    if let Some(ip) = host.and_then(|h| addresses.get(h)) {
+                        for (k, v) in crate::directory::bridge_env(&defs, ip) {
+                            spec.env.entry(k).or_insert(v);
+                        }
+                    }
                     out.push(Planned {
                         service: s.name.clone(),
                         group: group.clone(),
@@ -430,7 +444,7 @@ vram_mib = 16000
         let (hosts, notes) = host_states(&t, &nodes, &[]);
         let groups = placement::group_needs(&t);
         let plan = placement::plan(&hosts, &groups, &BTreeMap::new(), 512);
-        let planned = planned_services(&t, &plan).expect("valid sets");
+        let planned = planned_services(&t, &plan, &BTreeMap::new()).expect("valid sets");
         let p = to_proto(&PlanInputs {
             source_name: "t.toml",
             topology: &t,
@@ -495,7 +509,7 @@ vram_mib = 16000
             placements: [("core".to_string(), "pc2".to_string())].into(),
             ..Plan::default()
         };
-        assert!(planned_services(&t, &plan).is_ok());
+        assert!(planned_services(&t, &plan, &BTreeMap::new()).is_ok());
         let observed: Observed = [(
             "pc2".to_string(),
             vec![v1::ContainerStatus {

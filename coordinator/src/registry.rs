@@ -53,6 +53,8 @@ pub struct Registration {
     pub agent_version: String,
     pub address: String,
     pub heartbeat_interval: Duration,
+    /// UDP port of the agent's bridge tunnel endpoint; 0: none.
+    pub tunnel_port: u16,
 }
 
 #[derive(Debug)]
@@ -234,6 +236,31 @@ impl Registry {
         self.nodes.values().filter(|r| r.session.is_some()).count() as u32
     }
 
+    /// Each registered node's tunnel endpoint (`IP:PORT`), for bridges.
+    pub fn tunnel_peers(&self) -> Vec<(String, String)> {
+        self.nodes
+            .iter()
+            .filter(|(_, r)| r.registration.tunnel_port != 0)
+            .filter_map(|(name, r)| {
+                let ip = host_ip(&r.registration.address)?;
+                Some((
+                    name.clone(),
+                    std::net::SocketAddr::new(ip, r.registration.tunnel_port).to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Each registered node's address (IP), as its agent advertises it.
+    pub fn addresses(&self) -> BTreeMap<String, String> {
+        self.nodes
+            .iter()
+            .filter_map(|(name, r)| {
+                host_ip(&r.registration.address).map(|ip| (name.clone(), ip.to_string()))
+            })
+            .collect()
+    }
+
     /// The last container report of each node (or of `only`), by name.
     pub fn container_reports(&self, only: Option<&str>) -> Vec<(String, Option<ContainerReport>)> {
         let mut out: Vec<(String, Option<ContainerReport>)> = self
@@ -280,3 +307,11 @@ impl Registry {
 
 #[cfg(test)]
 mod tests;
+
+/// The IP in an advertised address ("10.0.0.2" or "10.0.0.2:7443").
+pub fn host_ip(address: &str) -> Option<std::net::IpAddr> {
+    address
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| address.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}

@@ -179,6 +179,7 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                 let sets = shared.topology.tick(&reports);
                 let now = Now::system().unix_ms.max(0) as u64;
                 crate::topology_state::push_sets(&shared, sets, now);
+                shared.refresh_directory();
             }
         }
     }

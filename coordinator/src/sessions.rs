@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use mesh_proto::v1::coordinator_message::Body;
-use mesh_proto::v1::{CommandResult, ContainerCommand, CoordinatorMessage};
+use mesh_proto::v1::{
+    CheckReport, CheckRequest, CommandResult, ContainerCommand, CoordinatorMessage,
+};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
@@ -19,6 +21,7 @@ pub type Outbox = mpsc::Sender<Result<CoordinatorMessage, Status>>;
 pub struct Sessions {
     outboxes: Mutex<HashMap<String, (SessionId, Outbox)>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<CommandResult>>>,
+    checks: Mutex<HashMap<u64, oneshot::Sender<CheckReport>>>,
     next_command: AtomicU64,
 }
 
@@ -47,6 +50,60 @@ impl Sessions {
                 .try_send(Ok(CoordinatorMessage { body: Some(body) }))
                 .is_ok(),
             None => false,
+        }
+    }
+
+    /// Nodes with an open stream.
+    pub fn connected(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.outboxes).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Queues `body` for every connected node; returns how many took it.
+    pub fn send_all(&self, body: Body) -> usize {
+        let outboxes: Vec<Outbox> = lock(&self.outboxes)
+            .values()
+            .map(|(_, o)| o.clone())
+            .collect();
+        outboxes
+            .into_iter()
+            .filter(|o| {
+                o.try_send(Ok(CoordinatorMessage {
+                    body: Some(body.clone()),
+                }))
+                .is_ok()
+            })
+            .count()
+    }
+
+    /// Asks `node` to run the connectivity checks; waits for its report.
+    pub async fn check(
+        &self,
+        node: &str,
+        timeout_ms: u32,
+        limit: Duration,
+    ) -> Result<CheckReport, String> {
+        let id = self.next_command.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.checks).insert(id, tx);
+        if !self.send(node, Body::Check(CheckRequest { id, timeout_ms })) {
+            lock(&self.checks).remove(&id);
+            return Err(format!("{node}: not connected"));
+        }
+        let result = tokio::time::timeout(limit, rx).await;
+        lock(&self.checks).remove(&id);
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(format!("{node}: disconnected before answering")),
+            Err(_) => Err(format!("{node}: no answer within {limit:?}")),
+        }
+    }
+
+    /// Hands a check report to whoever waits for it.
+    pub fn complete_check(&self, report: CheckReport) {
+        if let Some(tx) = lock(&self.checks).remove(&report.id) {
+            let _ = tx.send(report);
         }
     }
 

@@ -22,6 +22,7 @@ pub struct Shared {
     pub desired: DesiredStore,
     pub sessions: Sessions,
     pub topology: TopologyState,
+    directory: Mutex<mesh_proto::v1::Directory>,
     registry: Mutex<Registry>,
 }
 
@@ -34,8 +35,44 @@ impl Shared {
             desired: DesiredStore::default(),
             sessions: Sessions::default(),
             topology: TopologyState::new(store),
+            directory: Mutex::new(mesh_proto::v1::Directory::default()),
             registry: Mutex::new(Registry::new(policy)),
         })
+    }
+
+    /// The bridge directory as last sent to agents.
+    pub fn directory(&self) -> mesh_proto::v1::Directory {
+        self.directory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Recomputes the directory; when its content changed, numbers it and
+    /// sends it to every connected agent.
+    pub fn refresh_directory(&self) {
+        let (defs, hosts, healthy) = self.topology.bridge_view();
+        let peers = self.registry().tunnel_peers();
+        let mut next = crate::directory::compute(&defs, &hosts, &healthy, &peers);
+        let mut current = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        if crate::directory::same(&current, &next) {
+            return;
+        }
+        next.generation = current.generation + 1;
+        *current = next.clone();
+        drop(current);
+        let sent = self
+            .sessions
+            .send_all(mesh_proto::v1::coordinator_message::Body::Directory(
+                next.clone(),
+            ));
+        tracing::info!(
+            generation = next.generation,
+            bridges = next.bridges.len(),
+            peers = next.peers.len(),
+            sent,
+            "bridge directory changed"
+        );
     }
 
     /// The registry is only touched in short, non-async critical sections,

@@ -21,6 +21,10 @@ pub struct Applied {
     /// group -> host
     pub placement: BTreeMap<String, String>,
     pub timeout_seconds: u32,
+    /// host -> IP that containers there reach bridge endpoints at (part of
+    /// their environment, so it is kept to rebuild the same specs).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,7 @@ mod tests {
             applied_unix_ms: 42,
             placement: [("memory-system".to_string(), "pc2".to_string())].into(),
             timeout_seconds: 300,
+            addresses: [("pc2".to_string(), "10.99.0.2".to_string())].into(),
         };
         store.save_applied(&applied).expect("save");
         drop(store);

@@ -21,6 +21,8 @@ pub struct Prepared {
     pub plan: Plan,
     pub planned: Vec<Planned>,
     pub proto: TopologyPlan,
+    /// host -> IP used for the bridge addresses in the containers' env.
+    pub addresses: BTreeMap<String, String>,
 }
 
 fn refused(source: &str, problems: Vec<String>) -> Status {
@@ -48,11 +50,12 @@ pub fn prepare(
             )));
         }
     }
-    let (nodes, reports) = {
+    let (nodes, reports, addresses) = {
         let registry = shared.registry();
         (
             registry.snapshot(Now::system()),
             registry.container_reports(None),
+            registry.addresses(),
         )
     };
     let observed = usable_reports(reports);
@@ -66,8 +69,16 @@ pub fn prepare(
         &current,
         topology.placement.vram_headroom_mib,
     );
-    let planned =
-        planning::planned_services(&topology, &plan).map_err(|p| refused(source_name, p))?;
+    // Addresses of hosts that keep their groups stay as applied, so an
+    // unchanged topology gives unchanged specs.
+    let mut addresses = addresses;
+    if let Some(a) = &applied {
+        for (host, ip) in &a.addresses {
+            addresses.entry(host.clone()).or_insert_with(|| ip.clone());
+        }
+    }
+    let planned = planning::planned_services(&topology, &plan, &addresses)
+        .map_err(|p| refused(source_name, p))?;
     let previous = match &applied {
         Some(a) => planning::parse(&a.source_name, &a.topology_toml)
             .ok()
@@ -76,7 +87,7 @@ pub fn prepare(
                     placements: a.placement.clone(),
                     ..Plan::default()
                 };
-                planning::planned_services(&t, &old_plan).ok()
+                planning::planned_services(&t, &old_plan, &a.addresses).ok()
             })
             .map(|p| planning::spec_hashes(&p)),
         None => None,
@@ -101,6 +112,7 @@ pub fn prepare(
         plan,
         planned,
         proto,
+        addresses,
     })
 }
 
@@ -134,12 +146,13 @@ pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
         placements: applied.placement.clone(),
         ..Plan::default()
     };
-    let planned = planning::planned_services(&topology, &plan).map_err(|p| {
-        format!(
-            "the stored topology's containers are invalid: {}",
-            p.join("; ")
-        )
-    })?;
+    let planned =
+        planning::planned_services(&topology, &plan, &applied.addresses).map_err(|p| {
+            format!(
+                "the stored topology's containers are invalid: {}",
+                p.join("; ")
+            )
+        })?;
     let unplaced: Vec<UnplacedGroup> = topology
         .groups
         .iter()
@@ -151,25 +164,34 @@ pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
         .collect();
     let source = applied.source_name.clone();
     let hosts = host_names(&topology);
+    let bridges = crate::directory::bridge_defs(&topology);
     // Already stored: begin() writes it again, harmlessly.
     shared
         .topology
-        .begin(applied, planned, hosts, unplaced)
+        .begin(applied, planned, hosts, unplaced, bridges)
         .map_err(|e| e.to_string())?;
     Ok(Some(source))
 }
 
 pub fn applied_record(
+    prepared: &Prepared,
     source_name: &str,
     text: &str,
-    placement: &BTreeMap<String, String>,
     timeout_seconds: u32,
 ) -> Applied {
+    // Only the hosts that run something: their address is in the specs.
+    let used: std::collections::BTreeSet<&String> = prepared.plan.placements.values().collect();
     Applied {
         source_name: source_name.to_string(),
         topology_toml: text.to_string(),
         applied_unix_ms: Now::system().unix_ms,
-        placement: placement.clone(),
+        placement: prepared.plan.placements.clone(),
         timeout_seconds,
+        addresses: prepared
+            .addresses
+            .iter()
+            .filter(|(h, _)| used.contains(h))
+            .map(|(h, ip)| (h.clone(), ip.clone()))
+            .collect(),
     }
 }

@@ -29,6 +29,7 @@ pub struct Active {
     pub planned: Vec<Planned>,
     pub hosts: Vec<String>,
     pub unplaced: Vec<UnplacedGroup>,
+    pub bridges: Vec<crate::directory::BridgeDef>,
     released: BTreeSet<String>,
     halted: Option<String>,
     started: Instant,
@@ -90,6 +91,7 @@ impl TopologyState {
         planned: Vec<Planned>,
         hosts: Vec<String>,
         unplaced: Vec<UnplacedGroup>,
+        bridges: Vec<crate::directory::BridgeDef>,
     ) -> Result<(u64, broadcast::Receiver<Tagged>), StoreError> {
         if let Some(store) = &self.store {
             store.save_applied(&applied)?;
@@ -128,6 +130,7 @@ impl TopologyState {
             planned,
             hosts,
             unplaced,
+            bridges,
             released: BTreeSet::new(),
             halted: None,
             started: Instant::now(),
@@ -243,6 +246,38 @@ impl TopologyState {
         }
         a.last_step = Some(step);
         push
+    }
+
+    /// The bridges of the applied topology, where each bridged service runs
+    /// and which are healthy, for the directory.
+    pub fn bridge_view(
+        &self,
+    ) -> (
+        Vec<crate::directory::BridgeDef>,
+        BTreeMap<String, String>,
+        BTreeSet<String>,
+    ) {
+        let guard = lock(&self.active);
+        let Some(a) = guard.as_ref() else {
+            return Default::default();
+        };
+        let hosts = a
+            .planned
+            .iter()
+            .filter_map(|p| p.host.clone().map(|h| (p.service.clone(), h)))
+            .collect();
+        let healthy = a
+            .last_step
+            .as_ref()
+            .map(|s| {
+                s.progress
+                    .iter()
+                    .filter(|r| r.phase == ServicePhase::Healthy as i32)
+                    .map(|r| r.service.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        (a.bridges.clone(), hosts, healthy)
     }
 
     /// Groups, their hosts and health, for `meshctl status`.

@@ -2,6 +2,7 @@
 
 mod admin;
 mod certs_cmd;
+mod check;
 mod containers_cmd;
 mod import;
 mod nodes;
@@ -45,6 +46,13 @@ enum Command {
     /// Plan a topology against the live mesh (a diff per host, with
     /// reasons); --apply rolls it out in dependency order.
     Place(place::PlaceArgs),
+    /// From every host: the tunnel to every other host and a real probe
+    /// through every bridge; non-zero exit when anything fails.
+    Check {
+        /// Per probe, milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u32,
+    },
     /// Convert other formats into a topology (compose files today).
     Import {
         #[command(subcommand)]
@@ -189,6 +197,10 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Place(args) => place::run(&args, &cli.admin, cli.output).await,
+        Command::Check { timeout_ms } => {
+            let mut client = admin::connect(&cli.admin).await?;
+            check::run(&mut client, timeout_ms, cli.output).await
+        }
         Command::Import { command } => import::run(command),
     }
 }

@@ -30,7 +30,31 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub podman: PodmanSection,
+    #[serde(default)]
+    pub bridge: BridgeSection,
 }
+
+/// `[bridge]`: the QUIC tunnel endpoint and where local bridge endpoints listen.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSection {
+    /// false: no tunnel endpoint, no bridges on this host.
+    pub enabled: Option<bool>,
+    /// UDP address of the tunnel endpoint [default 0.0.0.0:7444].
+    pub listen: Option<String>,
+    /// Where local bridge endpoints listen [default 0.0.0.0, reachable
+    /// from this host's containers].
+    pub endpoint_address: Option<String>,
+}
+
+/// Resolved `[bridge]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeSettings {
+    pub listen: std::net::SocketAddr,
+    pub endpoint_address: std::net::IpAddr,
+}
+
+pub const DEFAULT_TUNNEL_LISTEN: &str = "0.0.0.0:7444";
 
 /// How the agent reaches Podman.
 #[derive(Debug, Default, Deserialize, PartialEq, Clone)]
@@ -68,6 +92,7 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub podman_socket: Option<PathBuf>,
     pub podman_own_service: Option<bool>,
+    pub tunnel_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +107,8 @@ pub struct Config {
     pub gpus: Vec<DeclaredGpu>,
     pub state_dir: PathBuf,
     pub podman: PodmanSettings,
+    /// None: bridges disabled.
+    pub bridge: Option<BridgeSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,7 +218,37 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_PODMAN_SOCKET)),
         )
     };
+    let bridge = if file.bridge.enabled == Some(false) {
+        None
+    } else {
+        let text = over
+            .tunnel_listen
+            .or(file.bridge.listen.clone())
+            .unwrap_or_else(|| DEFAULT_TUNNEL_LISTEN.into());
+        let listen = text.parse().map_err(|e| {
+            ConfigError::field(
+                "bridge.listen",
+                format!("'{text}' is not IP:PORT ({e}); e.g. 0.0.0.0:7444"),
+            )
+        })?;
+        let ep = file
+            .bridge
+            .endpoint_address
+            .clone()
+            .unwrap_or_else(|| "0.0.0.0".into());
+        let endpoint_address = ep.parse().map_err(|e| {
+            ConfigError::field(
+                "bridge.endpoint_address",
+                format!("'{ep}' is not an IP address ({e})"),
+            )
+        })?;
+        Some(BridgeSettings {
+            listen,
+            endpoint_address,
+        })
+    };
     Ok(Config {
+        bridge,
         node,
         coordinator,
         advertise_address: over

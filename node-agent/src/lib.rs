@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod bridges;
 pub mod config;
 pub mod containers;
 pub mod health;

@@ -58,6 +58,9 @@ struct Args {
     /// Run a Podman service of this agent's own under the state dir.
     #[arg(long)]
     podman_own_service: bool,
+    /// UDP address of this agent's bridge tunnel endpoint [default 0.0.0.0:7444].
+    #[arg(long, env = "MESH_TUNNEL_LISTEN")]
+    tunnel_listen: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         state_dir: args.state_dir,
         podman_socket: args.podman_socket,
         podman_own_service: args.podman_own_service.then_some(true),
+        tunnel_listen: args.tunnel_listen,
     };
     let config = config::resolve(file, overrides)?;
     let tls = mesh_certs::MeshTls::load(&config.tls)?;
@@ -168,7 +172,22 @@ fn main() -> anyhow::Result<()> {
         );
         let (inputs, inputs_rx) = tokio::sync::mpsc::channel(16);
         let manager_task = tokio::spawn(manager.run(inputs_rx, shutdown.clone()));
-        let agent = agent.with_manager(ManagerLink { inputs, report });
+        let mut agent = agent.with_manager(ManagerLink { inputs, report });
+        if let Some(b) = &config.bridge {
+            match mesh_node_agent::bridges::BridgeHost::bind(
+                &tls,
+                &config.node,
+                b.listen,
+                b.endpoint_address,
+                &config.advertise_address,
+            ) {
+                Ok(host) => {
+                    tracing::info!(listen = %b.listen, port = host.tunnel_port(), "bridge tunnel endpoint listening");
+                    agent = agent.with_bridges(host);
+                }
+                Err(e) => tracing::warn!(error = %e, "bridges disabled on this host: the tunnel endpoint could not start; set [bridge] listen or --tunnel-listen"),
+            }
+        }
         agent.run(shutdown).await;
         let _ = manager_task.await;
         tracing::info!("agent stopped");

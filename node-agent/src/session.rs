@@ -47,6 +47,7 @@ pub struct Agent {
     backoff: Backoff,
     options: ConnectOptions,
     manager: Option<ManagerLink>,
+    bridges: Option<Arc<crate::bridges::BridgeHost>>,
 }
 
 impl Agent {
@@ -66,6 +67,7 @@ impl Agent {
             backoff: Backoff::default(),
             options: ConnectOptions::default(),
             manager: None,
+            bridges: None,
         })
     }
 
@@ -73,6 +75,12 @@ impl Agent {
     /// reports ride on every heartbeat.
     pub fn with_manager(mut self, link: ManagerLink) -> Agent {
         self.manager = Some(link);
+        self
+    }
+
+    /// Bridges: the directory goes to `host`, and checks run there.
+    pub fn with_bridges(mut self, host: Arc<crate::bridges::BridgeHost>) -> Agent {
+        self.bridges = Some(host);
         self
     }
 
@@ -118,6 +126,10 @@ impl Agent {
                 agent_version: VERSION.to_string(),
                 advertise_address: cfg.advertise_address.clone(),
                 heartbeat_interval_ms: cfg.heartbeat.as_millis() as u32,
+                tunnel_port: self
+                    .bridges
+                    .as_ref()
+                    .map_or(0, |b| u32::from(b.tunnel_port())),
             })),
         };
         tx.try_send(register)
@@ -185,6 +197,13 @@ impl Agent {
                             }
                         }
                         Some(CoordBody::Command(command)) => self.forward_command(command, tx.clone()),
+                        Some(CoordBody::Directory(directory)) => {
+                            tracing::info!(generation = directory.generation, bridges = directory.bridges.len(), peers = directory.peers.len(), "bridge directory received");
+                            if let Some(b) = self.bridges.clone() {
+                                tokio::spawn(async move { b.apply(directory).await });
+                            }
+                        }
+                        Some(CoordBody::Check(request)) => self.run_check(request, tx.clone()),
                         _ => {}
                     },
                     Ok(None) => return Err(SessionError::Broken("coordinator closed the stream".into())),
@@ -196,6 +215,27 @@ impl Agent {
 }
 
 impl Agent {
+    /// Runs the connectivity checks without holding up the stream.
+    fn run_check(&self, request: mesh_proto::v1::CheckRequest, tx: mpsc::Sender<AgentMessage>) {
+        let bridges = self.bridges.clone();
+        let node = self.config.node.clone();
+        tokio::spawn(async move {
+            let report = match bridges {
+                Some(b) => b.check(&request).await,
+                None => mesh_proto::v1::CheckReport {
+                    id: request.id,
+                    node,
+                    ..Default::default()
+                },
+            };
+            let _ = tx
+                .send(AgentMessage {
+                    body: Some(AgentBody::CheckReport(report)),
+                })
+                .await;
+        });
+    }
+
     /// Runs a command through the manager without holding up the stream,
     /// and sends the result back when it is done.
     fn forward_command(

@@ -75,10 +75,38 @@ pub struct FailoverDecl {
 #[serde(deny_unknown_fields)]
 pub struct BridgeDecl {
     pub service: Spanned<String>,
+    /// The stable endpoint port on every host. On the service's own host it
+    /// is the host port the service publishes (so it must publish it);
+    /// elsewhere the agent listens on it and tunnels to the service.
     pub port: u16,
-    /// rep, router, pub, push or tcp.
+    /// The service's socket: rep, router, pub, pull (or push), or tcp.
     #[serde(default)]
     pub pattern: String,
+    /// Requests in flight when the service moves: "error" (default) or
+    /// "retry-once" (only for idempotent services).
+    #[serde(default)]
+    pub in_flight: String,
+    /// The environment variable containers get the address in; default
+    /// MESH_<SERVICE>_ADDR (upper case, '-' as '_').
+    #[serde(default)]
+    pub env: String,
+}
+
+impl BridgeDecl {
+    /// The environment variable that carries this bridge's address.
+    pub fn env_name(&self) -> String {
+        if self.env.is_empty() {
+            format!(
+                "MESH_{}_ADDR",
+                self.service
+                    .get_ref()
+                    .to_uppercase()
+                    .replace(['-', '.'], "_")
+            )
+        } else {
+            self.env.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -194,6 +194,16 @@ impl<'a> Checker<'a> {
             }
         }
         self.check_cycles(t);
+        let specs: BTreeMap<&str, &crate::service::ServiceSpec> = t
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.services
+                    .iter()
+                    .map(|s| (s.get_ref().name.as_str(), s.get_ref()))
+            })
+            .collect();
+        let mut bridge_ports: BTreeMap<u16, &str> = BTreeMap::new();
         for b in &t.bridges {
             if !services.contains_key(b.service.get_ref().as_str()) {
                 let hint = nearest(b.service.get_ref(), services.keys().copied())
@@ -206,15 +216,58 @@ impl<'a> Checker<'a> {
             }
             if !matches!(
                 b.pattern.as_str(),
-                "" | "rep" | "router" | "pub" | "push" | "tcp"
+                "" | "rep" | "router" | "pub" | "pull" | "push" | "tcp"
             ) {
                 self.at(
                     &b.service,
                     format!(
-                        "bridge pattern '{}' is not one of rep, router, pub, push, tcp",
+                        "bridge pattern '{}' is not one of rep, router, pub, pull, push, tcp",
                         b.pattern
                     ),
                     None,
+                );
+            }
+            if !matches!(b.in_flight.as_str(), "" | "error" | "retry-once") {
+                self.at(
+                    &b.service,
+                    format!(
+                        "bridge in_flight '{}' is not error or retry-once",
+                        b.in_flight
+                    ),
+                    None,
+                );
+            }
+            if let Some(spec) = specs.get(b.service.get_ref().as_str()) {
+                let published = spec
+                    .ports
+                    .iter()
+                    .filter_map(|p| parse_port(p).ok())
+                    .any(|p| p.host == b.port && p.protocol == "tcp");
+                if !published {
+                    self.at(
+                        &b.service,
+                        format!(
+                            "bridge port {}: service '{}' does not publish host port {}",
+                            b.port,
+                            b.service.get_ref(),
+                            b.port
+                        ),
+                        Some(format!(
+                            "add ports = [\"{}:CONTAINER_PORT\"] to the service: the bridge endpoint is that port on every host",
+                            b.port
+                        )),
+                    );
+                }
+            }
+            if let Some(other) = bridge_ports.insert(b.port, b.service.get_ref().as_str()) {
+                self.at(
+                    &b.service,
+                    format!(
+                        "bridges for '{other}' and '{}' both use port {}",
+                        b.service.get_ref(),
+                        b.port
+                    ),
+                    Some("every bridge needs a port of its own (it is open on every host)".into()),
                 );
             }
         }

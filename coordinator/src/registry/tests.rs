@@ -7,6 +7,7 @@ fn reg(node: &str) -> Registration {
         agent_version: "test".into(),
         address: "10.0.0.2".into(),
         heartbeat_interval: Duration::from_millis(500),
+        tunnel_port: 7444,
     }
 }
 
@@ -114,4 +115,21 @@ fn history_is_bounded() {
         r.heartbeat("pc2", s, None, None, now).unwrap();
     }
     assert_eq!(r.snapshot(now)[0].history.len(), HISTORY_LEN);
+}
+
+#[test]
+fn tunnel_peers_and_addresses_come_from_registrations() {
+    let mut r = Registry::new(LivenessPolicy::default());
+    let now = start();
+    r.register(reg("pc2"), now);
+    let mut other = reg("mainpc");
+    other.address = "10.0.0.1:1234".into();
+    other.tunnel_port = 0;
+    r.register(other, now);
+    assert_eq!(
+        r.tunnel_peers(),
+        vec![("pc2".to_string(), "10.0.0.2:7444".to_string())]
+    );
+    assert_eq!(r.addresses()["mainpc"], "10.0.0.1");
+    assert_eq!(host_ip("not an address"), None);
 }

@@ -117,7 +117,7 @@ async fn http(addr: SocketAddr, probe: &HttpProbe) -> Outcome {
     }
 }
 
-async fn zmq(addr: SocketAddr, probe: &ZmqProbe) -> Outcome {
+pub(crate) async fn zmq(addr: SocketAddr, probe: &ZmqProbe) -> Outcome {
     let request = if probe.request.is_empty() {
         "health"
     } else {

@@ -82,6 +82,15 @@ depends_on = [\"a\"]
 service = \"memory-orchestrato\"
 port = 5555
 pattern = \"req\"
+
+[[bridges]]
+service = \"a\"
+port = 7001
+in_flight = \"sometimes\"
+
+[[bridges]]
+service = \"b\"
+port = 7001
 "
     );
     let e = errors(&text).join("\n");
@@ -98,6 +107,10 @@ pattern = \"req\"
         "dependency cycle: a -> b -> a",
         "bridge for unknown service 'memory-orchestrato'",
         "bridge pattern 'req'",
+        "bridge in_flight 'sometimes' is not error or retry-once",
+        "bridge port 7001: service 'a' does not publish host port 7001",
+        "add ports = [\"7001:CONTAINER_PORT\"] to the service",
+        "bridges for 'a' and 'b' both use port 7001",
     ] {
         assert!(e.contains(needle), "missing {needle:?} in\n{e}");
     }

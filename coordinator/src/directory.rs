@@ -1,0 +1,212 @@
+//! The bridge directory: for every bridged service of the applied topology,
+//! where it runs now and whether it is healthy, plus every agent's tunnel
+//! endpoint. Agents receive it on their stream and move their endpoints
+//! when it changes. Pure functions of the topology, the placement, health
+//! and the registrations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use mesh_proto::v1::{BridgeEntry, Directory, TunnelPeer};
+use mesh_topology::model::Topology;
+use mesh_topology::service::parse_port;
+
+/// One `[[bridges]]` entry, resolved against its service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BridgeDef {
+    pub service: String,
+    /// reqrep, pubsub, pushpull or tcp.
+    pub pattern: String,
+    pub port: u16,
+    pub target_port: u16,
+    pub in_flight: String,
+    pub env: String,
+    pub probe_request: String,
+    pub probe_expect: String,
+}
+
+/// The bridge library's pattern for a topology's pattern word (the
+/// service's socket type).
+pub fn pattern_of(word: &str) -> &'static str {
+    match word {
+        "pub" => "pubsub",
+        "pull" | "push" => "pushpull",
+        "tcp" => "tcp",
+        _ => "reqrep",
+    }
+}
+
+pub fn bridge_defs(t: &Topology) -> Vec<BridgeDef> {
+    t.bridges
+        .iter()
+        .map(|b| {
+            let spec = t
+                .groups
+                .iter()
+                .flat_map(|g| g.services.iter())
+                .map(|s| s.get_ref())
+                .find(|s| &s.name == b.service.get_ref());
+            let target_port = spec
+                .and_then(|s| {
+                    s.ports
+                        .iter()
+                        .filter_map(|p| parse_port(p).ok())
+                        .find(|p| p.host == b.port)
+                        .map(|p| p.container)
+                })
+                .unwrap_or(b.port);
+            let zmq = spec
+                .and_then(|s| s.health.as_ref())
+                .and_then(|h| h.zmq.as_ref());
+            BridgeDef {
+                service: b.service.get_ref().clone(),
+                pattern: pattern_of(&b.pattern).to_string(),
+                port: b.port,
+                target_port,
+                in_flight: if b.in_flight.is_empty() {
+                    "error".into()
+                } else {
+                    b.in_flight.clone()
+                },
+                env: b.env_name(),
+                probe_request: zmq.map(|z| z.request.clone()).unwrap_or_default(),
+                probe_expect: zmq.map(|z| z.expect.clone()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// The environment every container on a host with address `ip` gets: each
+/// bridge's stable endpoint on that host.
+pub fn bridge_env(defs: &[BridgeDef], ip: &str) -> BTreeMap<String, String> {
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return BTreeMap::new();
+    };
+    defs.iter()
+        .map(|d| {
+            (
+                d.env.clone(),
+                format!("tcp://{}", SocketAddr::new(ip, d.port)),
+            )
+        })
+        .collect()
+}
+
+/// The directory (generation left 0: the caller numbers changes).
+pub fn compute(
+    defs: &[BridgeDef],
+    hosts: &BTreeMap<String, String>,
+    healthy: &BTreeSet<String>,
+    peers: &[(String, String)],
+) -> Directory {
+    Directory {
+        generation: 0,
+        bridges: defs
+            .iter()
+            .map(|d| BridgeEntry {
+                service: d.service.clone(),
+                pattern: d.pattern.clone(),
+                port: u32::from(d.port),
+                target_port: u32::from(d.target_port),
+                host: hosts.get(&d.service).cloned().unwrap_or_default(),
+                healthy: healthy.contains(&d.service),
+                in_flight: d.in_flight.clone(),
+                env: d.env.clone(),
+                probe_request: d.probe_request.clone(),
+                probe_expect: d.probe_expect.clone(),
+            })
+            .collect(),
+        peers: peers
+            .iter()
+            .map(|(node, address)| TunnelPeer {
+                node: node.clone(),
+                address: address.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Same content, whatever the generation.
+pub fn same(a: &Directory, b: &Directory) -> bool {
+    a.bridges == b.bridges && a.peers == b.peers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPOLOGY: &str = r#"
+[[hosts]]
+name = "pc2"
+[[groups]]
+name = "memory-system"
+[[groups.services]]
+name = "memory-orchestrator"
+image = "img"
+ports = ["7140:5555"]
+[groups.services.health]
+zmq = { port = 5555 }
+[[groups.services]]
+name = "events"
+image = "img"
+ports = ["7150:6000"]
+[[bridges]]
+service = "memory-orchestrator"
+port = 7140
+pattern = "rep"
+[[bridges]]
+service = "events"
+port = 7150
+pattern = "pub"
+in_flight = "retry-once"
+env = "EVENTS_URL"
+"#;
+
+    #[test]
+    fn bridges_resolve_ports_probes_and_env_names() {
+        let t = mesh_topology::validate::parse(std::path::Path::new("t.toml"), TOPOLOGY)
+            .expect("valid");
+        let defs = bridge_defs(&t);
+        assert_eq!(defs[0].service, "memory-orchestrator");
+        assert_eq!(defs[0].pattern, "reqrep");
+        assert_eq!((defs[0].port, defs[0].target_port), (7140, 5555));
+        assert_eq!(defs[0].env, "MESH_MEMORY_ORCHESTRATOR_ADDR");
+        assert_eq!(
+            (
+                defs[0].probe_request.as_str(),
+                defs[0].probe_expect.as_str()
+            ),
+            ("health", "ok")
+        );
+        assert_eq!(defs[0].in_flight, "error");
+        assert_eq!(defs[1].pattern, "pubsub");
+        assert_eq!(defs[1].env, "EVENTS_URL");
+        assert_eq!(defs[1].probe_request, "");
+        let env = bridge_env(&defs, "10.99.0.1");
+        assert_eq!(env["MESH_MEMORY_ORCHESTRATOR_ADDR"], "tcp://10.99.0.1:7140");
+        assert_eq!(env["EVENTS_URL"], "tcp://10.99.0.1:7150");
+        assert!(bridge_env(&defs, "not-an-ip").is_empty());
+    }
+
+    #[test]
+    fn directory_says_where_and_whether_healthy() {
+        let t = mesh_topology::validate::parse(std::path::Path::new("t.toml"), TOPOLOGY)
+            .expect("valid");
+        let defs = bridge_defs(&t);
+        let hosts: BTreeMap<String, String> =
+            [("memory-orchestrator".to_string(), "pc2".to_string())].into();
+        let healthy: BTreeSet<String> = ["memory-orchestrator".to_string()].into();
+        let peers = vec![("pc2".to_string(), "10.99.0.2:7444".to_string())];
+        let d = compute(&defs, &hosts, &healthy, &peers);
+        assert_eq!(d.bridges[0].host, "pc2");
+        assert!(d.bridges[0].healthy);
+        assert_eq!(d.bridges[1].host, "", "events runs nowhere");
+        assert!(!d.bridges[1].healthy);
+        assert_eq!(d.peers[0].address, "10.99.0.2:7444");
+        let mut e = d.clone();
+        e.generation = 9;
+        assert!(same(&d, &e));
+        e.bridges[0].healthy = false;
+        assert!(!same(&d, &e));
+    }
+}
