@@ -169,6 +169,13 @@ echo; echo "== meshctl place --apply: 14 services start in dependency order, eac
 meshctl place "$TOPOLOGY" --apply --timeout 180
 echo; echo "== meshctl status"; meshctl status
 echo; echo "== meshctl ps"; meshctl ps
+echo; echo "== meshctl check: tunnels between the agents, and a real ZeroMQ probe through every bridge"
+deadline=$((SECONDS + 30))
+until meshctl check >/dev/null 2>&1; do
+  if [ $SECONDS -ge $deadline ]; then break; fi
+  sleep 1
+done
+meshctl check
 echo; echo "== applying the same file again changes nothing"
 meshctl place "$TOPOLOGY" --apply | tail -3
 echo; echo "== meshctl images"; meshctl images

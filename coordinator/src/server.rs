@@ -177,9 +177,11 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                     shared.registry().container_reports(None),
                 );
                 let sets = shared.topology.tick(&reports);
+                // Directory first: an agent must close a bridge endpoint on
+                // a port before a service that moved there publishes it.
+                shared.refresh_directory();
                 let now = Now::system().unix_ms.max(0) as u64;
                 crate::topology_state::push_sets(&shared, sets, now);
-                shared.refresh_directory();
             }
         }
     }
