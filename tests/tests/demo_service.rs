@@ -3,17 +3,25 @@
 //! REP health and multipart echo, a ROUTER serving REQ and DEALER clients
 //! at once, and the memory mode keeping every acknowledged write across a
 //! SIGKILL. Clients use the `zeromq` crate, as the mesh's bridge will.
+//! Then the pub mode (numbered messages, health on a second socket) and
+//! the client mode's load patterns against the service and against test
+//! servers that misbehave on purpose, judged by its JSON report.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use mesh_tests::binaries;
 use mesh_tests::process::{self, Proc};
-use zeromq::{DealerSocket, ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+use serde_json::{json, Value};
+use zeromq::{
+    DealerSocket, PubSocket, ReqSocket, RouterSocket, Socket, SocketOptions, SocketRecv,
+    SocketSend, SubSocket, ZmqMessage,
+};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,13 +36,21 @@ fn endpoint(port: u16) -> String {
     format!("tcp://127.0.0.1:{port}")
 }
 
-/// Starts the service; `DEMO_*` from the caller's environment is cleared
-/// so only the flags given here count.
-fn start(mode: &str, port: u16, data_dir: Option<&Path>) -> Proc {
+/// The service binary with every `DEMO_*` of the caller's environment
+/// cleared, so only the settings a test gives count.
+fn demo_command() -> Command {
     let mut cmd = Command::new(binaries::path("mesh-demo-service"));
-    for var in ["DEMO_MODE", "DEMO_BIND", "DEMO_DATA_DIR"] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("DEMO_") {
+            cmd.env_remove(var);
+        }
     }
+    cmd
+}
+
+/// Starts the service with flags only.
+fn start(mode: &str, port: u16, data_dir: Option<&Path>) -> Proc {
+    let mut cmd = demo_command();
     cmd.env("DEMO_NAME", format!("demo-{mode}"))
         .args(["--mode", mode, "--bind", &endpoint(port)]);
     if let Some(dir) = data_dir {
@@ -100,12 +116,12 @@ fn version_and_bad_arguments() {
 
     let out = process::run({
         let mut c = Command::new(&bin);
-        c.args(["--mode", "pub"]);
+        c.args(["--mode", "bogus"]);
         c
     });
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("invalid value 'pub'"), "{err}");
+    assert!(err.contains("invalid value 'bogus'"), "{err}");
 }
 
 #[tokio::test]
@@ -225,4 +241,424 @@ async fn memory_keeps_every_acknowledged_write_across_sigkill() {
     assert_eq!(reply, owned(&[b"missing"]));
     let reply = call(&mut socket, &[b"put", b"only-key"]).await;
     assert!(reply[0].starts_with(b"error: put takes 2"), "{reply:?}");
+}
+
+// ---------------------------------------------------------------------
+// pub mode and client mode
+
+/// Longest a client run may take in these tests before it counts as hung.
+const CLIENT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Starts the pub mode through the environment, as in a container.
+fn start_pub(port: u16, health_port: u16, settings: &[(&str, &str)]) -> Proc {
+    let mut cmd = demo_command();
+    cmd.env("DEMO_MODE", "pub")
+        .env("DEMO_NAME", "pub-a")
+        .env("DEMO_BIND", endpoint(port))
+        .env("DEMO_HEALTH_BIND", endpoint(health_port))
+        .envs(settings.iter().copied());
+    Proc::spawn("demo-pub", cmd)
+}
+
+struct ClientRun {
+    status: ExitStatus,
+    report: Value,
+    elapsed: Duration,
+    stderr: String,
+}
+
+impl ClientRun {
+    /// Every field of `expected` must have that value in the report.
+    fn assert_fields(&self, expected: Value) {
+        for (field, value) in expected.as_object().unwrap() {
+            assert_eq!(&self.report[field], value, "field {field}\n{self}");
+        }
+    }
+
+    fn problem(&self) -> &str {
+        self.report["first_problem"].as_str().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ClientRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?} after {:?}; report {}\nstderr:\n{}",
+            self.status.code(),
+            self.elapsed,
+            self.report,
+            self.stderr
+        )
+    }
+}
+
+/// Runs the client mode to its end with settings from the environment
+/// (`DEMO_MODE=client` plus `settings`) and reads its one JSON line.
+fn run_client(settings: &[(&str, String)]) -> ClientRun {
+    let stderr_file = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = demo_command();
+    cmd.env("DEMO_MODE", "client")
+        .env("RUST_LOG", "warn")
+        .envs(settings.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        // One JSON line: far below the pipe's buffer, so waiting first is safe.
+        .stdout(Stdio::piped())
+        .stderr(stderr_file.reopen().unwrap());
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > CLIENT_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("client still running after {CLIENT_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let stderr = std::fs::read_to_string(stderr_file.path()).unwrap_or_default();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout: {stdout:?}\nstderr:\n{stderr}");
+    let report: Value = serde_json::from_str(lines[0]).unwrap();
+    for field in [
+        "pattern",
+        "clients",
+        "requests_sent",
+        "replies_ok",
+        "replies_wrong",
+        "errors",
+        "messages_received",
+        "in_order",
+        "first_problem",
+        "elapsed_ms",
+        "p50_us",
+        "p99_us",
+    ] {
+        assert!(report.get(field).is_some(), "no {field} in {report}");
+    }
+    assert_eq!(report.as_object().unwrap().len(), 12, "{report}");
+    ClientRun {
+        status,
+        report,
+        elapsed,
+        stderr,
+    }
+}
+
+/// The same from async tests, whose runtime must keep serving meanwhile.
+async fn run_client_async(settings: Vec<(&'static str, String)>) -> ClientRun {
+    tokio::task::spawn_blocking(move || run_client(&settings))
+        .await
+        .unwrap()
+}
+
+fn assert_latencies(run: &ClientRun) {
+    let p50 = run.report["p50_us"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{run}"));
+    let p99 = run.report["p99_us"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{run}"));
+    assert!(0 < p50 && p50 <= p99, "{run}");
+}
+
+#[test]
+fn client_req_against_rep_10_clients_by_100() {
+    let port = free_port();
+    let _service = start("rep", port, None);
+    // No wait for the bind: the client's connect retries while refused.
+    let run = run_client(&[
+        ("DEMO_CONNECT", endpoint(port)),
+        ("DEMO_PATTERN", "req".into()),
+        ("DEMO_CLIENTS", "10".into()),
+        ("DEMO_REQUESTS", "100".into()),
+    ]);
+    assert!(run.status.success(), "{run}");
+    run.assert_fields(json!({
+        "pattern": "req",
+        "clients": 10,
+        "requests_sent": 1000,
+        "replies_ok": 1000,
+        "replies_wrong": 0,
+        "errors": 0,
+        "messages_received": 1000,
+        "in_order": null,
+        "first_problem": null,
+    }));
+    assert_latencies(&run);
+}
+
+#[test]
+fn client_dealer_against_router_10_clients_by_100_window_10() {
+    let port = free_port();
+    let _service = start("router", port, None);
+    let run = run_client(&[
+        ("DEMO_CONNECT", endpoint(port)),
+        ("DEMO_PATTERN", "dealer".into()),
+        ("DEMO_CLIENTS", "10".into()),
+        ("DEMO_REQUESTS", "100".into()),
+        ("DEMO_WINDOW", "10".into()),
+    ]);
+    assert!(run.status.success(), "{run}");
+    run.assert_fields(json!({
+        "pattern": "dealer",
+        "clients": 10,
+        "requests_sent": 1000,
+        "replies_ok": 1000,
+        "replies_wrong": 0,
+        "errors": 0,
+        "messages_received": 1000,
+        "in_order": null,
+        "first_problem": null,
+    }));
+    assert_latencies(&run);
+}
+
+#[test]
+fn client_16_mib_round_trips_req_to_rep_and_dealer_to_router() {
+    let rep_port = free_port();
+    let router_port = free_port();
+    let _rep = start("rep", rep_port, None);
+    let _router = start("router", router_port, None);
+    for (pattern, port) in [("req", rep_port), ("dealer", router_port)] {
+        let run = run_client(&[
+            ("DEMO_CONNECT", endpoint(port)),
+            ("DEMO_PATTERN", pattern.into()),
+            ("DEMO_REQUESTS", "2".into()),
+            ("DEMO_WINDOW", "2".into()),
+            ("DEMO_SIZE", (16 * 1024 * 1024).to_string()),
+            ("DEMO_TIMEOUT_MS", "60000".into()),
+        ]);
+        assert!(run.status.success(), "{pattern}: {run}");
+        run.assert_fields(json!({
+            "pattern": pattern,
+            "clients": 1,
+            "requests_sent": 2,
+            "replies_ok": 2,
+            "errors": 0,
+        }));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_publishes_in_order_and_answers_health() {
+    let (port, health_port) = (free_port(), free_port());
+    let _service = start_pub(
+        port,
+        health_port,
+        &[("DEMO_TOPICS", "alpha, beta"), ("DEMO_RATE_HZ", "200")],
+    );
+    // The health probe as the agent sends it, on the second socket.
+    let mut health = req(health_port).await;
+    assert_eq!(call(&mut health, &[b"health"]).await, owned(&[b"ok"]));
+    assert_eq!(call(&mut health, &[b"whoami"]).await, owned(&[b"pub-a"]));
+
+    let run = run_client_async(vec![
+        ("DEMO_CONNECT", endpoint(port)),
+        ("DEMO_PATTERN", "sub".into()),
+        ("DEMO_TOPICS", "alpha,beta".into()),
+        ("DEMO_COUNT", "100".into()),
+        ("DEMO_TIMEOUT_MS", "30000".into()),
+    ])
+    .await;
+    assert!(run.status.success(), "{run}");
+    run.assert_fields(json!({
+        "pattern": "sub",
+        "clients": 1,
+        "requests_sent": 0,
+        "replies_ok": 0,
+        "errors": 0,
+        "in_order": true,
+        "first_problem": null,
+        "p50_us": null,
+        "p99_us": null,
+    }));
+    assert!(
+        run.report["messages_received"].as_u64().unwrap() >= 200,
+        "{run}"
+    );
+    assert_eq!(call(&mut health, &[b"health"]).await, owned(&[b"ok"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_stops_after_count_and_stays_healthy() {
+    let (port, health_port) = (free_port(), free_port());
+    let mut service = start_pub(
+        port,
+        health_port,
+        &[
+            ("DEMO_TOPICS", "t1,t2"),
+            ("DEMO_RATE_HZ", "20"),
+            ("DEMO_COUNT", "30"),
+        ],
+    );
+    let mut health = req(health_port).await;
+    assert_eq!(call(&mut health, &[b"health"]).await, owned(&[b"ok"]));
+    let mut sub = SubSocket::with_options(options());
+    sub.connect(&endpoint(port)).await.unwrap();
+    sub.subscribe("t").await.unwrap();
+    // 30 rounds at 20 Hz: 1.5 s. It joined early, so it sees the end.
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    loop {
+        let message = match tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
+            Err(_) => break, // quiet for 2 s: the publisher is idle
+            Ok(message) => frames(message.unwrap()),
+        };
+        assert_eq!(message.len(), 2, "{message:?}");
+        let topic = String::from_utf8(message[0].clone()).unwrap();
+        let body = String::from_utf8(message[1].clone()).unwrap();
+        let seq: u64 = body.strip_prefix("pub-a ").unwrap().parse().unwrap();
+        if let Some(previous) = last.insert(topic.clone(), seq) {
+            assert_eq!(seq, previous + 1, "{topic}");
+        }
+    }
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert_eq!(last["t1"], 29);
+    assert_eq!(last["t2"], 29);
+    assert!(service.is_running(), "{}", service.logs());
+    assert_eq!(call(&mut health, &[b"health"]).await, owned(&[b"ok"]));
+    let status = service
+        .stop(Duration::from_secs(5))
+        .expect("no exit on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn client_against_a_dead_endpoint_fails_within_its_timeout() {
+    // Nothing listens there.
+    let port = free_port();
+    for pattern in ["req", "dealer", "sub"] {
+        let run = run_client(&[
+            ("DEMO_CONNECT", endpoint(port)),
+            ("DEMO_PATTERN", pattern.into()),
+            ("DEMO_CLIENTS", "3".into()),
+            ("DEMO_TIMEOUT_MS", "500".into()),
+        ]);
+        assert_eq!(run.status.code(), Some(1), "{pattern}: {run}");
+        assert!(run.elapsed < Duration::from_secs(5), "{pattern}: {run}");
+        run.assert_fields(json!({
+            "pattern": pattern,
+            "replies_ok": 0,
+            "messages_received": 0,
+            "p50_us": null,
+        }));
+        assert!(run.report["errors"].as_u64().unwrap() >= 1, "{run}");
+        assert!(
+            run.problem().contains("cannot connect to"),
+            "{pattern}: {run}"
+        );
+    }
+    // Bad settings are reported the same way.
+    let run = run_client(&[("DEMO_PATTERN", "req".into())]);
+    assert_eq!(run.status.code(), Some(1), "{run}");
+    assert!(run.problem().contains("DEMO_CONNECT"), "{run}");
+}
+
+/// A ROUTER echo server that never answers request 3 and answers
+/// request 5 with its last byte changed.
+async fn faulty_router(port: u16) -> tokio::task::JoinHandle<()> {
+    let mut socket = RouterSocket::new();
+    socket.bind(&endpoint(port)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(received) = socket.recv().await {
+            let mut request = frames(received);
+            let Some(body) = request.last_mut() else {
+                continue;
+            };
+            if body.starts_with(b"c0 s3 ") {
+                continue;
+            }
+            if body.starts_with(b"c0 s5 ") {
+                if let Some(byte) = body.last_mut() {
+                    *byte ^= 0xff;
+                }
+            }
+            let refs: Vec<&[u8]> = request.iter().map(Vec::as_slice).collect();
+            if socket.send(message(&refs)).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_counts_lost_and_wrong_replies_and_goes_on() {
+    for pattern in ["req", "dealer"] {
+        let port = free_port();
+        let server = faulty_router(port).await;
+        let run = run_client_async(vec![
+            ("DEMO_CONNECT", endpoint(port)),
+            ("DEMO_PATTERN", pattern.into()),
+            ("DEMO_REQUESTS", "10".into()),
+            ("DEMO_TIMEOUT_MS", "500".into()),
+        ])
+        .await;
+        server.abort();
+        assert_eq!(run.status.code(), Some(1), "{pattern}: {run}");
+        // Request 3 timed out; a REQ is replaced and the rest still run.
+        run.assert_fields(json!({
+            "pattern": pattern,
+            "requests_sent": 10,
+            "replies_ok": 8,
+            "replies_wrong": 1,
+            "errors": 1,
+            "messages_received": 9,
+        }));
+        let expected = match pattern {
+            // One at a time: request 3's timeout comes first.
+            "req" => "client 0 request 3: no reply within 500 ms",
+            // Pipelined: the wrong reply to 5 arrives before 3 times out.
+            _ => "client 0: the reply to request 5 differs from the request",
+        };
+        assert!(run.problem().contains(expected), "{pattern}: {run}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sub_reports_the_first_gap() {
+    let port = free_port();
+    let mut socket = PubSocket::new();
+    socket.bind(&endpoint(port)).await.unwrap();
+    // Publishes forever (the subscriber joins whenever it joins), one
+    // number in 20 missing.
+    let publisher = tokio::spawn(async move {
+        let mut seq: u64 = 0;
+        loop {
+            let body = format!("gappy pub {seq}");
+            if socket
+                .send(message(&[b"events", body.as_bytes()]))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            seq += if seq % 20 == 10 { 2 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let run = run_client_async(vec![
+        ("DEMO_CONNECT", endpoint(port)),
+        ("DEMO_PATTERN", "sub".into()),
+        ("DEMO_COUNT", "100".into()),
+        ("DEMO_TIMEOUT_MS", "30000".into()),
+    ])
+    .await;
+    publisher.abort();
+    assert_eq!(run.status.code(), Some(1), "{run}");
+    run.assert_fields(json!({"pattern": "sub", "in_order": false, "errors": 0}));
+    assert!(
+        run.problem()
+            .contains("gap: 1 message(s) missing on topic 'events' from 'gappy pub'"),
+        "{run}"
+    );
 }

@@ -1,5 +1,7 @@
 //! `mesh-demo-service`: a small ZeroMQ service that the demo mesh and the
-//! tests run inside real containers, standing in for users' Python agents.
+//! tests run inside real containers, standing in for users' Python agents,
+//! and a one-shot client that puts load on such services and checks every
+//! answer.
 //!
 //! Modes (`--mode`, `DEMO_MODE`):
 //! - `rep` (default): a REP socket; `health` -> `ok`, `whoami` -> the
@@ -9,22 +11,69 @@
 //! - `memory`: a REP socket over a key-value store in `DEMO_DATA_DIR`
 //!   (`put KEY VALUE` -> `ok` only once the write is fsynced, `get KEY` ->
 //!   value or `missing`, `count`, `health`, `whoami`).
+//! - `pub`: a PUB socket that publishes `[topic, "<name> <seq>"]` on every
+//!   topic of `--topics`/`DEMO_TOPICS` (comma list, default `events`), seq
+//!   counting from 0 per topic. `--rate-hz`/`DEMO_RATE_HZ` rounds per
+//!   second, one message per topic each (default 10; fractions allowed; 0:
+//!   as fast as possible), `--count`/`DEMO_COUNT` messages per topic, then
+//!   it stays idle with the socket bound (default 0: forever). Like any
+//!   PUB it sends only to subscribers already subscribed and drops what a
+//!   slow one cannot take. The mesh's health probe (REQ `health` -> `ok`,
+//!   also `whoami` and echo as in `rep`) is answered on a separate REP
+//!   socket at `--health-bind`/`DEMO_HEALTH_BIND` (default
+//!   `tcp://0.0.0.0:5556`).
+//! - `client`: connects to `--connect`/`DEMO_CONNECT` (comma list of
+//!   endpoints, e.g. `tcp://host.containers.internal:7140`), runs the load
+//!   pattern `--pattern`/`DEMO_PATTERN`, prints one JSON line on stdout
+//!   and exits 0 when every answer was correct, 1 otherwise:
+//!   - `req` (default): `--clients`/`DEMO_CLIENTS` (default 1) REQ
+//!     sockets, each sending `--requests`/`DEMO_REQUESTS` (default 100)
+//!     requests one after the other, of `--size`/`DEMO_SIZE` bytes
+//!     (default 64; 16 MiB works). Each payload starts with the tag
+//!     `c<client> s<seq> ` and the rest derives from the tag, so the echo
+//!     of the rep and router modes proves which request it answers.
+//!   - `dealer`: the same with DEALER sockets keeping up to
+//!     `--window`/`DEMO_WINDOW` (default 10) requests in flight each
+//!     (sent as `["", payload]`, so REP services answer too); every reply
+//!     must answer a request of its client that is still unanswered.
+//!   - `sub`: one SUB socket subscribed to `DEMO_TOPICS`, receiving until
+//!     `DEMO_COUNT` messages arrived on every topic (0: until the
+//!     timeout, then at least one on each); per (publisher, topic) the
+//!     seq numbers must follow each other without gaps from the first one
+//!     seen (a subscriber misses what was published before it joined).
 //!
-//! It binds `--bind`/`DEMO_BIND` (default `tcp://0.0.0.0:5555`) and exits
-//! 0 on SIGTERM or SIGINT. Logs go to stderr (`RUST_LOG`, default info).
+//!   `--timeout-ms`/`DEMO_TIMEOUT_MS` (default 10000) limits every
+//!   connect, send and receive (a request without a reply in time counts
+//!   as an error and its socket is replaced) and, for `sub`, the whole
+//!   run. The report: `{"pattern", "clients", "requests_sent",
+//!   "replies_ok", "replies_wrong", "errors", "messages_received",
+//!   "in_order", "first_problem", "elapsed_ms", "p50_us", "p99_us"}`;
+//!   `in_order` is null except for `sub`, the latencies (round trips of
+//!   correct replies) null for `sub`, `first_problem` null on success.
+//!
+//! Services bind `--bind`/`DEMO_BIND` (default `tcp://0.0.0.0:5555`) and
+//! exit 0 on SIGTERM or SIGINT (a client stopped so reports and exits 1).
+//! Logs go to stderr (`RUST_LOG`, default info).
 //! Built statically into a `FROM scratch` image by
 //! `scripts/build-demo-image.sh`.
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
+#[path = "mesh_demo_service/client.rs"]
+mod client;
+#[path = "mesh_demo_service/load.rs"]
+mod load;
 #[path = "mesh_demo_service/memory.rs"]
 mod memory;
+#[path = "mesh_demo_service/publish.rs"]
+mod publish;
 #[path = "mesh_demo_service/serve.rs"]
 mod serve;
 #[path = "mesh_demo_service/store.rs"]
@@ -38,13 +87,17 @@ enum Mode {
     Router,
     /// REP socket over a durable key-value store.
     Memory,
+    /// PUB socket publishing numbered messages, REP socket for health.
+    Pub,
+    /// One-shot load client that checks every answer and prints a report.
+    Client,
 }
 
 #[derive(Parser, Debug)]
 #[command(
     name = "mesh-demo-service",
     version,
-    about = "Demo ZeroMQ service for the mesh: health, echo, router and a durable key-value store"
+    about = "Demo ZeroMQ service for the mesh: health, echo, router, a durable key-value store, a publisher, and a load client"
 )]
 struct Args {
     /// What the service does.
@@ -59,6 +112,44 @@ struct Args {
     /// Where the memory mode keeps its log.
     #[arg(long, env = "DEMO_DATA_DIR", default_value = "/data")]
     data_dir: PathBuf,
+    /// pub: the REP endpoint answering the health probe.
+    #[arg(long, env = "DEMO_HEALTH_BIND", default_value = "tcp://0.0.0.0:5556")]
+    health_bind: String,
+    /// pub and client sub: topics, a comma list.
+    #[arg(long, env = "DEMO_TOPICS", default_value = "events")]
+    topics: String,
+    /// pub: rounds per second, one message per topic each (0: no pause).
+    #[arg(long, env = "DEMO_RATE_HZ", default_value_t = 10.0)]
+    rate_hz: f64,
+    /// pub: messages per topic, then idle; client sub: messages per topic
+    /// to wait for (0: forever / until the timeout).
+    #[arg(long, env = "DEMO_COUNT", default_value_t = 0)]
+    count: u64,
+    /// client: endpoints to connect to, a comma list.
+    #[arg(long, env = "DEMO_CONNECT")]
+    connect: Option<String>,
+    /// client: the load pattern.
+    #[arg(long, env = "DEMO_PATTERN", value_enum, default_value_t = client::Pattern::Req)]
+    pattern: client::Pattern,
+    /// client req and dealer: sockets, each its own connection.
+    #[arg(long, env = "DEMO_CLIENTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    clients: u32,
+    /// client req and dealer: requests per client.
+    #[arg(long, env = "DEMO_REQUESTS", default_value_t = 100)]
+    requests: u64,
+    /// client req and dealer: payload bytes per request.
+    #[arg(long, env = "DEMO_SIZE", default_value_t = 64)]
+    size: usize,
+    /// client dealer: requests in flight per client.
+    #[arg(long, env = "DEMO_WINDOW", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    window: u32,
+    /// client: limit in milliseconds on every connect, send and receive
+    /// (sub: on the whole run).
+    #[arg(long, env = "DEMO_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -72,7 +163,7 @@ fn main() -> ExitCode {
         )
         .init();
     match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("mesh-demo-service: {e:#}");
             ExitCode::FAILURE
@@ -80,7 +171,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.mode == Mode::Client {
+        return run_client(&args);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,6 +192,70 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client mode: one JSON line on stdout whatever happens (bad
+/// settings included), exit 0 only when every answer was correct.
+fn run_client(args: &Args) -> anyhow::Result<ExitCode> {
+    let report = match client_config(args) {
+        Err(problem) => client::Report::refused(args.pattern, problem),
+        Ok(config) => {
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let span = tracing::info_span!("client", name = %args.name, pattern = ?args.pattern);
+            let _entered = span.enter();
+            tracing::info!(endpoints = ?config.endpoints, "starting");
+            runtime.block_on(async {
+                let shutdown = shutdown_signal()?;
+                anyhow::Ok(client::run(config, shutdown).await)
+            })?
+        }
+    };
+    let line = serde_json::to_string(&report).context("cannot write the report")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("cannot print the report")?;
+    Ok(if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn client_config(args: &Args) -> Result<client::Config, String> {
+    let endpoints: Vec<String> = args
+        .connect
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect();
+    if endpoints.is_empty() {
+        return Err("no endpoint to connect to: set --connect or DEMO_CONNECT".into());
+    }
+    let topics = load::parse_topics(&args.topics);
+    if args.pattern == client::Pattern::Sub && topics.is_empty() {
+        return Err("no topic to subscribe to: DEMO_TOPICS is empty".into());
+    }
+    Ok(client::Config {
+        pattern: args.pattern,
+        endpoints,
+        clients: args.clients as usize,
+        requests: args.requests,
+        size: args.size,
+        window: args.window as usize,
+        topics,
+        count: args.count,
+        timeout: Duration::from_millis(args.timeout_ms),
     })
 }
 
@@ -121,6 +279,18 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             })
             .await
         }
+        Mode::Pub => {
+            let config = publish::Config {
+                bind: args.bind.clone(),
+                health_bind: args.health_bind.clone(),
+                name: args.name.clone(),
+                topics: load::parse_topics(&args.topics),
+                rate_hz: args.rate_hz,
+                count: args.count,
+            };
+            publish::serve_pub(&config).await
+        }
+        Mode::Client => anyhow::bail!("the client mode serves nothing"),
     }
 }
 
@@ -157,6 +327,44 @@ mod tests {
         .unwrap();
         assert_eq!(args.mode, Mode::Memory);
         assert_eq!(args.bind, "tcp://127.0.0.1:7000");
-        assert!(Args::try_parse_from(["mesh-demo-service", "--mode", "pub"]).is_err());
+        assert!(Args::try_parse_from(["mesh-demo-service", "--mode", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn pub_and_client_settings() {
+        let args = Args::try_parse_from(["mesh-demo-service", "--mode", "pub"]).unwrap();
+        assert_eq!(args.mode, Mode::Pub);
+        assert_eq!(args.health_bind, "tcp://0.0.0.0:5556");
+        assert_eq!(args.topics, "events");
+        assert_eq!(args.rate_hz, 10.0);
+        assert_eq!(args.count, 0);
+
+        let args = Args::try_parse_from(["mesh-demo-service", "--mode", "client"]).unwrap();
+        assert_eq!(args.pattern, client::Pattern::Req);
+        let err = client_config(&args).err().unwrap();
+        assert!(err.contains("DEMO_CONNECT"), "{err}");
+        let args = Args::try_parse_from([
+            "mesh-demo-service",
+            "--mode",
+            "client",
+            "--pattern",
+            "dealer",
+            "--connect",
+            "tcp://a:1, tcp://b:2",
+            "--size",
+            "16777216",
+        ])
+        .unwrap();
+        let config = client_config(&args).unwrap();
+        assert_eq!(config.pattern, client::Pattern::Dealer);
+        assert_eq!(config.endpoints, ["tcp://a:1", "tcp://b:2"]);
+        assert_eq!((config.clients, config.requests), (1, 100));
+        assert_eq!((config.size, config.window), (16 * 1024 * 1024, 10));
+        assert_eq!(config.timeout, Duration::from_millis(10_000));
+        for bad in [["--clients", "0"], ["--window", "0"], ["--timeout-ms", "0"]] {
+            let mut argv = vec!["mesh-demo-service", "--mode", "client"];
+            argv.extend(bad);
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 }
