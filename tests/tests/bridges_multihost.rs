@@ -46,11 +46,50 @@ ports = ["7140:5555"]
 zmq = { port = 5555 }
 interval_ms = 300
 
+[[groups]]
+name = "events"
+prefer = ["pc2"]
+[[groups.services]]
+name = "event-bus"
+image = "IMAGE"
+env = { DEMO_MODE = "pub", DEMO_NAME = "bus", DEMO_TOPICS = "alpha,beta", DEMO_RATE_HZ = "200" }
+ports = ["7150:5555"]
+[groups.services.health]
+zmq = { port = 5556 }
+interval_ms = 300
+
 [[bridges]]
 service = "memory-orchestrator"
 port = 7140
 pattern = "router"
+
+[[bridges]]
+service = "event-bus"
+port = 7150
+pattern = "pub"
 "#;
+
+/// Runs the demo client as a one-shot container on `node` (its own
+/// Podman, default network) and returns its JSON report.
+fn client_container(mesh: &MeshFixture, node: &str, env: &[(&str, String)]) -> Value {
+    let mut cmd = mesh.podman(node);
+    cmd.args(["run", "--rm", "-e", "DEMO_MODE=client"]);
+    for (k, v) in env {
+        cmd.arg("-e").arg(format!("{k}={v}"));
+    }
+    cmd.arg(DEMO_IMAGE);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "client on {node}: no JSON report ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "client on {node} failed: {report:#}");
+    report
+}
 
 fn json_of(mesh: &MeshFixture, args: &[&str]) -> Result<Value, String> {
     let out = mesh.meshctl("mainpc", args);
@@ -146,6 +185,64 @@ fn a_service_on_pc2_is_reachable_from_mainpc_through_the_tunnel() {
         );
         assert!(env.lines().any(|l| l == want), "{node}/{name}: {env}");
     }
+
+    // Real ZeroMQ traffic from a container on mainpc, through mainpc's
+    // bridge endpoint and the tunnel, to the service on pc2.
+    let endpoint = format!("tcp://{}:7140", mesh.host("mainpc").address);
+    let req = client_container(
+        &mesh,
+        "mainpc",
+        &[
+            ("DEMO_CONNECT", endpoint.clone()),
+            ("DEMO_PATTERN", "req".into()),
+            ("DEMO_CLIENTS", "10".into()),
+            ("DEMO_REQUESTS", "100".into()),
+        ],
+    );
+    assert_eq!(req["replies_ok"], 1000, "{req:#}");
+    assert_eq!(req["replies_wrong"], 0, "{req:#}");
+    let dealer = client_container(
+        &mesh,
+        "mainpc",
+        &[
+            ("DEMO_CONNECT", endpoint.clone()),
+            ("DEMO_PATTERN", "dealer".into()),
+            ("DEMO_CLIENTS", "10".into()),
+            ("DEMO_REQUESTS", "100".into()),
+            ("DEMO_WINDOW", "10".into()),
+        ],
+    );
+    assert_eq!(dealer["replies_ok"], 1000, "{dealer:#}");
+    assert_eq!(dealer["replies_wrong"], 0, "{dealer:#}");
+    let big = client_container(
+        &mesh,
+        "mainpc",
+        &[
+            ("DEMO_CONNECT", endpoint.clone()),
+            ("DEMO_PATTERN", "req".into()),
+            ("DEMO_REQUESTS", "2".into()),
+            ("DEMO_SIZE", (16 * 1024 * 1024).to_string()),
+            ("DEMO_TIMEOUT_MS", "30000".into()),
+        ],
+    );
+    assert_eq!(big["replies_ok"], 2, "16 MiB messages: {big:#}");
+    // PUB/SUB across hosts: every message, in order per publisher.
+    let sub = client_container(
+        &mesh,
+        "mainpc",
+        &[
+            (
+                "DEMO_CONNECT",
+                format!("tcp://{}:7150", mesh.host("mainpc").address),
+            ),
+            ("DEMO_PATTERN", "sub".into()),
+            ("DEMO_TOPICS", "alpha,beta".into()),
+            ("DEMO_COUNT", "300".into()),
+            ("DEMO_TIMEOUT_MS", "20000".into()),
+        ],
+    );
+    assert_eq!(sub["in_order"], true, "{sub:#}");
+    assert!(sub["messages_received"].as_u64().unwrap() >= 600, "{sub:#}");
 
     // When the service goes away, check fails and names the cause.
     let out = mesh.meshctl("mainpc", &["stop", "pc2", "memory-orchestrator"]);
