@@ -115,6 +115,13 @@ pub fn check_json(r: &CheckResponse) -> Value {
             "bridges": n.bridges.iter().map(|b| json!({
                 "service": b.service, "host": b.host, "endpoint": b.endpoint, "via": b.via,
                 "ok": b.ok, "rtt_us": b.rtt_us, "error": b.error, "cause": b.cause,
+                "counters": b.counters.as_ref().map(|c| json!({
+                    "msgs_out": c.msgs_out, "bytes_out": c.bytes_out,
+                    "msgs_in": c.msgs_in, "bytes_in": c.bytes_in,
+                    "in_flight": c.in_flight, "errors": c.errors, "retries": c.retries,
+                    "late_replies": c.late_replies, "rtt_count": c.rtt_count,
+                    "rtt_mean_us": c.rtt_mean_us, "rtt_max_us": c.rtt_max_us,
+                })),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

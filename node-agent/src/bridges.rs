@@ -259,6 +259,12 @@ impl BridgeHost {
         for b in &directory.bridges {
             bridges.push(self.check_bridge(b, &peers, timeout).await);
         }
+        let counters = self.counters().await;
+        for b in &mut bridges {
+            if let Some(c) = counters.get(&b.service) {
+                b.counters = Some(counters_proto(c));
+            }
+        }
         CheckReport {
             id: request.id,
             node: self.node.clone(),
@@ -370,6 +376,23 @@ impl BridgeHost {
             };
         }
         out
+    }
+}
+
+fn counters_proto(c: &mesh_bridge::CounterSnapshot) -> mesh_proto::v1::BridgeCounters {
+    let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
+    mesh_proto::v1::BridgeCounters {
+        msgs_out: c.msgs_out,
+        bytes_out: c.bytes_out,
+        msgs_in: c.msgs_in,
+        bytes_in: c.bytes_in,
+        in_flight: c.in_flight,
+        errors: c.errors,
+        retries: c.retries,
+        late_replies: c.late_replies,
+        rtt_count: c.rtt_count,
+        rtt_mean_us: us(c.rtt_mean),
+        rtt_max_us: us(c.rtt_max),
     }
 }
 

@@ -244,6 +244,27 @@ fn a_service_on_pc2_is_reachable_from_mainpc_through_the_tunnel() {
     assert_eq!(sub["in_order"], true, "{sub:#}");
     assert!(sub["messages_received"].as_u64().unwrap() >= 600, "{sub:#}");
 
+    // mainpc's bridge endpoint counted that traffic.
+    let check = json_of(&mesh, &["check", "-o", "json"]).unwrap();
+    let counters = &bridge_row(&check, "mainpc", "memory-orchestrator").unwrap()["counters"];
+    assert!(
+        counters["msgs_out"].as_u64().unwrap() >= 2002,
+        "{counters:#}"
+    );
+    assert!(
+        counters["msgs_in"].as_u64().unwrap() >= 2002,
+        "{counters:#}"
+    );
+    assert!(
+        counters["bytes_out"].as_u64().unwrap() >= 2 * 16 * 1024 * 1024,
+        "{counters:#}"
+    );
+    assert_eq!(counters["in_flight"], 0, "{counters:#}");
+    assert!(
+        counters["rtt_mean_us"].as_u64().unwrap() > 0,
+        "{counters:#}"
+    );
+
     // When the service goes away, check fails and names the cause.
     let out = mesh.meshctl("mainpc", &["stop", "pc2", "memory-orchestrator"]);
     assert!(
