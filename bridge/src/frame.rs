@@ -135,23 +135,39 @@ fn body_len(record: &Record) -> usize {
 /// The header of `record` (everything before the frame bytes), checked against `max`.
 /// Sending this and then each frame produces exactly [`RecordCodec`]'s encoding.
 pub fn header(record: &Record, max: usize) -> Result<Bytes, FrameError> {
+    check(record, max)?;
+    let mut buf = BytesMut::with_capacity(header_len(record));
+    put_header(record, &mut buf);
+    Ok(buf.freeze())
+}
+
+/// Checks that `record` can be encoded within the limit `max`; returns its body size.
+pub(crate) fn check(record: &Record, max: usize) -> Result<usize, FrameError> {
     let size = body_len(record);
-    if size > max {
+    // The frame count and every length must fit the u32 fields: `max` may exceed u32.
+    if size > max || u32::try_from(size).is_err() {
         return Err(FrameError::TooLarge { size, max });
     }
-    let len = u32::try_from(size).map_err(|_| FrameError::TooLarge { size, max })?;
-    let n = u32::try_from(record.frames.len()).map_err(|_| FrameError::TooLarge { size, max })?;
-    let mut buf = BytesMut::with_capacity(FIXED_HEADER + 4 * record.frames.len());
-    buf.put_u32(len);
+    Ok(size)
+}
+
+/// Bytes of the header of `record`.
+pub(crate) fn header_len(record: &Record) -> usize {
+    FIXED_HEADER + 4 * record.frames.len()
+}
+
+/// Appends the header of `record` to `buf`. The record must have passed [`check`].
+pub(crate) fn put_header(record: &Record, buf: &mut BytesMut) {
+    buf.reserve(header_len(record));
+    // Cannot truncate after `check`: the body, frame count included, fits in u32.
+    buf.put_u32(body_len(record) as u32);
     buf.put_u8(record.kind.to_u8());
     buf.put_u64(record.id);
     buf.put_u64(record.client);
-    buf.put_u32(n);
+    buf.put_u32(record.frames.len() as u32);
     for f in &record.frames {
-        // Cannot overflow: the total is below `max`, which fits in u32 (checked above).
         buf.put_u32(f.len() as u32);
     }
-    Ok(buf.freeze())
 }
 
 /// Encoder and decoder of [`Record`]s with a size limit.
@@ -202,23 +218,25 @@ impl Decoder for RecordCodec {
         let id = body.get_u64();
         let client = body.get_u64();
         let n = body.get_u32() as usize;
-        if n.checked_mul(4).is_none_or(|l| l > body.len()) {
+        let Some(lens_len) = n.checked_mul(4).filter(|l| *l <= body.len()) else {
             return Err(FrameError::Malformed("more frame lengths than bytes"));
-        }
-        let mut lens = Vec::with_capacity(n);
-        let mut total = 0usize;
-        for _ in 0..n {
-            let l = body.get_u32() as usize;
-            total = total.saturating_add(l);
-            lens.push(l);
-        }
+        };
+        let mut body = body.freeze();
+        let lens = body.split_to(lens_len);
+        let len_of = |c: &[u8]| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize;
+        let total = lens
+            .chunks_exact(4)
+            .map(len_of)
+            .fold(0usize, usize::saturating_add);
         if total != body.len() {
             return Err(FrameError::Malformed(
                 "frame lengths do not add up to the body",
             ));
         }
-        let mut body = body.freeze();
-        let frames = lens.into_iter().map(|l| body.split_to(l)).collect();
+        let frames = lens
+            .chunks_exact(4)
+            .map(|c| body.split_to(len_of(c)))
+            .collect();
         Ok(Some(Record {
             kind,
             id,

@@ -23,6 +23,7 @@ mod bridge;
 mod counters;
 mod error;
 pub mod frame;
+mod idhash;
 mod pubsub;
 mod pushpull;
 mod reqrep;

@@ -28,6 +28,7 @@ use zeromq::{
 use crate::bridge::BridgeCtx;
 use crate::error::{Error, Result};
 use crate::frame::{Kind, Record};
+use crate::idhash::IdMap;
 use crate::stream::{self, Outgoing};
 use crate::target::{InFlightPolicy, ServiceTarget, ERROR_PREFIX};
 use crate::tunnel::Tunnels;
@@ -50,7 +51,8 @@ enum Inbound {
     ClientGone(Bytes),
 }
 
-/// Most events handled in one go before the loop looks at its other inputs again.
+/// Most events (or local requests) handled in one go before the loop looks at its other inputs
+/// again.
 const EVENT_BATCH: usize = 64;
 
 /// What a route (one tunnel stream) reports to the bridge loop.
@@ -163,7 +165,7 @@ pub(crate) async fn start(
         current,
         route: None,
         next_gen: 0,
-        inflight: HashMap::new(),
+        inflight: IdMap::default(),
         clients: HashMap::new(),
         next_client: 0,
         next_request: 0,
@@ -180,7 +182,7 @@ struct Client {
     current: ServiceTarget,
     route: Option<Route>,
     next_gen: u64,
-    inflight: HashMap<u64, InFlight>,
+    inflight: IdMap<InFlight>,
     clients: HashMap<Bytes, u64>,
     next_client: u64,
     next_request: u64,
@@ -199,13 +201,16 @@ impl Client {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                msg = inbound.recv() => match msg {
-                    Some(Inbound::Request(m)) => self.on_request(m).await,
-                    Some(Inbound::ClientGone(id)) => {
-                        self.clients.remove(&id);
+                msg = inbound.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.on_inbound(msg).await;
+                    for _ in 1..EVENT_BATCH {
+                        match inbound.try_recv() {
+                            Ok(msg) => self.on_inbound(msg).await,
+                            Err(_) => break,
+                        }
                     }
-                    None => break,
-                },
+                }
                 Some(ev) = events.recv() => {
                     self.on_event(ev).await;
                     for _ in 1..EVENT_BATCH {
@@ -227,6 +232,15 @@ impl Client {
             self.ctx.counters.set_in_flight(self.inflight.len());
         }
         debug!("REQ/REP bridge stopped");
+    }
+
+    async fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Request(m) => self.on_request(m).await,
+            Inbound::ClientGone(id) => {
+                self.clients.remove(&id);
+            }
+        }
     }
 
     fn policy(&self) -> InFlightPolicy {
@@ -285,18 +299,20 @@ impl Client {
     /// Queues request `id` on the current route, opening one if needed.
     async fn send_to_route(&mut self, id: u64, out: Outgoing) -> std::result::Result<(), String> {
         let keep = self.policy() == InFlightPolicy::RetryOnce;
-        let route = match &self.route {
-            Some(r) => (r.gen, r.tx.clone()),
-            None => self.open_route(),
+        if self.route.is_none() {
+            self.open_route();
+        }
+        let Some(route) = &self.route else {
+            return Ok(());
         };
         let Some(entry) = self.inflight.get_mut(&id) else {
             return Ok(());
         };
-        entry.route = route.0;
+        entry.route = route.gen;
         if keep && entry.frames.is_none() {
             entry.frames = Some(out.record().frames.clone());
         }
-        match route.1.send(out).await {
+        match route.tx.send(out).await {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.route = None;
@@ -308,7 +324,7 @@ impl Client {
         }
     }
 
-    fn open_route(&mut self) -> (u64, mpsc::Sender<Outgoing>) {
+    fn open_route(&mut self) {
         self.next_gen += 1;
         let gen = self.next_gen;
         let (tx, rx) = stream::channel();
@@ -329,11 +345,7 @@ impl Client {
             )
             .instrument(span),
         );
-        self.route = Some(Route {
-            gen,
-            tx: tx.clone(),
-        });
-        (gen, tx)
+        self.route = Some(Route { gen, tx });
     }
 
     /// Applies the in-flight policy to request `id`, which failed for `reason`.

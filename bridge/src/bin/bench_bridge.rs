@@ -8,11 +8,17 @@
 //! * `client`: the client host: measures direct (to the server's service endpoints) and
 //!   bridged (through a tunnel to the server's agent) and prints the table.
 //!
+//! * `quic-client`: raw QUIC round trips and throughput to the server's echo endpoint
+//!   (`--quic-echo`): the floor of the tunnel between the two hosts, no ZeroMQ, no bridge.
+//!
 //! * `quic-streams`: raw QUIC with the mesh's TLS settings on loopback, comparing one
 //!   multiplexed stream with one stream per request (the design choice of the REQ/REP bridge).
 //!
 //! `server` and `client` read agent certificates from `--certs-dir` (made by `meshctl certs`),
-//! so the two can run in different network namespaces or on different PCs.
+//! so the two can run in different network namespaces or on different PCs;
+//! `bridge/bench-netns.sh` runs them between two network namespaces. Tunnel endpoints and
+//! bridges run on a current-thread runtime of their own, as in `mesh-agent`
+//! (`--agent-runtime`); `--only` measures one thing alone, for profiling.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,9 +45,12 @@ enum RunRole {
     Client,
     /// Raw QUIC on loopback: one multiplexed stream vs one stream per request.
     QuicStreams,
+    /// Raw QUIC to the server's echo endpoint (`--quic-echo`): the round trip and throughput
+    /// floor of the tunnel between the two hosts, with no ZeroMQ and no bridge.
+    QuicClient,
 }
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmark ZeroMQ through a mesh bridge against direct connections")]
 struct Args {
     /// What this process does.
@@ -62,6 +71,10 @@ struct Args {
     /// Server: where the echo ROUTER service binds.
     #[arg(long, default_value = "tcp://0.0.0.0:7502")]
     router_bind: String,
+    /// Server: UDP address of a raw QUIC echo endpoint (mesh TLS and transport settings, no
+    /// bridge), for `--role quic-client`.
+    #[arg(long, default_value = "0.0.0.0:7503")]
+    quic_echo: SocketAddr,
     /// Client: the server agent's tunnel address.
     #[arg(long)]
     peer: Option<SocketAddr>,
@@ -80,9 +93,42 @@ struct Args {
     /// Messages per pipelined throughput run with 64 B messages (fewer for 64 KiB).
     #[arg(long, default_value_t = 50_000)]
     messages: usize,
+    /// Client: rounds of the whole measurement (direct and bridged alternate); the table shows
+    /// medians.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Requests a pipelined DEALER keeps in flight.
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// Where the tunnel endpoints and bridges run: on a thread of their own with a
+    /// current-thread runtime as in the node agent (default), or on the benchmark's
+    /// multi-thread runtime beside the ZeroMQ clients and services.
+    #[arg(long, value_enum, default_value = "current-thread")]
+    agent_runtime: AgentRuntime,
+    /// Client: measure only this (for profiling); default everything.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// With `--only` or `--role quic-client`: this message size alone (64 or 65536).
+    #[arg(long)]
+    size: Option<usize>,
+}
+
+/// Where the agent side (tunnel endpoints and bridges) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AgentRuntime {
+    /// A thread of its own with a current-thread tokio runtime, as `mesh-agent` runs it.
+    CurrentThread,
+    /// The benchmark's multi-thread runtime, shared with the ZeroMQ clients and services.
+    Shared,
+}
+
+/// One part of the client's measurements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Only {
+    DirectRtt,
+    BridgedRtt,
+    DirectThroughput,
+    BridgedThroughput,
 }
 
 #[tokio::main]
@@ -99,6 +145,11 @@ async fn main() -> Result<()> {
         RunRole::Server => run_server(&args).await,
         RunRole::Client => run_client(&args).await,
         RunRole::QuicStreams => quic_streams::run(&args).await,
+        RunRole::QuicClient => {
+            let agent = agent_runtime(args.agent_runtime)?;
+            let args = args.clone();
+            on_agent(&agent, async move { quic_streams::run_client(&args).await }).await
+        }
     }
 }
 
@@ -158,16 +209,61 @@ fn export(tunnels: &Tunnels, rep: &str, router: &str) {
     );
 }
 
+/// The runtime the agent side runs on (see [`AgentRuntime`]).
+fn agent_runtime(kind: AgentRuntime) -> Result<tokio::runtime::Handle> {
+    if kind == AgentRuntime::Shared {
+        return Ok(tokio::runtime::Handle::current());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("agent".to_string())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })?;
+    Ok(rx.recv()??)
+}
+
+/// Runs `f` on the agent's runtime and waits for it.
+async fn on_agent<T: Send + 'static>(
+    agent: &tokio::runtime::Handle,
+    f: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    agent.spawn(f).await?
+}
+
 async fn run_server(args: &Args) -> Result<()> {
-    let tls = load_tls(args, "pc2")?;
-    let tunnels = Tunnels::bind(&tls, TunnelConfig::new(args.tunnel_listen))?;
+    let tls = Arc::new(load_tls(args, "pc2")?);
+    let agent = agent_runtime(args.agent_runtime)?;
     let rep = rep_echo(&args.rep_bind).await?;
     let router = router_echo(&args.router_bind).await?;
-    export(&tunnels, &rep, &router);
+    let (tunnels, echo) = {
+        let (rep, router) = (rep.clone(), router.clone());
+        let (listen, quic_echo) = (args.tunnel_listen, args.quic_echo);
+        on_agent(&agent, async move {
+            let tunnels = Tunnels::bind(&tls, TunnelConfig::new(listen))?;
+            export(&tunnels, &rep, &router);
+            let echo = quic_streams::echo_endpoint(&tls, quic_echo)?;
+            Ok((tunnels, echo))
+        })
+        .await?
+    };
     eprintln!(
-        "serving: tunnel {} (agent {}), REP {rep}, ROUTER {router}; Ctrl-C to stop",
+        "serving: tunnel {} (agent {}), REP {rep}, ROUTER {router}, raw QUIC echo {}; Ctrl-C to \
+         stop",
         tunnels.local_addr()?,
-        tunnels.node()
+        tunnels.node(),
+        echo.local_addr()?
     );
     tokio::signal::ctrl_c().await?;
     tunnels.close();
@@ -180,6 +276,8 @@ struct Endpoints {
     direct_router: String,
     bridged_rep: String,
     bridged_router: String,
+    /// The REQ/REP bridge to the REP service, for its own round-trip counter.
+    rep_bridge: Bridge,
 }
 
 async fn bridges(tunnels: &Tunnels, peer: PeerAddr) -> Result<(Bridge, Bridge, Vec<Target>)> {
@@ -212,22 +310,31 @@ async fn bridges(tunnels: &Tunnels, peer: PeerAddr) -> Result<(Bridge, Bridge, V
 
 async fn run_all(args: &Args) -> Result<()> {
     let tls = throwaway_agents(&["pc2", "mainpc"])?;
-    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
-    let server = Tunnels::bind(&tls[0], TunnelConfig::new(loopback))?;
-    let client = Tunnels::bind(&tls[1], TunnelConfig::new(loopback))?;
+    let agent = agent_runtime(args.agent_runtime)?;
     let rep = rep_echo("tcp://127.0.0.1:0").await?;
     let router = router_echo("tcp://127.0.0.1:0").await?;
-    export(&server, &rep, &router);
-    let peer = PeerAddr {
-        node: "pc2".to_string(),
-        addr: server.local_addr()?,
+    let (brep, brouter, _agents) = {
+        let (rep, router) = (rep.clone(), router.clone());
+        on_agent(&agent, async move {
+            let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+            let server = Tunnels::bind(&tls[0], TunnelConfig::new(loopback))?;
+            let client = Tunnels::bind(&tls[1], TunnelConfig::new(loopback))?;
+            export(&server, &rep, &router);
+            let peer = PeerAddr {
+                node: "pc2".to_string(),
+                addr: server.local_addr()?,
+            };
+            let (brep, brouter, targets) = bridges(&client, peer).await?;
+            Ok((brep, brouter, (server, client, targets)))
+        })
+        .await?
     };
-    let (brep, brouter, _targets) = bridges(&client, peer).await?;
     let eps = Endpoints {
         direct_rep: rep,
         direct_router: router,
         bridged_rep: brep.endpoint().to_string(),
         bridged_router: brouter.endpoint().to_string(),
+        rep_bridge: brep,
     };
     measure(args, &eps, "in-process, loopback").await
 }
@@ -240,8 +347,13 @@ async fn run_client(args: &Args) -> Result<()> {
             .peer
             .context("--peer ADDR (the server's tunnel) is required")?,
     };
-    let tunnels = Tunnels::bind(&tls, TunnelConfig::new("0.0.0.0:0".parse()?))?;
-    let (brep, brouter, _targets) = bridges(&tunnels, peer).await?;
+    let agent = agent_runtime(args.agent_runtime)?;
+    let (brep, brouter, _agent) = on_agent(&agent, async move {
+        let tunnels = Tunnels::bind(&tls, TunnelConfig::new("0.0.0.0:0".parse()?))?;
+        let (brep, brouter, targets) = bridges(&tunnels, peer).await?;
+        Ok((brep, brouter, (tunnels, targets)))
+    })
+    .await?;
     let eps = Endpoints {
         direct_rep: args
             .direct_rep
@@ -253,59 +365,160 @@ async fn run_client(args: &Args) -> Result<()> {
             .context("--direct-router ENDPOINT is required")?,
         bridged_rep: brep.endpoint().to_string(),
         bridged_router: brouter.endpoint().to_string(),
+        rep_bridge: brep,
     };
-    measure(args, &eps, "client and server processes").await
+    let setup = match args.agent_runtime {
+        AgentRuntime::CurrentThread => {
+            "client and server processes; tunnels and bridges on a current-thread runtime of \
+             their own, as in mesh-agent"
+        }
+        AgentRuntime::Shared => {
+            "client and server processes; tunnels and bridges on the benchmark's multi-thread \
+             runtime"
+        }
+    };
+    measure(args, &eps, setup).await
 }
 
 const SIZES: [(usize, &str); 2] = [(64, "64 B"), (64 * 1024, "64 KiB")];
 
+/// One measurement alone, as `--only` asks (for profiling).
+async fn measure_only(args: &Args, eps: &Endpoints, only: Only) -> Result<()> {
+    for (size, label) in SIZES {
+        if args.size.is_some_and(|s| s != size) {
+            continue;
+        }
+        let (direct, rtt) = match only {
+            Only::DirectRtt => (true, true),
+            Only::BridgedRtt => (false, true),
+            Only::DirectThroughput => (true, false),
+            Only::BridgedThroughput => (false, false),
+        };
+        if rtt {
+            let ep = if direct {
+                &eps.direct_rep
+            } else {
+                &eps.bridged_rep
+            };
+            let before = eps.rep_bridge.counters();
+            let h = round_trips(ep, size, args.round_trips).await?;
+            let after = eps.rep_bridge.counters();
+            // Inside the bridge: from the request leaving the client side's loop to its reply
+            // coming back (QUIC both ways and the whole service side).
+            let inside = (after.rtt_count > before.rtt_count).then(|| {
+                let total = |c: &mesh_bridge::CounterSnapshot| {
+                    c.rtt_mean.unwrap_or_default().as_secs_f64() * c.rtt_count as f64
+                };
+                1e6 * (total(&after) - total(&before)) / (after.rtt_count - before.rtt_count) as f64
+            });
+            println!(
+                "{only:?} {label}: p50 {} µs, p99 {} µs{}",
+                quantile_us(&h, 0.5),
+                quantile_us(&h, 0.99),
+                inside
+                    .map(|us| format!(", mean inside the bridge {us:.0} µs"))
+                    .unwrap_or_default()
+            );
+        } else {
+            let ep = if direct {
+                &eps.direct_router
+            } else {
+                &eps.bridged_router
+            };
+            let m = if size > 1024 {
+                (args.messages / 10).max(100)
+            } else {
+                args.messages
+            };
+            let rate = throughput(ep, size, m, args.window).await?;
+            println!(
+                "{only:?} {label}: {rate:.0} msg/s ({:.1} MiB/s)",
+                rate * size as f64 / (1024.0 * 1024.0)
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn measure(args: &Args, eps: &Endpoints, setup: &str) -> Result<()> {
+    if let Some(only) = args.only {
+        return measure_only(args, eps, only).await;
+    }
+    // Direct and bridged alternate, round after round, so that load from elsewhere on a
+    // shared machine hits both alike; the table shows the median of the rounds.
+    let rounds = args.rounds.max(1);
+    let mut rtt: Vec<[Vec<u64>; 4]> = vec![Default::default(); SIZES.len()];
+    let mut rate: Vec<[Vec<f64>; 2]> = vec![Default::default(); SIZES.len()];
+    for _ in 0..rounds {
+        for (i, (size, _)) in SIZES.into_iter().enumerate() {
+            let n = if size > 1024 {
+                args.round_trips / 4
+            } else {
+                args.round_trips
+            };
+            let d = round_trips(&eps.direct_rep, size, n).await?;
+            let b = round_trips(&eps.bridged_rep, size, n).await?;
+            rtt[i][0].push(quantile_us(&d, 0.5));
+            rtt[i][1].push(quantile_us(&b, 0.5));
+            rtt[i][2].push(quantile_us(&d, 0.99));
+            rtt[i][3].push(quantile_us(&b, 0.99));
+        }
+        for (i, (size, _)) in SIZES.into_iter().enumerate() {
+            let m = if size > 1024 {
+                (args.messages / 10).max(100)
+            } else {
+                args.messages
+            };
+            rate[i][0].push(throughput(&eps.direct_router, size, m, args.window).await?);
+            rate[i][1].push(throughput(&eps.bridged_router, size, m, args.window).await?);
+        }
+    }
+    let verdict = |met: bool| if met { "**met**" } else { "not met" };
     println!("### Bridged vs direct ZeroMQ ({setup})\n");
     println!("| measurement | size | direct | bridged | bridged / direct | goal |");
     println!("|---|---|---|---|---|---|");
-    for (size, label) in SIZES {
-        let n = if size > 1024 {
-            args.round_trips / 4
-        } else {
-            args.round_trips
-        };
-        let d = round_trips(&eps.direct_rep, size, n).await?;
-        let b = round_trips(&eps.bridged_rep, size, n).await?;
-        let (d50, b50) = (quantile_us(&d, 0.5), quantile_us(&b, 0.5));
-        let (d99, b99) = (quantile_us(&d, 0.99), quantile_us(&b, 0.99));
+    for (i, (_, label)) in SIZES.into_iter().enumerate() {
+        let [d50, b50, d99, b99] = rtt[i].clone().map(median_u64);
+        let ratio = b50 as f64 / d50.max(1) as f64;
         println!(
-            "| REQ/REP round trip p50 | {label} | {d50} µs | {b50} µs | {:.2}x | ≤ 2.5x |",
-            b50 as f64 / d50.max(1) as f64
+            "| REQ/REP round trip p50 | {label} | {d50} µs | {b50} µs | {ratio:.2}x | ≤ 2.5x: {} |",
+            verdict(ratio <= 2.5)
         );
         println!(
             "| REQ/REP round trip p99 | {label} | {d99} µs | {b99} µs | {:.2}x | |",
             b99 as f64 / d99.max(1) as f64
         );
     }
-    for (size, label) in SIZES {
-        let m = if size > 1024 {
-            (args.messages / 10).max(100)
-        } else {
-            args.messages
-        };
-        let d = throughput(&eps.direct_router, size, m, args.window).await?;
-        let b = throughput(&eps.bridged_router, size, m, args.window).await?;
+    for (i, (size, label)) in SIZES.into_iter().enumerate() {
+        let [d, b] = rate[i].clone().map(median_f64);
         let mib = |rate: f64| rate * size as f64 / (1024.0 * 1024.0);
+        let share = 100.0 * b / d.max(1.0);
         println!(
-            "| pipelined DEALER throughput | {label} | {:.0} msg/s ({:.1} MiB/s) | {:.0} msg/s ({:.1} MiB/s) | {:.0}% | ≥ 50% |",
+            "| pipelined DEALER throughput | {label} | {:.0} msg/s ({:.1} MiB/s) | {:.0} msg/s ({:.1} MiB/s) | {share:.0}% | ≥ 50%: {} |",
             d,
             mib(d),
             b,
             mib(b),
-            100.0 * b / d.max(1.0)
+            verdict(share >= 50.0)
         );
     }
     println!(
-        "\nRound trips: {} per size for 64 B, a quarter of that for 64 KiB, after a 10% warm-up. \
-         Throughput: {} messages of 64 B, a tenth for 64 KiB, echoed by a ROUTER, {} in flight.",
+        "\nMedians of {rounds} rounds; in each, direct then bridged. Round trips: {} per size for \
+         64 B, a quarter of that for 64 KiB, after a 10% warm-up, one REQ. Throughput: {} \
+         messages of 64 B, a tenth for 64 KiB, one DEALER with {} in flight, echoed by a ROUTER.",
         args.round_trips, args.messages, args.window
     );
     Ok(())
+}
+
+fn median_u64(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn quantile_us(h: &Histogram<u64>, q: f64) -> u64 {
@@ -440,6 +653,78 @@ mod quic_streams {
                 }
             });
         }
+    }
+
+    /// A QUIC endpoint on a UDP socket set up as the tunnel's (8 MiB buffers).
+    fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint> {
+        let socket = std::net::UdpSocket::bind(bind)?;
+        let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+        state.set_recv_buffer_size((&socket).into(), 8 << 20)?;
+        state.set_send_buffer_size((&socket).into(), 8 << 20)?;
+        let runtime = quinn::default_runtime().context("no tokio runtime")?;
+        Ok(quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            server,
+            socket,
+            runtime,
+        )?)
+    }
+
+    /// A raw QUIC echo endpoint with the tunnel's TLS and transport settings.
+    pub(super) fn echo_endpoint(tls: &MeshTls, bind: SocketAddr) -> Result<quinn::Endpoint> {
+        let (server_config, _) = quic_configs(tls, &TunnelConfig::new(bind))?;
+        let server = endpoint(bind, Some(server_config))
+            .with_context(|| format!("bind raw QUIC echo on {bind}"))?;
+        tokio::spawn(serve(server.clone()));
+        Ok(server)
+    }
+
+    /// Raw QUIC round trips and pipelined throughput to the server's echo endpoint, on one
+    /// multiplexed stream as the REQ/REP bridge uses it.
+    pub(super) async fn run_client(args: &Args) -> Result<()> {
+        let tls = load_tls(args, "mainpc")?;
+        let peer = args
+            .peer
+            .context("--peer ADDR (the server's tunnel) is required")?;
+        let addr = SocketAddr::new(peer.ip(), args.quic_echo.port());
+        let (_, client_config) = quic_configs(&tls, &TunnelConfig::new("0.0.0.0:0".parse()?))?;
+        let mut client = endpoint("0.0.0.0:0".parse()?, None)?;
+        client.set_default_client_config(client_config);
+        let conn = client.connect(addr, &args.peer_name)?.await?;
+        println!("### Raw QUIC between the same hosts (one stream, echo, no ZeroMQ)\n");
+        println!("| measurement | size | raw QUIC |");
+        println!("|---|---|---|");
+        for (size, label) in SIZES {
+            if args.size.is_some_and(|s| s != size) {
+                continue;
+            }
+            let n = if size > 1024 {
+                args.round_trips / 4
+            } else {
+                args.round_trips
+            };
+            let (p50, p99) = rtt_multiplexed(&conn, size, n).await?;
+            println!("| round trip p50 / p99 | {label} | {p50} / {p99} µs |");
+        }
+        for (size, label) in SIZES {
+            if args.size.is_some_and(|s| s != size) {
+                continue;
+            }
+            let m = if size > 1024 {
+                (args.messages / 10).max(100)
+            } else {
+                args.messages
+            };
+            let rate = throughput_multiplexed(&conn, size, m, args.window).await?;
+            println!(
+                "| pipelined throughput ({} in flight) | {label} | {rate:.0} msg/s ({:.1} MiB/s) |",
+                args.window,
+                rate * size as f64 / (1024.0 * 1024.0)
+            );
+        }
+        conn.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        Ok(())
     }
 
     pub(super) async fn run(args: &Args) -> Result<()> {

@@ -23,7 +23,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn, Instrument};
 use zeromq::util::PeerIdentity;
 use zeromq::{
-    DealerSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqMessage,
+    DealerSendHalf, DealerSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend,
+    ZmqMessage,
 };
 
 use super::envelope;
@@ -33,7 +34,8 @@ use crate::stream::{self, Outgoing, Reader};
 
 /// How long connecting to the service may take before the requests waiting for it fail.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// A client's DEALER with nothing outstanding is closed after this long.
+/// A client's DEALER with nothing outstanding is closed after between one and two times this
+/// long without traffic.
 const IDLE: Duration = Duration::from_secs(60);
 
 /// Makes DEALER identities unique across streams served by this process.
@@ -141,6 +143,62 @@ async fn fail_all(
     }
 }
 
+/// Most requests (or replies) a client task handles in one turn before it looks at its other
+/// inputs again.
+const BATCH: usize = 64;
+
+/// Sends request `rec` to the service and records it as outstanding; `Err` says why the
+/// service connection is unusable.
+async fn forward(
+    ctx: &Ctx,
+    client: u64,
+    rec: Record,
+    outstanding: &mut VecDeque<(u64, Vec<Bytes>)>,
+    dsend: &mut DealerSendHalf,
+) -> Result<(), String> {
+    let id = rec.id;
+    outstanding.push_back((id, envelope(&rec.frames)));
+    let Ok(msg) = ZmqMessage::try_from(rec.frames) else {
+        outstanding.pop_back();
+        send_record(ctx, failed(id, client, "empty request")).await;
+        return Ok(());
+    };
+    dsend
+        .send(msg)
+        .await
+        .map_err(|e| format!("sending to the service at {}: {e}", ctx.endpoint))
+}
+
+/// Matches a message from the service to an outstanding request and sends it back as that
+/// request's reply; `false` when the stream is gone.
+async fn answer(
+    ctx: &Ctx,
+    client: u64,
+    msg: ZmqMessage,
+    outstanding: &mut VecDeque<(u64, Vec<Bytes>)>,
+) -> bool {
+    let frames: Vec<Bytes> = msg.into_vec();
+    let env = envelope(&frames);
+    let Some(pos) = outstanding
+        .iter()
+        .position(|(_, e)| *e == env)
+        .or((!outstanding.is_empty()).then_some(0))
+    else {
+        debug!("dropped a message from the service with no request outstanding");
+        return true;
+    };
+    let Some((id, _)) = outstanding.remove(pos) else {
+        return true;
+    };
+    let reply = Record {
+        kind: Kind::Reply,
+        id,
+        client,
+        frames,
+    };
+    send_record(ctx, reply).await
+}
+
 async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>) {
     let identity = format!("mb-{}-{}-{}", ctx.peer, ctx.seq, client);
     let mut options = SocketOptions::default();
@@ -176,52 +234,57 @@ async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>)
     let mut open = true;
     let mut closing = false;
     let mut monitor_open = true;
+    // Traffic marks the client active; the idle timer, when it fires, closes an inactive
+    // client or re-arms (cheaper than resetting a timer per message).
+    let mut active = false;
     let idle = tokio::time::sleep(IDLE);
     tokio::pin!(idle);
-    let failure = loop {
+    let failure = 'serve: loop {
         if !open && outstanding.is_empty() {
             break None;
         }
         tokio::select! {
-            req = rx.recv(), if open => match req {
-                Some(rec) => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
-                    let id = rec.id;
-                    outstanding.push_back((id, envelope(&rec.frames)));
-                    let Ok(msg) = ZmqMessage::try_from(rec.frames) else {
-                        outstanding.pop_back();
-                        send_record(&ctx, failed(id, client, "empty request")).await;
-                        continue;
-                    };
-                    if let Err(e) = dsend.send(msg).await {
-                        break Some(format!("sending to the service at {}: {e}", ctx.endpoint));
+            req = rx.recv(), if open => {
+                let Some(mut rec) = req else {
+                    open = false;
+                    continue;
+                };
+                active = true;
+                // Whatever else is queued goes out in the same turn.
+                for n in 1..=BATCH {
+                    if let Err(reason) = forward(&ctx, client, rec, &mut outstanding, &mut dsend).await {
+                        break 'serve Some(reason);
+                    }
+                    if n == BATCH {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => rec = next,
+                        Err(_) => break,
                     }
                 }
-                None => open = false,
             },
             rep = replies.recv() => {
-                match rep {
-                    Some(Ok(msg)) => {
-                        idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
-                        let frames: Vec<Bytes> = msg.into_vec();
-                        let env = envelope(&frames);
-                        let Some(pos) = outstanding
-                            .iter()
-                            .position(|(_, e)| *e == env)
-                            .or((!outstanding.is_empty()).then_some(0))
-                        else {
-                            debug!("dropped a message from the service with no request outstanding");
-                            continue;
-                        };
-                        let Some((id, _)) = outstanding.remove(pos) else { continue };
-                        let reply = Record { kind: Kind::Reply, id, client, frames };
-                        if !send_record(&ctx, reply).await {
-                            recv_task.abort();
-                            return;
+                let mut rep = rep;
+                for n in 1..=BATCH {
+                    match rep {
+                        Some(Ok(msg)) => {
+                            active = true;
+                            if !answer(&ctx, client, msg, &mut outstanding).await {
+                                recv_task.abort();
+                                return;
+                            }
                         }
+                        Some(Err(e)) => break 'serve Some(format!("receiving from the service at {}: {e}", ctx.endpoint)),
+                        None => break 'serve Some(format!("the service at {} went away", ctx.endpoint)),
                     }
-                    Some(Err(e)) => break Some(format!("receiving from the service at {}: {e}", ctx.endpoint)),
-                    None => break Some(format!("the service at {} went away", ctx.endpoint)),
+                    if n == BATCH {
+                        break;
+                    }
+                    match replies.try_recv() {
+                        Ok(next) => rep = Some(next),
+                        Err(_) => break,
+                    }
                 }
             },
             ev = monitor.next(), if monitor_open => match ev {
@@ -232,6 +295,11 @@ async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>)
                 None => monitor_open = false,
             },
             _ = &mut idle, if outstanding.is_empty() && open && !closing => {
+                if active {
+                    active = false;
+                    idle.as_mut().reset(tokio::time::Instant::now() + IDLE);
+                    continue;
+                }
                 // Refuse new requests (the stream starts a fresh task for them) and finish.
                 closing = true;
                 rx.close();

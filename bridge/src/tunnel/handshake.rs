@@ -26,6 +26,11 @@ const MAX_STREAMS: u32 = 4096;
 
 /// Transport settings shared by both sides: keep-alive, idle timeout, stream limits and windows
 /// large enough for 16 MiB messages to flow without stalls.
+///
+/// Measured and left at quinn's defaults (`bridge/bench-netns.sh`, two network namespaces):
+/// the ACK-frequency extension, a 1 MiB initial congestion window, BBR and a 1452-byte initial
+/// MTU changed neither round trips nor pipelined throughput beyond noise. On a LAN the tunnel
+/// is bound by quinn's per-packet CPU cost, not by congestion control or acknowledgements.
 fn transport(config: &TunnelConfig) -> Result<Arc<TransportConfig>> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(config.keep_alive));
