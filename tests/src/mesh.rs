@@ -86,6 +86,22 @@ impl MeshFixture {
         fixture
     }
 
+    /// Hosts `names` whose agents each run a Podman of their own, once
+    /// every one of them is Ready and has reported its inventory.
+    pub fn start_with_containers(names: &[&str]) -> MeshFixture {
+        let mesh = MeshFixture::start(
+            names,
+            MeshOptions {
+                containers: true,
+                ..MeshOptions::default()
+            },
+        );
+        for name in names {
+            mesh.wait_ready_with_inventory(name, Duration::from_secs(30));
+        }
+        mesh
+    }
+
     /// Stops the coordinator (SIGKILL) and starts a new one with the same
     /// state directory, as after a crash.
     pub fn restart_coordinator(&mut self) {

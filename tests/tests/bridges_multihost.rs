@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_demo_image, require_podman, DEMO_IMAGE};
 use mesh_tests::wait;
 use serde_json::Value;
@@ -119,15 +119,7 @@ fn a_service_on_pc2_is_reachable_from_mainpc_through_the_tunnel() {
         return;
     }
     ensure_demo_image();
-    let mesh = MeshFixture::start(
-        &["mainpc", "pc2"],
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    mesh.wait_ready_with_inventory("mainpc", Duration::from_secs(30));
-    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    let mesh = MeshFixture::start_with_containers(&["mainpc", "pc2"]);
     let file = mesh.state.path().join("bridged.toml");
     std::fs::write(&file, TOPOLOGY.replace("IMAGE", DEMO_IMAGE)).unwrap();
     let file = file.to_string_lossy().into_owned();

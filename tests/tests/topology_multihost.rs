@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_demo_image, require_podman};
 use mesh_tests::wait;
 use serde_json::Value;
@@ -122,15 +122,7 @@ fn example_topology_rolls_out_in_dependency_order_and_reapplies_as_a_no_op() {
         return;
     }
     ensure_demo_image();
-    let mut mesh = MeshFixture::start(
-        &["mainpc", "pc2"],
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    mesh.wait_ready_with_inventory("mainpc", Duration::from_secs(30));
-    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    let mut mesh = MeshFixture::start_with_containers(&["mainpc", "pc2"]);
     let file = example();
     let file_arg = file.to_string_lossy().into_owned();
     let svcs = services(&file);
@@ -309,15 +301,7 @@ fn a_failing_service_stops_the_rollout_and_tears_nothing_down() {
         return;
     }
     mesh_tests::podman::ensure_system_busybox_image();
-    let mesh = MeshFixture::start(
-        &["mainpc", "pc2"],
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    mesh.wait_ready_with_inventory("mainpc", Duration::from_secs(30));
-    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    let mesh = MeshFixture::start_with_containers(&["mainpc", "pc2"]);
     let image = mesh_tests::podman::BUSYBOX_IMAGE;
     let topology = format!(
         r#"
