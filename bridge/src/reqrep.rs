@@ -83,15 +83,7 @@ pub(crate) async fn start(
     target: watch::Receiver<ServiceTarget>,
 ) -> Result<String> {
     let mut router = RouterSocket::new();
-    let endpoint = router
-        .bind(&ctx.spec.local)
-        .await
-        .map_err(|e| Error::LocalBind {
-            bridge: ctx.spec.name.clone(),
-            endpoint: ctx.spec.local.clone(),
-            reason: e.to_string(),
-        })?
-        .to_string();
+    let endpoint = ctx.bind_local(&mut router).await?;
     let mut monitor = router.monitor();
     let (send, mut recv) = router.split();
     let (in_tx, in_rx) = mpsc::channel(1024);
@@ -395,6 +387,9 @@ impl Client {
     }
 
     async fn deliver(&mut self, frames: Vec<Bytes>) {
+        // Settle the gauge before the client can see its answer, so a
+        // client that reads the counters after its last reply sees 0.
+        self.ctx.counters.set_in_flight(self.inflight.len());
         let Ok(msg) = ZmqMessage::try_from(frames) else {
             return;
         };
