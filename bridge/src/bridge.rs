@@ -85,6 +85,27 @@ pub(crate) struct BridgeCtx {
     pub(crate) shutdown: CancellationToken,
 }
 
+impl BridgeCtx {
+    /// The error for a local endpoint that could not be bound.
+    pub(crate) fn local_bind_error(&self, reason: impl fmt::Display) -> crate::error::Error {
+        crate::error::Error::LocalBind {
+            bridge: self.spec.name.clone(),
+            endpoint: self.spec.local.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Binds a ZeroMQ socket at the bridge's local endpoint; returns the
+    /// bound endpoint (port resolved).
+    pub(crate) async fn bind_local(&self, socket: &mut impl zeromq::Socket) -> Result<String> {
+        socket
+            .bind(&self.spec.local)
+            .await
+            .map(|e| e.to_string())
+            .map_err(|e| self.local_bind_error(e))
+    }
+}
+
 /// A running bridge. Dropping it stops it.
 #[derive(Debug)]
 pub struct Bridge {

@@ -35,15 +35,7 @@ pub(crate) async fn start(
     target: watch::Receiver<ServiceTarget>,
 ) -> Result<String> {
     let mut publisher = PubSocket::new();
-    let endpoint = publisher
-        .bind(&ctx.spec.local)
-        .await
-        .map_err(|e| Error::LocalBind {
-            bridge: ctx.spec.name.clone(),
-            endpoint: ctx.spec.local.clone(),
-            reason: e.to_string(),
-        })?
-        .to_string();
+    let endpoint = ctx.bind_local(&mut publisher).await?;
     info!(%endpoint, "PUB/SUB bridge listening");
     tokio::spawn(follow_target(ctx, publisher, target).in_current_span());
     Ok(endpoint)

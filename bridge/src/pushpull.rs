@@ -17,7 +17,7 @@ use zeromq::{PullSocket, PushSocket, Socket, SocketOptions, SocketRecv, SocketSe
 
 use crate::bridge::BridgeCtx;
 use crate::counters::Counters;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::frame::{Kind, Record};
 use crate::service::ServeStream;
 use crate::stream::{self, Outgoing, Reader};
@@ -34,15 +34,7 @@ pub(crate) async fn start(
     target: watch::Receiver<ServiceTarget>,
 ) -> Result<String> {
     let mut pull = PullSocket::new();
-    let endpoint = pull
-        .bind(&ctx.spec.local)
-        .await
-        .map_err(|e| Error::LocalBind {
-            bridge: ctx.spec.name.clone(),
-            endpoint: ctx.spec.local.clone(),
-            reason: e.to_string(),
-        })?
-        .to_string();
+    let endpoint = ctx.bind_local(&mut pull).await?;
     info!(%endpoint, "PUSH/PULL bridge listening");
     tokio::spawn(forward(ctx, pull, target).in_current_span());
     Ok(endpoint)

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::bridge::BridgeCtx;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::frame::{Kind, Record};
 use crate::service::ServeStream;
 use crate::stream::{self, Reader};
@@ -28,18 +28,10 @@ pub(crate) async fn start(
 ) -> Result<String> {
     let listener = TcpListener::bind(&ctx.spec.local)
         .await
-        .map_err(|e| Error::LocalBind {
-            bridge: ctx.spec.name.clone(),
-            endpoint: ctx.spec.local.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ctx.local_bind_error(e))?;
     let endpoint = listener
         .local_addr()
-        .map_err(|e| Error::LocalBind {
-            bridge: ctx.spec.name.clone(),
-            endpoint: ctx.spec.local.clone(),
-            reason: e.to_string(),
-        })?
+        .map_err(|e| ctx.local_bind_error(e))?
         .to_string();
     info!(%endpoint, "TCP bridge listening");
     tokio::spawn(accept_loop(ctx, listener, target).in_current_span());
