@@ -2,8 +2,10 @@
 //! wherever the [`crate::Target`] says it is now.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -167,6 +169,51 @@ impl Bridge {
     pub fn stop(&self) {
         self.shutdown.cancel();
     }
+
+    /// Stops the bridge and waits, up to `limit`, until the local endpoint's port can be bound
+    /// again, so that a service moving onto this host can publish it. The endpoint's listener
+    /// goes away in the background once the bridge's tasks have seen the stop. Returns `false`
+    /// when the port was still taken at the limit.
+    pub async fn close(self, limit: Duration) -> bool {
+        self.shutdown.cancel();
+        let Some(addr) = socket_addr(&self.endpoint) else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if port_free(addr) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The socket address of a bound endpoint (`tcp://IP:PORT` or `IP:PORT`).
+fn socket_addr(endpoint: &str) -> Option<SocketAddr> {
+    endpoint
+        .strip_prefix("tcp://")
+        .unwrap_or(endpoint)
+        .parse()
+        .ok()
+}
+
+/// Whether a TCP listener could bind `addr` now (as a service publishing it would).
+fn port_free(addr: SocketAddr) -> bool {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    };
+    socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1)
+        })
+        .is_ok()
 }
 
 impl Drop for Bridge {

@@ -284,3 +284,53 @@ async fn the_service_dying_mid_request_answers_with_an_error_and_recovers() {
     })
     .await;
 }
+
+/// A service moving onto this host publishes the very port the bridge endpoint listened on:
+/// `close` returns only once that port can be bound again, for every pattern, also while a
+/// local client is still connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_a_bridge_frees_its_port_for_the_service() {
+    within(30, async {
+        let mesh = Mesh::new("home");
+        let mainpc = mesh.agent("mainpc");
+        let pc2 = mesh.agent("pc2");
+        let service = rep_service(b"pc2:").await;
+        for pattern in [
+            Pattern::ReqRep,
+            Pattern::PubSub,
+            Pattern::PushPull,
+            Pattern::Tcp,
+        ] {
+            let (bridge, _target) = bridge(
+                &mainpc,
+                &pc2,
+                "svc",
+                pattern,
+                &service,
+                InFlightPolicy::Error,
+            )
+            .await;
+            let endpoint = bridge.endpoint().to_string();
+            let addr = endpoint.trim_start_matches("tcp://").to_string();
+            let client = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect to the bridge endpoint");
+            assert!(
+                tokio::net::TcpListener::bind(&addr).await.is_err(),
+                "{pattern}: the open bridge endpoint must hold {addr}"
+            );
+            assert!(
+                bridge.close(Duration::from_secs(5)).await,
+                "{pattern}: port of {endpoint} still taken after close"
+            );
+            // What the service's container does on this host: listen on that port.
+            let mut rep = zeromq::RepSocket::new();
+            rep.bind(&format!("tcp://{addr}"))
+                .await
+                .unwrap_or_else(|e| panic!("{pattern}: bind {addr} after close: {e}"));
+            drop(rep);
+            drop(client);
+        }
+    })
+    .await;
+}
