@@ -99,7 +99,19 @@ struct Running {
 struct State {
     directory: Directory,
     bridges: BTreeMap<String, Running>,
+    /// Bridges whose endpoint could not start with the current directory
+    /// (typically: the service's old container still holds the port while
+    /// it moves away from this host). [`BridgeHost::retry_failed`] tries
+    /// them again.
+    failed: BTreeMap<String, String>,
 }
+
+/// How long a service moving onto this host may wait for the bridge
+/// endpoint to give its port back.
+const RELEASE_LIMIT: Duration = Duration::from_secs(3);
+
+/// How often endpoints that could not start are tried again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// The bridges of this host. Cheap to share.
 pub struct BridgeHost {
@@ -141,11 +153,18 @@ impl BridgeHost {
 
     /// Follows a new directory: exports what runs here, starts, moves or
     /// stops the local endpoints of what runs elsewhere.
+    ///
+    /// Returns once every endpoint of a service that now runs here has
+    /// given its port back (or [`RELEASE_LIMIT`] passed), so the caller can
+    /// hand the agent's container manager a desired set that publishes
+    /// that port. An endpoint that cannot start is tried again by
+    /// [`BridgeHost::retry_failed`].
     pub async fn apply(&self, directory: Directory) {
         let mut state = self.state.lock().await;
         if directory.generation != 0 && directory.generation < state.directory.generation {
             return;
         }
+        state.failed.clear();
         let wanted = roles(&directory, &self.node, self.service_ip, self.listen_ip);
         // Exports: exactly the services that run here.
         let old = roles(
@@ -175,8 +194,16 @@ impl BridgeHost {
                     );
                     // The service runs here now: its published port is the
                     // endpoint, so a bridge listener must not hold it.
-                    if state.bridges.remove(service).is_some() {
-                        tracing::info!("service runs here now; local bridge endpoint closed");
+                    if let Some(running) = state.bridges.remove(service) {
+                        if running.bridge.close(RELEASE_LIMIT).await {
+                            tracing::info!("service runs here now; local bridge endpoint closed");
+                        } else {
+                            tracing::warn!(
+                                "service runs here now, but the bridge endpoint's port was still \
+                                 taken {RELEASE_LIMIT:?} after closing it; the container may fail \
+                                 to publish it"
+                            );
+                        }
                     }
                 }
                 Role::Remote {
@@ -208,7 +235,9 @@ impl BridgeHost {
                                 .insert(service.clone(), Running { bridge, target: t });
                         }
                         Err(e) => {
-                            tracing::warn!(error = %e, "bridge endpoint could not start; retried with the next directory")
+                            let _e = span.enter();
+                            tracing::warn!(error = %e, "bridge endpoint could not start; trying again every {RETRY_EVERY:?}");
+                            state.failed.insert(service.clone(), e.to_string());
                         }
                     }
                 }
@@ -225,10 +254,48 @@ impl BridgeHost {
             .cloned()
             .collect();
         for service in gone {
-            state.bridges.remove(&service);
+            if let Some(running) = state.bridges.remove(&service) {
+                running.bridge.stop();
+            }
             tracing::info!(service = %service, "bridge removed from the directory; endpoint closed");
         }
         state.directory = directory;
+    }
+
+    /// Tries again the endpoints that could not start with the current
+    /// directory. Returns how many still fail.
+    pub async fn retry_failed(&self) -> usize {
+        let directory = {
+            let state = self.state.lock().await;
+            if state.failed.is_empty() {
+                return 0;
+            }
+            state.directory.clone()
+        };
+        self.apply(directory).await;
+        self.state.lock().await.failed.len()
+    }
+
+    /// Retries failed endpoints every [`RETRY_EVERY`] until `shutdown`.
+    pub fn spawn_retries(self: &Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let host = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RETRY_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        host.retry_failed().await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The endpoints that could not start, with why.
+    pub async fn failed(&self) -> BTreeMap<String, String> {
+        self.state.lock().await.failed.clone()
     }
 
     /// Each local bridge endpoint's counters (messages and bytes each way,
@@ -258,6 +325,14 @@ impl BridgeHost {
         let mut bridges = Vec::new();
         for b in &directory.bridges {
             bridges.push(self.check_bridge(b, &peers, timeout).await);
+        }
+        let failed = self.failed().await;
+        for b in &mut bridges {
+            if let Some(reason) = failed.get(&b.service) {
+                b.ok = false;
+                b.cause = "port (the bridge endpoint could not start)".into();
+                b.error = reason.clone();
+            }
         }
         let counters = self.counters().await;
         for b in &mut bridges {

@@ -183,6 +183,7 @@ fn main() -> anyhow::Result<()> {
             ) {
                 Ok(host) => {
                     tracing::info!(listen = %b.listen, port = host.tunnel_port(), "bridge tunnel endpoint listening");
+                    host.spawn_retries(shutdown.clone());
                     agent = agent.with_bridges(host);
                 }
                 Err(e) => tracing::warn!(error = %e, "bridges disabled on this host: the tunnel endpoint could not start; set [bridge] listen or --tunnel-listen"),

@@ -199,8 +199,13 @@ impl Agent {
                         Some(CoordBody::Command(command)) => self.forward_command(command, tx.clone()),
                         Some(CoordBody::Directory(directory)) => {
                             tracing::info!(generation = directory.generation, bridges = directory.bridges.len(), peers = directory.peers.len(), "bridge directory received");
-                            if let Some(b) = self.bridges.clone() {
-                                tokio::spawn(async move { b.apply(directory).await });
+                            // Applied before the next message: the coordinator
+                            // sends a directory before the desired set that goes
+                            // with it, and a service moving onto this host needs
+                            // its bridge endpoint's port back before its
+                            // container can publish it.
+                            if let Some(b) = &self.bridges {
+                                b.apply(directory).await;
                             }
                         }
                         Some(CoordBody::Check(request)) => self.run_check(request, tx.clone()),
