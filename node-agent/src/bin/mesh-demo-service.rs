@@ -42,11 +42,16 @@
 //!     seq numbers must follow each other without gaps from the first one
 //!     seen (a subscriber misses what was published before it joined).
 //!
+//!   `req` also takes `--interval-ms`/`DEMO_INTERVAL_MS` (default 0), a
+//!   pause between one client's requests, and counts error replies made
+//!   by a mesh bridge (`MESH-BRIDGE-ERROR: ...`) as `bridge_errors`
+//!   rather than wrong replies (still a problem: exit status 1).
+//!
 //!   `--timeout-ms`/`DEMO_TIMEOUT_MS` (default 10000) limits every
 //!   connect, send and receive (a request without a reply in time counts
 //!   as an error and its socket is replaced) and, for `sub`, the whole
 //!   run. The report: `{"pattern", "clients", "requests_sent",
-//!   "replies_ok", "replies_wrong", "errors", "messages_received",
+//!   "replies_ok", "replies_wrong", "bridge_errors", "errors", "messages_received",
 //!   "in_order", "first_problem", "elapsed_ms", "p50_us", "p99_us"}`;
 //!   `in_order` is null except for `sub`, the latencies (round trips of
 //!   correct replies) null for `sub`, `first_problem` null on success.
@@ -150,6 +155,9 @@ struct Args {
     #[arg(long, env = "DEMO_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
+    /// client req: milliseconds to wait between one client's requests.
+    #[arg(long, env = "DEMO_INTERVAL_MS", default_value_t = 0)]
+    interval_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -256,6 +264,7 @@ fn client_config(args: &Args) -> Result<client::Config, String> {
         topics,
         count: args.count,
         timeout: Duration::from_millis(args.timeout_ms),
+        interval: Duration::from_millis(args.interval_ms),
     })
 }
 

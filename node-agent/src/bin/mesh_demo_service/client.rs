@@ -56,6 +56,8 @@ pub struct Config {
     pub topics: Vec<String>,
     pub count: u64,
     pub timeout: Duration,
+    /// req: pause between one client's requests.
+    pub interval: Duration,
 }
 
 /// The one line printed on stdout; fields that do not apply to the
@@ -67,6 +69,9 @@ pub struct Report {
     pub requests_sent: u64,
     pub replies_ok: u64,
     pub replies_wrong: u64,
+    /// Error replies made by a mesh bridge (`MESH-BRIDGE-ERROR: ...`): an
+    /// explicit failure, neither a wrong reply nor a lost request.
+    pub bridge_errors: u64,
     pub errors: u64,
     pub messages_received: u64,
     pub in_order: Option<bool>,
@@ -98,6 +103,7 @@ struct Tally {
     requests_sent: u64,
     replies_ok: u64,
     replies_wrong: u64,
+    bridge_errors: u64,
     errors: u64,
     messages_received: u64,
     in_order: Option<bool>,
@@ -131,6 +137,7 @@ impl Tally {
             requests_sent: self.requests_sent,
             replies_ok: self.replies_ok,
             replies_wrong: self.replies_wrong,
+            bridge_errors: self.bridge_errors,
             errors: self.errors,
             messages_received: self.messages_received,
             in_order: self.in_order,
@@ -270,6 +277,21 @@ async fn req_client(config: Arc<Config>, client: usize, tally: Shared) {
             Ok(reply) => {
                 let latency = micros(started.elapsed());
                 let frames = reply.into_vec();
+                if let [body] = frames.as_slice() {
+                    if body.starts_with(mesh_bridge::ERROR_PREFIX.as_bytes()) {
+                        tally.with(|t| {
+                            t.requests_sent += 1;
+                            t.messages_received += 1;
+                            t.bridge_errors += 1;
+                            t.problem(format!(
+                                "client {client} request {seq}: {}",
+                                String::from_utf8_lossy(body)
+                            ));
+                        });
+                        pause(config.interval).await;
+                        continue;
+                    }
+                }
                 let checked = match frames.as_slice() {
                     [body] => check_echo(body, client, config.size).and_then(|got| {
                         if got == seq {
@@ -294,6 +316,7 @@ async fn req_client(config: Arc<Config>, client: usize, tally: Shared) {
                         Err(why) => t.wrong(format!("client {client} request {seq}: {why}")),
                     }
                 });
+                pause(config.interval).await;
             }
             Err((sent, why)) => {
                 tally.with(|t| {
@@ -313,6 +336,12 @@ async fn req_client(config: Arc<Config>, client: usize, tally: Shared) {
                 };
             }
         }
+    }
+}
+
+async fn pause(interval: Duration) {
+    if !interval.is_zero() {
+        tokio::time::sleep(interval).await;
     }
 }
 
