@@ -454,6 +454,58 @@ impl BridgeHost {
     }
 }
 
+/// `mesh-agent tunnel-check`: opens a tunnel from an ephemeral UDP port
+/// to `peer_name` at `peer` with `tls`, and prints one line saying how it
+/// went. Returns whether the tunnel opened; errors only when no local
+/// endpoint can be bound.
+pub async fn tunnel_check(
+    tls: &MeshTls,
+    peer: SocketAddr,
+    peer_name: &str,
+    limit: Duration,
+) -> Result<bool, mesh_bridge::Error> {
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+    };
+    let tunnels = Tunnels::bind(tls, TunnelConfig::new(any))?;
+    let target = PeerAddr {
+        node: peer_name.to_string(),
+        addr: peer,
+    };
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(limit, tunnels.connect(&target)).await;
+    let ok = match outcome {
+        Ok(Ok(_)) => {
+            let rtt = tunnels.rtt(peer_name).unwrap_or_else(|| started.elapsed());
+            println!(
+                "tunnel to {peer_name} at {peer}: ok (as {}), round trip {} us",
+                tls.identity(),
+                rtt.as_micros()
+            );
+            true
+        }
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            println!(
+                "tunnel to {peer_name} at {peer}: FAILED ({}): {text}",
+                cause_of(&text)
+            );
+            false
+        }
+        Err(_) => {
+            println!(
+                "tunnel to {peer_name} at {peer}: FAILED (link): no answer within {limit:?}; is \
+                 its agent running and UDP port {} open?",
+                peer.port()
+            );
+            false
+        }
+    };
+    tunnels.close();
+    Ok(ok)
+}
+
 fn counters_proto(c: &mesh_bridge::CounterSnapshot) -> mesh_proto::v1::BridgeCounters {
     let us = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
     mesh_proto::v1::BridgeCounters {

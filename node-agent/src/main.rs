@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, env = "MESH_AGENT_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// This node's name (must match the name in its agent certificate).
-    #[arg(long, env = "MESH_NODE")]
+    #[arg(long, env = "MESH_NODE", global = true)]
     node: Option<String>,
     /// Coordinator address, HOST:PORT.
     #[arg(long, env = "MESH_COORDINATOR")]
@@ -41,13 +41,16 @@ struct Args {
     #[arg(long = "label")]
     labels: Vec<String>,
     /// Certificate directory made by `meshctl certs` (uses ca.crt and agent-NODE.crt/.key).
-    #[arg(long, env = "MESH_CERTS_DIR")]
+    #[arg(long, env = "MESH_CERTS_DIR", global = true)]
     certs_dir: Option<PathBuf>,
-    #[arg(long)]
+    /// CA certificate (overrides the one in --certs-dir).
+    #[arg(long, global = true)]
     ca: Option<PathBuf>,
-    #[arg(long)]
+    /// This agent's certificate (overrides the one in --certs-dir).
+    #[arg(long, global = true)]
     cert: Option<PathBuf>,
-    #[arg(long)]
+    /// This agent's private key (overrides the one in --certs-dir).
+    #[arg(long, global = true)]
     key: Option<PathBuf>,
     /// Where the agent keeps its state [default: /var/lib/mesh-agent/NODE].
     #[arg(long, env = "MESH_STATE_DIR")]
@@ -69,6 +72,23 @@ struct Args {
 enum Command {
     /// Print this host's inventory (CPU, memory, disk, GPUs via NVML) as JSON and exit.
     Inventory,
+    /// Open a bridge tunnel (mutual-TLS QUIC) to another agent with this
+    /// agent's certificate, print the outcome (round-trip time, or what
+    /// failed and its likely cause) and exit: 0 when the tunnel opened, 1
+    /// when not. Needs no coordinator; uses --node and the certificate
+    /// settings.
+    TunnelCheck {
+        /// The other agent's tunnel endpoint, IP:PORT (UDP; 7444 unless its
+        /// `[bridge] listen` says otherwise).
+        #[arg(long)]
+        peer: std::net::SocketAddr,
+        /// The other agent's node name; its certificate must say so.
+        #[arg(long)]
+        peer_name: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,9 +113,23 @@ fn main() -> anyhow::Result<()> {
         println!("{}", inventory_json(&source.collect()));
         return Ok(());
     }
+    let tunnel_check = match &args.command {
+        Some(Command::TunnelCheck {
+            peer,
+            peer_name,
+            timeout_ms,
+        }) => Some((*peer, peer_name.clone(), Duration::from_millis(*timeout_ms))),
+        _ => None,
+    };
+    // A tunnel check talks to no coordinator: any address satisfies the
+    // configuration when none is set.
+    let coordinator = match (&tunnel_check, args.coordinator) {
+        (Some(_), None) if file.coordinator.is_none() => Some("127.0.0.1:7443".to_string()),
+        (_, given) => given,
+    };
     let overrides = Overrides {
         node: args.node,
-        coordinator: args.coordinator,
+        coordinator,
         advertise_address: args.advertise_address,
         heartbeat_ms: args.heartbeat_ms,
         storage_path: args.storage_path,
@@ -120,6 +154,15 @@ fn main() -> anyhow::Result<()> {
             config.node,
             config.node
         );
+    }
+    if let Some((peer, peer_name, limit)) = tunnel_check {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let ok = runtime.block_on(mesh_node_agent::bridges::tunnel_check(
+            &tls, peer, &peer_name, limit,
+        ))?;
+        std::process::exit(if ok { 0 } else { 1 });
     }
     let mut gpus = HostGpus::detect(config.gpus.clone());
     let gpu_facts = GpuFacts {
