@@ -97,4 +97,6 @@ if [ "${BENCH_FLOORS:-1}" = 1 ]; then
   ip netns exec "$B" "$BIN/bench-bridge" --role client --certs-dir "$WORK" --node mainpc \
     --peer "$B_IP:7500" --peer-name pc2 --only direct-rtt \
     --direct-rep "tcp://$B_IP:7501" --direct-router "tcp://$B_IP:7502" "$@" | sed 's/^DirectRtt /- /'
+  echo
+  ip netns exec "$B" "$BIN/bench-bridge" --role tcp-loopback
 fi

@@ -11,6 +11,9 @@
 //! * `quic-client`: raw QUIC round trips and throughput to the server's echo endpoint
 //!   (`--quic-echo`): the floor of the tunnel between the two hosts, no ZeroMQ, no bridge.
 //!
+//! * `tcp-loopback`: a plain TCP echo between two threads on loopback: the kernel's floor
+//!   for each local hop (client to bridge endpoint, bridge to service).
+//!
 //! * `quic-streams`: raw QUIC with the mesh's TLS settings on loopback, comparing one
 //!   multiplexed stream with one stream per request (the design choice of the REQ/REP bridge).
 //!
@@ -48,6 +51,9 @@ enum RunRole {
     /// Raw QUIC to the server's echo endpoint (`--quic-echo`): the round trip and throughput
     /// floor of the tunnel between the two hosts, with no ZeroMQ and no bridge.
     QuicClient,
+    /// Plain TCP echo on loopback between two blocking threads (no ZeroMQ, no async
+    /// runtime): the kernel's floor for each local hop a bridge endpoint adds.
+    TcpLoopback,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -145,12 +151,55 @@ async fn main() -> Result<()> {
         RunRole::Server => run_server(&args).await,
         RunRole::Client => run_client(&args).await,
         RunRole::QuicStreams => quic_streams::run(&args).await,
+        RunRole::TcpLoopback => tcp_loopback(),
         RunRole::QuicClient => {
             let agent = agent_runtime(args.agent_runtime)?;
             let args = args.clone();
             on_agent(&agent, async move { quic_streams::run_client(&args).await }).await
         }
     }
+}
+
+/// Round trips of a plain TCP echo on loopback (blocking threads, `TCP_NODELAY`), 64 B and
+/// 64 KiB; prints p50/p99 as a markdown list.
+fn tcp_loopback() -> Result<()> {
+    use std::io::{Read, Write};
+    println!("### Plain TCP echo on loopback (two blocking threads, no ZeroMQ)\n");
+    for (size, n) in [(64usize, 5_000usize), (64 * 1024, 2_000)] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let echo = std::thread::spawn(move || -> std::io::Result<()> {
+            let (mut s, _) = listener.accept()?;
+            s.set_nodelay(true)?;
+            let mut buf = vec![0u8; size];
+            while s.read_exact(&mut buf).is_ok() {
+                s.write_all(&buf)?;
+            }
+            Ok(())
+        });
+        let mut client = std::net::TcpStream::connect(addr)?;
+        client.set_nodelay(true)?;
+        let mut buf = vec![7u8; size];
+        let mut h = Histogram::<u64>::new(3)?;
+        for i in 0..n {
+            let started = Instant::now();
+            client.write_all(&buf)?;
+            client.read_exact(&mut buf)?;
+            if i >= n / 10 {
+                h.record(started.elapsed().as_micros() as u64)?;
+            }
+        }
+        drop(client);
+        echo.join()
+            .map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+        println!(
+            "- {}: p50 {} µs, p99 {} µs",
+            if size == 64 { "64 B" } else { "64 KiB" },
+            quantile_us(&h, 0.5),
+            quantile_us(&h, 0.99)
+        );
+    }
+    Ok(())
 }
 
 fn load_tls(args: &Args, default_node: &str) -> Result<MeshTls> {
