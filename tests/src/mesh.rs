@@ -114,6 +114,29 @@ impl MeshFixture {
         );
     }
 
+    /// Runs the demo service's client mode as a one-shot container on
+    /// `node` (its own Podman, default network) with `env` added, and
+    /// returns its JSON report and whether it exited 0 (every answer
+    /// correct). Panics when there is no report.
+    pub fn demo_client(&self, node: &str, env: &[(&str, String)]) -> (serde_json::Value, bool) {
+        let mut cmd = self.podman(node);
+        cmd.args(["run", "--rm", "-e", "DEMO_MODE=client"]);
+        for (k, v) in env {
+            cmd.arg("-e").arg(format!("{k}={v}"));
+        }
+        cmd.arg(crate::podman::DEMO_IMAGE);
+        let out = cmd.output().expect("run podman");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        let report = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "client on {node}: no JSON report ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (report, out.status.success())
+    }
+
     pub fn coordinator_address(&self) -> String {
         format!(
             "{}:{COORDINATOR_PORT}",

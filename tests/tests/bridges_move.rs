@@ -49,30 +49,9 @@ in_flight = "retry-once"
 
 const HOSTS: [&str; 3] = ["mainpc", "pc2", "pc3"];
 
-/// Runs the demo client as a one-shot container on `node` and returns
-/// its JSON report (whatever its exit status: the caller judges).
-fn client_report(mesh: &MeshFixture, node: &str, env: &[(&str, String)]) -> Value {
-    let mut cmd = mesh.podman(node);
-    cmd.args(["run", "--rm", "-e", "DEMO_MODE=client"]);
-    for (k, v) in env {
-        cmd.arg("-e").arg(format!("{k}={v}"));
-    }
-    cmd.arg(DEMO_IMAGE);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "client on {node}: no JSON report ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// 10 REQ clients x 50 requests from `node` through its local endpoint.
 fn requests_pass_from(mesh: &MeshFixture, node: &str) {
-    let report = client_report(
-        mesh,
+    let (report, ok) = mesh.demo_client(
         node,
         &[
             (
@@ -83,6 +62,7 @@ fn requests_pass_from(mesh: &MeshFixture, node: &str) {
             ("DEMO_REQUESTS", "50".into()),
         ],
     );
+    assert!(ok, "from {node}: {report:#}");
     assert_eq!(report["replies_ok"], 500, "from {node}: {report:#}");
     assert_eq!(
         report["first_problem"],
@@ -178,8 +158,7 @@ fn bridges_follow_a_service_that_moves_between_hosts() {
     let endpoint = format!("tcp://{}:7140", mesh.host("mainpc").address);
     let report = std::thread::scope(|scope| {
         let client = scope.spawn(|| {
-            let report = client_report(
-                &mesh,
+            let (report, _) = mesh.demo_client(
                 "mainpc",
                 &[
                     ("DEMO_CONNECT", endpoint.clone()),

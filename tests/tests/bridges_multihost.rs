@@ -69,25 +69,10 @@ port = 7150
 pattern = "pub"
 "#;
 
-/// Runs the demo client as a one-shot container on `node` (its own
-/// Podman, default network) and returns its JSON report.
+/// The demo client on `node`; every answer must be correct.
 fn client_container(mesh: &MeshFixture, node: &str, env: &[(&str, String)]) -> Value {
-    let mut cmd = mesh.podman(node);
-    cmd.args(["run", "--rm", "-e", "DEMO_MODE=client"]);
-    for (k, v) in env {
-        cmd.arg("-e").arg(format!("{k}={v}"));
-    }
-    cmd.arg(DEMO_IMAGE);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    let report: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "client on {node}: no JSON report ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(out.status.success(), "client on {node} failed: {report:#}");
+    let (report, ok) = mesh.demo_client(node, env);
+    assert!(ok, "client on {node} failed: {report:#}");
     report
 }
 
