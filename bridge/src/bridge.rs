@@ -15,7 +15,7 @@ use crate::counters::{CounterSnapshot, Counters};
 use crate::error::Result;
 use crate::target::{InFlightPolicy, ServiceTarget};
 use crate::tunnel::Tunnels;
-use crate::{pubsub, pushpull, reqrep, tcp};
+use crate::{distribute, pubsub, pushpull, reqrep, tcp};
 
 /// How a bridged service talks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -27,6 +27,9 @@ pub enum Pattern {
     PubSub,
     /// The service is a PULL socket; local PUSH clients connect to the bridge endpoint (a PULL).
     PushPull,
+    /// The service is a PUSH socket handing out work; local PULL workers connect to the bridge
+    /// endpoint (a PUSH).
+    Distribute,
     /// Anything else: raw bytes, one tunnel stream per TCP connection.
     Tcp,
 }
@@ -38,6 +41,7 @@ impl Pattern {
             Pattern::ReqRep => "reqrep",
             Pattern::PubSub => "pubsub",
             Pattern::PushPull => "pushpull",
+            Pattern::Distribute => "distribute",
             Pattern::Tcp => "tcp",
         }
     }
@@ -57,11 +61,14 @@ impl FromStr for Pattern {
             Pattern::ReqRep,
             Pattern::PubSub,
             Pattern::PushPull,
+            Pattern::Distribute,
             Pattern::Tcp,
         ]
         .into_iter()
         .find(|p| p.as_str() == s)
-        .ok_or_else(|| format!("unknown bridge pattern '{s}': use reqrep, pubsub, pushpull or tcp"))
+        .ok_or_else(|| {
+            format!("unknown bridge pattern '{s}': use reqrep, pubsub, pushpull, distribute or tcp")
+        })
     }
 }
 
@@ -140,6 +147,7 @@ impl Bridge {
             Pattern::ReqRep => reqrep::start(ctx, target).instrument(span).await?,
             Pattern::PubSub => pubsub::start(ctx, target).instrument(span).await?,
             Pattern::PushPull => pushpull::start(ctx, target).instrument(span).await?,
+            Pattern::Distribute => distribute::start(ctx, target).instrument(span).await?,
             Pattern::Tcp => tcp::start(ctx, target).instrument(span).await?,
         };
         Ok(Bridge {
@@ -232,11 +240,15 @@ mod tests {
             Pattern::ReqRep,
             Pattern::PubSub,
             Pattern::PushPull,
+            Pattern::Distribute,
             Pattern::Tcp,
         ] {
             assert_eq!(p.as_str().parse::<Pattern>(), Ok(p));
         }
         let err = "reqrepx".parse::<Pattern>().unwrap_err();
-        assert!(err.contains("reqrep, pubsub, pushpull or tcp"), "{err}");
+        assert!(
+            err.contains("reqrep, pubsub, pushpull, distribute or tcp"),
+            "{err}"
+        );
     }
 }

@@ -9,8 +9,9 @@
 //! * [`Bridge`]: the client side of one bridge (a local endpoint whose traffic goes to the
 //!   service wherever it runs now, per [`Target`]); [`Exports`]: the services this agent
 //!   serves to other agents' bridges.
-//! * Patterns: REQ/REP and DEALER/ROUTER (`reqrep`), PUB/SUB (`pubsub`), PUSH/PULL
-//!   (`pushpull`), raw TCP (`tcp`).
+//! * Patterns: REQ/REP and DEALER/ROUTER (`reqrep`), PUB/SUB (`pubsub`), PUSH/PULL towards
+//!   the service (`pushpull`) and from it to workers on other hosts (`distribute`), raw TCP
+//!   (`tcp`).
 //!
 //! What it must not do: send anything between hosts in clear text; let a peer reach anything
 //! on this host that is not exported; lose a request silently or answer one twice; depend on
@@ -21,6 +22,7 @@
 mod backoff;
 mod bridge;
 mod counters;
+mod distribute;
 mod error;
 pub mod frame;
 mod idhash;

@@ -5,7 +5,8 @@
 //! When the service moves, messages already queued on the old stream are still delivered
 //! there; new messages go to the new place. A message that cannot be delivered (no tunnel, no
 //! service) is counted as an error and logged: PUSH has no way to tell the sender.
-//! Not done: the other direction (a service that PUSHes to PULL clients on other hosts).
+//! The other direction (a service that PUSHes to PULL workers on other hosts) is
+//! `distribute.rs`.
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use crate::frame::{Kind, Record};
 use crate::stream::{self, write_record};
 use crate::tunnel::ALPN;
-use crate::{pubsub, pushpull, reqrep, tcp, Pattern};
+use crate::{distribute, pubsub, pushpull, reqrep, tcp, Pattern};
 
 /// A local service offered to bridges on other agents.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +164,7 @@ pub(crate) async fn serve_stream(
         Pattern::ReqRep => reqrep::serve(ctx, send, reader).instrument(span).await,
         Pattern::PubSub => pubsub::serve(ctx, send, reader).instrument(span).await,
         Pattern::PushPull => pushpull::serve(ctx, send, reader).instrument(span).await,
+        Pattern::Distribute => distribute::serve(ctx, send, reader).instrument(span).await,
         Pattern::Tcp => tcp::serve(ctx, send, reader).instrument(span).await,
     }
 }

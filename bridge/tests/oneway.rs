@@ -305,3 +305,102 @@ async fn tcp_mode_with_the_service_down_closes_the_local_connection() {
     })
     .await;
 }
+
+/// A service that PUSHes work: PULL workers on another host get every message through the
+/// bridge, each exactly once, in the service's order per worker; nothing is pulled before a
+/// worker is there (the service's PUSH holds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushing_service_feeds_pull_workers_on_another_host() {
+    within(60, async {
+        let mesh = Mesh::new("home");
+        let mainpc = mesh.agent("mainpc");
+        let pc2 = mesh.agent("pc2");
+        let mut ventilator = PushSocket::new();
+        let ep = ventilator
+            .bind("tcp://127.0.0.1:0")
+            .await
+            .expect("bind PUSH")
+            .to_string();
+        let (bridge, _t) = bridge(
+            &mainpc,
+            &pc2,
+            "work",
+            Pattern::Distribute,
+            &ep,
+            InFlightPolicy::Error,
+        )
+        .await;
+
+        // No worker yet: the bridge takes nothing, so the service has no peer to send to.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            ventilator.send(msg(&[b"too early"])).await.is_err(),
+            "the bridge must not pull work before a worker is there"
+        );
+
+        const WORKERS: usize = 3;
+        const N: usize = 600;
+        let mut tasks = Vec::new();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, usize)>();
+        let connected = Arc::new(tokio::sync::Barrier::new(WORKERS + 1));
+        for w in 0..WORKERS {
+            let ep = bridge.endpoint().to_string();
+            let done_tx = done_tx.clone();
+            let connected = connected.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut pull = PullSocket::new();
+                pull.connect(&ep).await.expect("connect PULL");
+                connected.wait().await;
+                loop {
+                    let f = frames(pull.recv().await.expect("pull"));
+                    assert_eq!(f[0], b"job".to_vec());
+                    let n: usize = String::from_utf8(f[1].clone())
+                        .expect("utf8")
+                        .parse()
+                        .expect("n");
+                    if done_tx.send((w, n)).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(done_tx);
+        connected.wait().await;
+        // The service's PUSH has a peer (the bridge's PULL) once a worker connected.
+        let mut sent = 0;
+        while sent < N {
+            match ventilator
+                .send(msg(&[b"job", sent.to_string().as_bytes()]))
+                .await
+            {
+                Ok(()) => sent += 1,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let mut seen = vec![0usize; N];
+        let mut last: Vec<Option<usize>> = vec![None; WORKERS];
+        let mut per_worker = vec![0usize; WORKERS];
+        for _ in 0..N {
+            let (w, n) = done_rx.recv().await.expect("a job");
+            seen[n] += 1;
+            per_worker[w] += 1;
+            assert!(
+                last[w].is_none_or(|l| l < n),
+                "worker {w}: {n} after {last:?}"
+            );
+            last[w] = Some(n);
+        }
+        assert!(seen.iter().all(|&c| c == 1), "every job exactly once");
+        assert!(
+            per_worker.iter().all(|&c| c > 0),
+            "round robin over the workers: {per_worker:?}"
+        );
+        let c = bridge.counters();
+        assert_eq!(c.msgs_in, N as u64);
+        assert_eq!(c.errors, 0);
+        for t in tasks {
+            t.abort();
+        }
+    })
+    .await;
+}

@@ -15,7 +15,7 @@ use mesh_topology::service::parse_port;
 #[derive(Clone, Debug, PartialEq)]
 pub struct BridgeDef {
     pub service: String,
-    /// reqrep, pubsub, pushpull or tcp.
+    /// reqrep, pubsub, pushpull, distribute or tcp.
     pub pattern: String,
     pub port: u16,
     pub target_port: u16,
@@ -30,7 +30,8 @@ pub struct BridgeDef {
 pub fn pattern_of(word: &str) -> &'static str {
     match word {
         "pub" => "pubsub",
-        "pull" | "push" => "pushpull",
+        "pull" => "pushpull",
+        "push" => "distribute",
         "tcp" => "tcp",
         _ => "reqrep",
     }
@@ -161,6 +162,22 @@ pattern = "pub"
 in_flight = "retry-once"
 env = "EVENTS_URL"
 "#;
+
+    #[test]
+    fn every_topology_pattern_names_a_bridge_pattern() {
+        for (word, bridge) in [
+            ("rep", "reqrep"),
+            ("router", "reqrep"),
+            ("", "reqrep"),
+            ("pub", "pubsub"),
+            ("pull", "pushpull"),
+            ("push", "distribute"),
+            ("tcp", "tcp"),
+        ] {
+            assert_eq!(pattern_of(word), bridge, "{word}");
+            assert!(bridge.parse::<mesh_bridge::Pattern>().is_ok(), "{bridge}");
+        }
+    }
 
     #[test]
     fn bridges_resolve_ports_probes_and_env_names() {
