@@ -2,7 +2,8 @@
 //! their own Podman, real demo-service containers): a service on pc2 is
 //! reachable from mainpc at a stable endpoint through the agents' mutual-TLS
 //! QUIC tunnel, directly on pc2, its address is in every container's
-//! environment, and `meshctl check` sees the tunnels and probes every
+//! environment, a PUSHing service feeds a PULL worker on mainpc, and
+//! `meshctl check` sees the tunnels and probes every
 //! bridge, failing with a cause when the service goes away. Needs root and
 //! podman: CI runs it.
 
@@ -58,10 +59,27 @@ ports = ["7150:5555"]
 zmq = { port = 5556 }
 interval_ms = 300
 
+[[groups]]
+name = "work"
+prefer = ["pc2"]
+[[groups.services]]
+name = "ventilator"
+image = "IMAGE"
+env = { DEMO_MODE = "push", DEMO_NAME = "ventilator", DEMO_TOPICS = "jobs", DEMO_COUNT = "300", DEMO_RATE_HZ = "0" }
+ports = ["7160:5555"]
+[groups.services.health]
+zmq = { port = 5556 }
+interval_ms = 300
+
 [[bridges]]
 service = "memory-orchestrator"
 port = 7140
 pattern = "router"
+
+[[bridges]]
+service = "ventilator"
+port = 7160
+pattern = "push"
 
 [[bridges]]
 service = "event-bus"
@@ -220,6 +238,25 @@ fn a_service_on_pc2_is_reachable_from_mainpc_through_the_tunnel() {
     );
     assert_eq!(sub["in_order"], true, "{sub:#}");
     assert!(sub["messages_received"].as_u64().unwrap() >= 600, "{sub:#}");
+
+    // PUSH/PULL from the service: a worker on mainpc takes every job the
+    // ventilator on pc2 hands out, in order.
+    let pull = client_container(
+        &mesh,
+        "mainpc",
+        &[
+            (
+                "DEMO_CONNECT",
+                format!("tcp://{}:7160", mesh.host("mainpc").address),
+            ),
+            ("DEMO_PATTERN", "pull".into()),
+            ("DEMO_TOPICS", "jobs".into()),
+            ("DEMO_COUNT", "300".into()),
+            ("DEMO_TIMEOUT_MS", "20000".into()),
+        ],
+    );
+    assert_eq!(pull["messages_received"], 300, "{pull:#}");
+    assert_eq!(pull["in_order"], true, "{pull:#}");
 
     // mainpc's bridge endpoint counted that traffic.
     let check = json_of(&mesh, &["check", "-o", "json"]).unwrap();

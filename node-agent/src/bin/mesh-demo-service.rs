@@ -22,6 +22,9 @@
 //!   also `whoami` and echo as in `rep`) is answered on a separate REP
 //!   socket at `--health-bind`/`DEMO_HEALTH_BIND` (default
 //!   `tcp://0.0.0.0:5556`).
+//! - `push`: the same messages, settings and health socket as `pub`, on a
+//!   PUSH socket: each message goes to exactly one connected PULL worker,
+//!   and the service waits while no worker is connected.
 //! - `client`: connects to `--connect`/`DEMO_CONNECT` (comma list of
 //!   endpoints, e.g. `tcp://host.containers.internal:7140`), runs the load
 //!   pattern `--pattern`/`DEMO_PATTERN`, prints one JSON line on stdout
@@ -41,6 +44,8 @@
 //!     timeout, then at least one on each); per (publisher, topic) the
 //!     seq numbers must follow each other without gaps from the first one
 //!     seen (a subscriber misses what was published before it joined).
+//!   - `pull`: one PULL socket taking the push mode's messages, counted
+//!     and checked as for `sub` (a single worker gets every message).
 //!
 //!   `req` also takes `--interval-ms`/`DEMO_INTERVAL_MS` (default 0), a
 //!   pause between one client's requests, and counts error replies made
@@ -49,12 +54,12 @@
 //!
 //!   `--timeout-ms`/`DEMO_TIMEOUT_MS` (default 10000) limits every
 //!   connect, send and receive (a request without a reply in time counts
-//!   as an error and its socket is replaced) and, for `sub`, the whole
-//!   run. The report: `{"pattern", "clients", "requests_sent",
+//!   as an error and its socket is replaced) and, for `sub` and `pull`,
+//!   the whole run. The report: `{"pattern", "clients", "requests_sent",
 //!   "replies_ok", "replies_wrong", "bridge_errors", "errors", "messages_received",
 //!   "in_order", "first_problem", "elapsed_ms", "p50_us", "p99_us"}`;
-//!   `in_order` is null except for `sub`, the latencies (round trips of
-//!   correct replies) null for `sub`, `first_problem` null on success.
+//!   `in_order` is null except for `sub` and `pull`, the latencies (round
+//!   trips of correct replies) null for them, `first_problem` null on success.
 //!
 //! Services bind `--bind`/`DEMO_BIND` (default `tcp://0.0.0.0:5555`) and
 //! exit 0 on SIGTERM or SIGINT (a client stopped so reports and exits 1).
@@ -94,6 +99,9 @@ enum Mode {
     Memory,
     /// PUB socket publishing numbered messages, REP socket for health.
     Pub,
+    /// PUSH socket handing numbered messages to PULL workers, REP socket
+    /// for health.
+    Push,
     /// One-shot load client that checks every answer and prints a report.
     Client,
 }
@@ -251,7 +259,7 @@ fn client_config(args: &Args) -> Result<client::Config, String> {
         return Err("no endpoint to connect to: set --connect or DEMO_CONNECT".into());
     }
     let topics = load::parse_topics(&args.topics);
-    if args.pattern == client::Pattern::Sub && topics.is_empty() {
+    if matches!(args.pattern, client::Pattern::Sub | client::Pattern::Pull) && topics.is_empty() {
         return Err("no topic to subscribe to: DEMO_TOPICS is empty".into());
     }
     Ok(client::Config {
@@ -288,7 +296,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             })
             .await
         }
-        Mode::Pub => {
+        Mode::Pub | Mode::Push => {
             let config = publish::Config {
                 bind: args.bind.clone(),
                 health_bind: args.health_bind.clone(),
@@ -297,7 +305,11 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
                 rate_hz: args.rate_hz,
                 count: args.count,
             };
-            publish::serve_pub(&config).await
+            if args.mode == Mode::Pub {
+                publish::serve_pub(&config).await
+            } else {
+                publish::serve_push(&config).await
+            }
         }
         Mode::Client => anyhow::bail!("the client mode serves nothing"),
     }

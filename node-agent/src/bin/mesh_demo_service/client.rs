@@ -18,7 +18,8 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, timeout_at, Instant};
 use zeromq::{
-    DealerSocket, ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocket, ZmqMessage,
+    DealerSocket, PullSocket, ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, SubSocket,
+    ZmqMessage,
 };
 
 use super::load::{
@@ -34,6 +35,8 @@ pub enum Pattern {
     Dealer,
     /// One SUB socket checking the pub mode's sequence numbers.
     Sub,
+    /// One PULL socket checking the push mode's sequence numbers.
+    Pull,
 }
 
 impl Pattern {
@@ -42,6 +45,7 @@ impl Pattern {
             Pattern::Req => "req",
             Pattern::Dealer => "dealer",
             Pattern::Sub => "sub",
+            Pattern::Pull => "pull",
         }
     }
 }
@@ -188,8 +192,8 @@ pub async fn run(
             }
             config.clients
         }
-        Pattern::Sub => {
-            tasks.spawn(sub_client(config.clone(), tally.clone()));
+        Pattern::Sub | Pattern::Pull => {
+            tasks.spawn(stream_client(config.clone(), tally.clone()));
             1
         }
     };
@@ -208,7 +212,7 @@ pub async fn run(
     drop(tasks);
     let elapsed = started.elapsed();
     let mut tally = tally.take();
-    if config.pattern != Pattern::Sub {
+    if !matches!(config.pattern, Pattern::Sub | Pattern::Pull) {
         let expected = (config.clients as u64).saturating_mul(config.requests);
         if tally.replies_ok != expected {
             tally.problem(format!(
@@ -467,9 +471,18 @@ async fn dealer_client(config: Arc<Config>, client: usize, tally: Shared) {
     }
 }
 
-async fn sub_client(config: Arc<Config>, tally: Shared) {
+/// The sub and pull patterns: one socket receiving the pub or push
+/// mode's numbered messages.
+async fn stream_client(config: Arc<Config>, tally: Shared) {
     let limit = config.timeout;
     let deadline = Instant::now() + limit;
+    if config.pattern == Pattern::Pull {
+        match connect::<PullSocket>(&config.endpoints, limit).await {
+            Ok(socket) => receive_numbered(socket, &config, deadline, &tally).await,
+            Err(e) => tally.with(|t| t.error(e)),
+        }
+        return;
+    }
     let mut socket = match connect::<SubSocket>(&config.endpoints, limit).await {
         Ok(socket) => socket,
         Err(e) => return tally.with(|t| t.error(e)),
@@ -479,6 +492,18 @@ async fn sub_client(config: Arc<Config>, tally: Shared) {
             return tally.with(|t| t.error(format!("cannot subscribe to '{topic}': {e}")));
         }
     }
+    receive_numbered(socket, &config, deadline, &tally).await;
+}
+
+/// Receives `[topic, "<name> <seq>"]` messages until `count` arrived on
+/// every topic (or the deadline), checking the order per sender and topic.
+async fn receive_numbered<S: SocketRecv>(
+    mut socket: S,
+    config: &Config,
+    deadline: Instant,
+    tally: &Shared,
+) {
+    let limit = config.timeout;
     let mut check = OrderCheck::default();
     // Kept current, so that a run stopped by a signal reports it too.
     tally.with(|t| t.in_order = Some(true));

@@ -1,10 +1,12 @@
-//! The pub mode: a PUB socket publishing numbered messages on a few
-//! topics, next to a REP socket that answers the mesh's health probe.
+//! The pub and push modes: a PUB (or PUSH) socket sending numbered
+//! messages on a few topics, next to a REP socket that answers the mesh's
+//! health probe. PUB drops what no subscriber takes; PUSH waits for a
+//! worker and hands each message to exactly one.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use zeromq::{PubSocket, Socket, SocketSend, ZmqMessage};
+use zeromq::{PubSocket, PushSocket, Socket, SocketSend, ZmqError, ZmqMessage};
 
 use super::load::published_body;
 use super::serve;
@@ -55,8 +57,27 @@ pub async fn serve_pub(config: &Config) -> anyhow::Result<()> {
     }
 }
 
-async fn publish(
-    mut socket: PubSocket,
+/// The push mode: as [`serve_pub`], with a PUSH socket.
+pub async fn serve_push(config: &Config) -> anyhow::Result<()> {
+    if config.topics.is_empty() {
+        anyhow::bail!("no topics to push on (DEMO_TOPICS is empty)");
+    }
+    let period = period(config.rate_hz)?;
+    let mut socket = PushSocket::new();
+    let bound = socket
+        .bind(&config.bind)
+        .await
+        .with_context(|| format!("cannot bind PUSH socket to {}", config.bind))?;
+    tracing::info!(endpoint = %bound, "PUSH socket listening");
+    let health = serve::bind_rep(&config.health_bind).await?;
+    tokio::select! {
+        served = serve::serve_rep(health, |body| serve::echo_reply(body, &config.name)) => served,
+        pushed = publish(socket, config, period) => pushed,
+    }
+}
+
+async fn publish<S: SocketSend>(
+    mut socket: S,
     config: &Config,
     period: Option<Duration>,
 ) -> anyhow::Result<()> {
@@ -84,10 +105,23 @@ async fn publish(
         for topic in &config.topics {
             let mut message = ZmqMessage::from(topic.clone());
             message.push_back(published_body(&config.name, seq).into_bytes().into());
-            // Like libzmq's PUB, the socket drops what a subscriber cannot
-            // take; an error here concerns no one in particular.
-            if let Err(e) = socket.send(message).await {
-                tracing::debug!(error = %e, "publish failed");
+            // Like libzmq's PUB, a PUB drops what a subscriber cannot
+            // take; an error there concerns no one in particular. A PUSH
+            // with no worker connected hands the message back: keep it
+            // until one is.
+            let mut message = message;
+            loop {
+                match socket.send(message).await {
+                    Ok(()) => break,
+                    Err(ZmqError::ReturnToSender { message: back, .. }) => {
+                        message = back;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "send failed");
+                        break;
+                    }
+                }
             }
         }
         seq += 1;
