@@ -176,6 +176,8 @@ until meshctl check >/dev/null 2>&1; do
   sleep 1
 done
 meshctl check
+echo; echo "== mesh-agent tunnel-check: mainpc's agent certificate opens a tunnel to pc2 (no coordinator involved)"
+in_host mainpc "$BIN/mesh-agent" --config "$DEMO/mainpc.toml" tunnel-check --peer "$PC2:7444" --peer-name pc2 || true
 echo; echo "== applying the same file again changes nothing"
 meshctl place "$TOPOLOGY" --apply | tail -3
 echo; echo "== meshctl images"; meshctl images
