@@ -251,13 +251,18 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(120);
 
 /// Starts the pub mode through the environment, as in a container.
 fn start_pub(port: u16, health_port: u16, settings: &[(&str, &str)]) -> Proc {
+    start_sender("pub", port, health_port, settings)
+}
+
+/// The pub or push mode (`mode`), named `pub-a`.
+fn start_sender(mode: &str, port: u16, health_port: u16, settings: &[(&str, &str)]) -> Proc {
     let mut cmd = demo_command();
-    cmd.env("DEMO_MODE", "pub")
+    cmd.env("DEMO_MODE", mode)
         .env("DEMO_NAME", "pub-a")
         .env("DEMO_BIND", endpoint(port))
         .env("DEMO_HEALTH_BIND", endpoint(health_port))
         .envs(settings.iter().copied());
-    Proc::spawn("demo-pub", cmd)
+    Proc::spawn(&format!("demo-{mode}"), cmd)
 }
 
 struct ClientRun {
@@ -336,6 +341,7 @@ fn run_client(settings: &[(&str, String)]) -> ClientRun {
         "requests_sent",
         "replies_ok",
         "replies_wrong",
+        "bridge_errors",
         "errors",
         "messages_received",
         "in_order",
@@ -346,7 +352,7 @@ fn run_client(settings: &[(&str, String)]) -> ClientRun {
     ] {
         assert!(report.get(field).is_some(), "no {field} in {report}");
     }
-    assert_eq!(report.as_object().unwrap().len(), 12, "{report}");
+    assert_eq!(report.as_object().unwrap().len(), 13, "{report}");
     ClientRun {
         status,
         report,
@@ -487,6 +493,44 @@ async fn pub_publishes_in_order_and_answers_health() {
         run.report["messages_received"].as_u64().unwrap() >= 200,
         "{run}"
     );
+    assert_eq!(call(&mut health, &[b"health"]).await, owned(&[b"ok"]));
+}
+
+/// PUSH waits for a worker, so a PULL that connects late still gets every
+/// message from the first, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_hands_every_message_to_a_late_pull_worker() {
+    let (port, health_port) = (free_port(), free_port());
+    let _service = start_sender(
+        "push",
+        port,
+        health_port,
+        &[
+            ("DEMO_TOPICS", "jobs"),
+            ("DEMO_RATE_HZ", "0"),
+            ("DEMO_COUNT", "200"),
+        ],
+    );
+    let mut health = req(health_port).await;
+    assert_eq!(call(&mut health, &[b"health"]).await, owned(&[b"ok"]));
+    // Nothing is lost while no worker is connected.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run = run_client_async(vec![
+        ("DEMO_CONNECT", endpoint(port)),
+        ("DEMO_PATTERN", "pull".into()),
+        ("DEMO_TOPICS", "jobs".into()),
+        ("DEMO_COUNT", "200".into()),
+        ("DEMO_TIMEOUT_MS", "20000".into()),
+    ])
+    .await;
+    assert!(run.status.success(), "{run}");
+    run.assert_fields(json!({
+        "pattern": "pull",
+        "messages_received": 200,
+        "errors": 0,
+        "in_order": true,
+        "first_problem": null,
+    }));
     assert_eq!(call(&mut health, &[b"health"]).await, owned(&[b"ok"]));
 }
 
