@@ -164,7 +164,7 @@ impl BridgeHost {
         if directory.generation != 0 && directory.generation < state.directory.generation {
             return;
         }
-        state.failed.clear();
+        let failed_before = std::mem::take(&mut state.failed);
         let wanted = roles(&directory, &self.node, self.service_ip, self.listen_ip);
         // Exports: exactly the services that run here.
         let old = roles(
@@ -236,7 +236,12 @@ impl BridgeHost {
                         }
                         Err(e) => {
                             let _e = span.enter();
-                            tracing::warn!(error = %e, "bridge endpoint could not start; trying again every {RETRY_EVERY:?}");
+                            // Said once; the retries every second stay quiet.
+                            if failed_before.contains_key(service) {
+                                tracing::debug!(error = %e, "bridge endpoint still cannot start");
+                            } else {
+                                tracing::warn!(error = %e, "bridge endpoint could not start; trying again every {RETRY_EVERY:?}");
+                            }
                             state.failed.insert(service.clone(), e.to_string());
                         }
                     }
