@@ -71,6 +71,24 @@ fn requests_pass_from(mesh: &MeshFixture, node: &str) {
     );
 }
 
+/// [`requests_pass_from`] every host, the service's own host last: a
+/// client container removed on the service's host once cut that host's
+/// Podman network off the service container for about 18 s (seen once in
+/// CI: the agent's health probe to the container's own address failed
+/// too), which would fail the hosts after it for a reason that is not the
+/// bridges'.
+fn requests_pass_from_every_host(mesh: &MeshFixture, service_host: &str) {
+    let mut order: Vec<&str> = HOSTS
+        .iter()
+        .copied()
+        .filter(|h| *h != service_host)
+        .collect();
+    order.push(service_host);
+    for node in order {
+        requests_pass_from(mesh, node);
+    }
+}
+
 fn apply(mesh: &MeshFixture, role: &str) {
     let file = mesh.state.path().join(format!("move-{role}.toml"));
     std::fs::write(
@@ -194,9 +212,7 @@ fn bridges_follow_a_service_that_moves_between_hosts() {
     // endpoint could only open once its old container gave 7140 back.
     wait_check_on(&mesh, "pc3");
     assert!(running_on(&mesh, "pc3") && !running_on(&mesh, "pc2"));
-    for node in HOSTS {
-        requests_pass_from(&mesh, node);
-    }
+    requests_pass_from_every_host(&mesh, "pc3");
 
     // Onto the host of a bridge endpoint: mainpc's endpoint gives port
     // 7140 to the container (the apply would fail if the container could
@@ -204,7 +220,5 @@ fn bridges_follow_a_service_that_moves_between_hosts() {
     apply(&mesh, "mainpc");
     wait_check_on(&mesh, "mainpc");
     assert!(running_on(&mesh, "mainpc") && !running_on(&mesh, "pc3"));
-    for node in HOSTS {
-        requests_pass_from(&mesh, node);
-    }
+    requests_pass_from_every_host(&mesh, "mainpc");
 }
