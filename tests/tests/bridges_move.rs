@@ -72,11 +72,11 @@ fn requests_pass_from(mesh: &MeshFixture, node: &str) {
 }
 
 /// [`requests_pass_from`] every host, the service's own host last: a
-/// client container removed on the service's host once cut that host's
-/// Podman network off the service container for about 18 s (seen once in
-/// CI: the agent's health probe to the container's own address failed
-/// too), which would fail the hosts after it for a reason that is not the
-/// bridges'.
+/// client container removed on the service's host once cut the service
+/// container off for several seconds, seen once in CI: connections to it
+/// timed out and the agent's health probe to the container's own address
+/// failed too. That would fail the hosts after it for a reason that is not
+/// the bridges'.
 fn requests_pass_from_every_host(mesh: &MeshFixture, service_host: &str) {
     let mut order: Vec<&str> = HOSTS
         .iter()
