@@ -16,21 +16,18 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use quinn::SendStream;
 use tokio::sync::watch;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, Instrument};
 use zeromq::{
-    PullSocket, PushSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend, ZmqError,
-    ZmqMessage,
+    PullSocket, PushSocket, Socket, SocketEvent, SocketOptions, SocketSend, ZmqError, ZmqMessage,
 };
 
-use crate::backoff::Backoff;
 use crate::bridge::BridgeCtx;
-use crate::error::{Error, Result};
-use crate::frame::{Kind, Record};
+use crate::error::Result;
+use crate::follow::{follow, forward_down, refuse, Relay};
 use crate::service::ServeStream;
-use crate::stream::{self, Outgoing, Reader};
+use crate::stream::Reader;
 use crate::target::ServiceTarget;
 use crate::Pattern;
 
@@ -54,13 +51,12 @@ pub(crate) async fn start(
     Ok(endpoint)
 }
 
-/// Waits for the first local worker, then keeps one stream from wherever the service is now,
-/// reconnecting with backoff.
+/// Waits for the first local worker, then keeps one stream from wherever the service is now.
 async fn follow_target(
     ctx: BridgeCtx,
-    mut push: PushSocket,
+    push: PushSocket,
     mut monitor: futures::channel::mpsc::Receiver<SocketEvent>,
-    mut target: watch::Receiver<ServiceTarget>,
+    target: watch::Receiver<ServiceTarget>,
 ) {
     use futures::StreamExt;
     // No work is pulled to this host before a worker is here to take it.
@@ -75,142 +71,47 @@ async fn follow_target(
         }
     }
     drop(monitor);
-    let backoff = Backoff::default();
-    let mut failures = 0u32;
-    let mut target_open = true;
-    loop {
-        let current = target.borrow_and_update().clone();
-        let wait = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            changed = target.changed(), if target_open => {
-                if changed.is_err() {
-                    target_open = false;
-                }
-                failures = 0;
-                continue;
-            }
-            ended = relay(&ctx, &current, &mut push) => {
-                match ended {
-                    Ok(reason) => {
-                        failures = 0;
-                        info!(peer = %current.peer.node, "PUSH/PULL stream ended: {reason}");
-                    }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        ctx.counters.error();
-                        warn!(peer = %current.peer.node, "PUSH/PULL stream failed: {e}");
-                    }
-                }
-                backoff.delay(failures.max(1))
-            }
-        };
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-            changed = target.changed(), if target_open => {
-                if changed.is_err() {
-                    target_open = false;
-                }
-                failures = 0;
-            }
-        }
-    }
+    follow(ctx, PushRelay(push), target).await;
 }
 
-/// Hands every message of one stream to the local workers until the stream ends. `Ok` is an
-/// orderly end.
-async fn relay(ctx: &BridgeCtx, target: &ServiceTarget, push: &mut PushSocket) -> Result<String> {
-    let (_send, mut reader) = stream::open(
-        &ctx.tunnels,
-        &target.peer,
-        &ctx.spec.name,
-        &target.service,
-        Pattern::Distribute,
-    )
-    .await?;
-    info!(peer = %target.peer.node, "PUSH/PULL stream up");
-    loop {
-        let rec = match stream::next(&mut reader).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(format!("agent '{}' ended it", target.peer.node)),
-            Err(e) => return Err(Error::stream(&target.peer.node, e)),
-        };
-        match rec.kind {
-            Kind::Message => {
-                ctx.counters.received(rec.payload_len());
-                let Ok(mut msg) = ZmqMessage::try_from(rec.frames) else {
-                    continue;
-                };
-                // Not reading on while no worker takes it is the backpressure.
-                loop {
-                    match push.send(msg).await {
-                        Ok(()) => break,
-                        Err(ZmqError::ReturnToSender { message, .. }) => {
-                            msg = message;
-                            tokio::select! {
-                                _ = ctx.shutdown.cancelled() => return Ok("bridge stopped".into()),
-                                _ = tokio::time::sleep(NO_WORKER_RETRY) => {}
-                            }
-                        }
-                        Err(e) => {
-                            ctx.counters.error();
-                            debug!("local PUSH send: {e}");
-                            break;
-                        }
+/// The local PUSH, fed from the service's stream: round robin over the local workers.
+struct PushRelay(PushSocket);
+
+impl Relay for PushRelay {
+    const WHAT: &'static str = "PUSH/PULL";
+    const PATTERN: Pattern = Pattern::Distribute;
+
+    async fn deliver(&mut self, ctx: &BridgeCtx, mut msg: ZmqMessage) -> bool {
+        // Not reading on while no worker takes it is the backpressure.
+        loop {
+            match self.0.send(msg).await {
+                Ok(()) => return true,
+                Err(ZmqError::ReturnToSender { message, .. }) => {
+                    msg = message;
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(NO_WORKER_RETRY) => {}
                     }
                 }
+                Err(e) => {
+                    ctx.counters.error();
+                    debug!("local PUSH send: {e}");
+                    return true;
+                }
             }
-            Kind::Failed => {
-                return Err(Error::Refused {
-                    peer: target.peer.node.clone(),
-                    bridge: ctx.spec.name.clone(),
-                    reason: rec.reason(),
-                })
-            }
-            kind => debug!(?kind, "unexpected record on a PUSH/PULL stream"),
         }
     }
 }
 
 /// Serves one stream: a PULL takes this host's share of the service's work and sends it down
 /// the stream.
-pub(crate) async fn serve(ctx: ServeStream, mut send: SendStream, mut reader: Reader) {
+pub(crate) async fn serve(ctx: ServeStream, send: SendStream, reader: Reader) {
     let mut options = SocketOptions::default();
     options.connect_timeout(CONNECT_TIMEOUT);
     let mut pull = PullSocket::with_options(options);
     if let Err(e) = pull.connect(&ctx.endpoint).await {
         let reason = format!("cannot connect to the service at {}: {e}", ctx.endpoint);
-        warn!("{reason}");
-        let failed = Record::new(Kind::Failed, vec![Bytes::from(reason)]);
-        let _ = stream::write_record(&mut send, failed, ctx.max_record).await;
-        let _ = send.finish();
-        return;
+        return refuse(send, reason, ctx.max_record).await;
     }
-    let (wtx, _writer) = stream::spawn_writer(send);
-    loop {
-        tokio::select! {
-            msg = pull.recv() => match msg {
-                Ok(msg) => {
-                    let record = Record::new(Kind::Message, msg.into_vec());
-                    match Outgoing::new(record, ctx.max_record) {
-                        Ok(out) => {
-                            if wtx.send(out).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => warn!("dropped a message from the service: {e}"),
-                    }
-                }
-                Err(e) => {
-                    warn!("PULL receive from {}: {e}", ctx.endpoint);
-                    return;
-                }
-            },
-            // The client side never sends on this stream; its end means it is gone.
-            next = stream::next(&mut reader) => match next {
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return,
-            },
-        }
-    }
+    forward_down(&mut pull, &ctx.endpoint, send, reader, ctx.max_record).await;
 }

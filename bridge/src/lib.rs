@@ -24,6 +24,7 @@ mod bridge;
 mod counters;
 mod distribute;
 mod error;
+mod follow;
 pub mod frame;
 mod idhash;
 mod pubsub;
