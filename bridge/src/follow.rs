@@ -7,12 +7,12 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use mesh_backoff::Backoff;
 use quinn::SendStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use zeromq::{SocketRecv, ZmqMessage};
 
-use crate::backoff::Backoff;
 use crate::bridge::BridgeCtx;
 use crate::error::{Error, Result};
 use crate::frame::{Kind, Record};

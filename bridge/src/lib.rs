@@ -19,7 +19,6 @@
 
 #![forbid(unsafe_code)]
 
-mod backoff;
 mod bridge;
 mod counters;
 mod distribute;
@@ -36,10 +35,10 @@ mod target;
 mod tcp;
 pub mod tunnel;
 
-pub use backoff::Backoff;
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{ConnectCause, Error, Result};
+pub use mesh_backoff::Backoff;
 pub use service::{Export, Exports};
 pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};
 pub use tunnel::{PeerAddr, TunnelConfig, Tunnels};

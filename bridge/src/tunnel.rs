@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mesh_backoff::Backoff;
 use mesh_certs::{Identity, MeshTls, Role};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::backoff::Backoff;
 use crate::error::{ConnectCause, Error, Result};
 use crate::frame::DEFAULT_MAX_RECORD;
 use crate::service::{self, Exports, ServeCtx};

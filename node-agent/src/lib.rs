@@ -2,13 +2,12 @@
 //! mutual TLS under the name in its certificate, and reports host health
 //! and GPUs in heartbeats.
 //!
-//! Decisions are pure (`backoff`, `config`, the inventory parsers); I/O
+//! Decisions are pure (`config`, the inventory parsers); I/O
 //! sits behind small seams (`inventory::gpu::GpuProbe`). The agent must
 //! never stop or change what runs on its host because the coordinator is
 //! unreachable.
 #![forbid(unsafe_code)]
 
-pub mod backoff;
 pub mod bridges;
 pub mod config;
 pub mod containers;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mesh_backoff::Backoff;
 use mesh_certs::{MeshTls, PeerExpectation, Role};
 use mesh_proto::transport::{self, ConnectOptions, ALPN_H2};
 use mesh_proto::v1::agent_message::Body as AgentBody;
@@ -15,7 +16,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::inventory::InventorySource;
 use crate::manager::Input;
@@ -64,7 +64,8 @@ impl Agent {
             client_tls: tls.client_config(expect, &[ALPN_H2])?,
             config,
             inventory,
-            backoff: Backoff::default(),
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
+                .with_jitter(0.5),
             options: ConnectOptions::default(),
             manager: None,
             bridges: None,
@@ -100,7 +101,9 @@ impl Agent {
                     if started.elapsed() > Duration::from_secs(10) {
                         attempt = 0;
                     }
-                    let delay = self.backoff.delay(attempt, rand::random::<f64>());
+                    let delay = self
+                        .backoff
+                        .jittered(attempt.saturating_add(1), rand::random::<f64>());
                     attempt = attempt.saturating_add(1);
                     let hint = transport::explain(&e.to_string());
                     tracing::warn!(error = %e, hint = hint.unwrap_or(""), retry_in = ?delay, "coordinator session ended");

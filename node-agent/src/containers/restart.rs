@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use mesh_backoff::Backoff;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RestartPolicy {
     #[default]
@@ -94,11 +96,13 @@ impl RestartTracker {
     }
 }
 
-/// 1 s, 2 s, 4 s, ... capped at 60 s.
+/// The restart pace: 1 s doubling to 60 s.
+pub const BACKOFF: Backoff = Backoff::new(FIRST_DELAY, MAX_DELAY);
+
+/// The delay before the restart after `consecutive` earlier restarts in a
+/// row: 1 s, 2 s, 4 s, ... capped at 60 s.
 pub fn delay_for(consecutive: u32) -> Duration {
-    FIRST_DELAY
-        .saturating_mul(2u32.saturating_pow(consecutive.min(16)))
-        .min(MAX_DELAY)
+    BACKOFF.delay(consecutive.saturating_add(1))
 }
 
 #[cfg(test)]
