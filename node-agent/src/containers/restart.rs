@@ -2,9 +2,10 @@
 //! reset once a container has stayed up (healthy) long enough. Pure: the
 //! caller passes the exit and `now`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_backoff::Backoff;
+use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RestartPolicy {

@@ -5,7 +5,9 @@
 
 pub mod probe;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mesh_proto::v1::HealthCheck;
 

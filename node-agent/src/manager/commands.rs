@@ -3,7 +3,9 @@
 //! operator put it (the restart policy does not undo them); start, resume
 //! and restart release it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mesh_proto::v1::{CommandAction, CommandResult, ContainerCommand};
 

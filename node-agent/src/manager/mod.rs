@@ -48,7 +48,7 @@ pub struct Manager<R: ContainerRuntime + Clone + 'static> {
     desired: Option<DesiredContainers>,
     tracked: BTreeMap<String, Tracked>,
     images: Vec<ImageSummary>,
-    images_refreshed: Option<std::time::Instant>,
+    images_refreshed: Option<tokio::time::Instant>,
     report: watch::Sender<ContainerReport>,
     /// Podman write calls made, for tests and benchmarks of idempotence.
     pub writes: u64,

@@ -1,6 +1,8 @@
 //! One reconcile pass: read Podman, plan, act, check health, report.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::join_all;
 use mesh_proto::v1::ContainerSpec;

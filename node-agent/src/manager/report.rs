@@ -1,7 +1,7 @@
 //! The container report carried by heartbeats: what runs, how healthy,
 //! restarts, errors with their fix, and the images on the host.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use mesh_proto::v1::{ContainerState, ContainerStatus, DesiredContainers, HealthState};
 

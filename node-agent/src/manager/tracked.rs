@@ -3,7 +3,9 @@
 //! design: Podman's own state is the truth that gets re-read.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::containers::restart::{delay_for, RestartTracker};
 use crate::health::HealthTracker;

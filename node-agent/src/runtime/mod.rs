@@ -1,8 +1,11 @@
 //! The container-runtime seam. [`podman::PodmanRuntime`] talks to a real
-//! Podman over its REST API; tests of the logic above it may use a fake.
+//! Podman over its REST API; tests of the logic above it use
+//! [`fake::FakeRuntime`] (with `cfg(test)` or the `test-util` feature).
 //! Errors are values that say what to fix, never panics.
 
 pub mod create;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
 pub mod podman;
 pub mod service;
 
