@@ -1,6 +1,9 @@
 //! Container lifecycle states and the one function that says which
-//! transitions are legal. Every state change the agent records goes
-//! through [`transition`], so an impossible history cannot be reported.
+//! transitions are legal ([`is_legal`]), with the guards read off it
+//! ([`can_start`], [`can_stop`], ...). The container machine
+//! (`containers::machine`) issues only the runtime operations the guards
+//! allow for the state it observed, so it never asks Podman for an
+//! impossible step.
 
 use std::fmt;
 
@@ -103,6 +106,42 @@ pub fn transition(from: State, to: State) -> Result<State, IllegalTransition> {
     }
 }
 
+// Guards, in the style of youki's `can_start()/can_kill()/can_delete()`:
+// whether a runtime operation makes sense for a container observed in
+// `state`, read off the transition table so the two cannot disagree.
+
+/// A start goes through `Starting`.
+pub fn can_start(state: State) -> bool {
+    state != State::Starting && is_legal(state, State::Starting)
+}
+
+/// A stop goes through `Stopping`.
+pub fn can_stop(state: State) -> bool {
+    state != State::Stopping && is_legal(state, State::Stopping)
+}
+
+/// A kill ends what could be stopped, without the grace period.
+pub fn can_kill(state: State) -> bool {
+    can_stop(state)
+}
+
+pub fn can_pause(state: State) -> bool {
+    state != State::Paused && is_legal(state, State::Paused)
+}
+
+pub fn can_resume(state: State) -> bool {
+    state == State::Paused && is_legal(state, State::Running)
+}
+
+pub fn can_delete(state: State) -> bool {
+    is_legal(state, State::Deleted)
+}
+
+/// Not running and not about to: what a stop or a kill leaves.
+pub fn is_down(state: State) -> bool {
+    matches!(state, State::Created | State::Stopped | State::Error)
+}
+
 /// The lifecycle state of what Podman reports (`created`, `running`,
 /// `paused`, `exited`, ...), for containers observed rather than driven.
 pub fn from_podman(status: &str, exit_code: i64) -> State {
@@ -154,6 +193,28 @@ mod tests {
             "a container cannot go from deleted to running"
         );
         assert_eq!(transition(Created, Starting), Ok(Starting));
+    }
+
+    #[test]
+    fn guards_follow_the_table() {
+        let starts: Vec<State> = State::ALL.into_iter().filter(|s| can_start(*s)).collect();
+        assert_eq!(starts, vec![Created, Stopped, Error]);
+        let stops: Vec<State> = State::ALL.into_iter().filter(|s| can_stop(*s)).collect();
+        assert_eq!(stops, vec![Running, Paused]);
+        let kills: Vec<State> = State::ALL.into_iter().filter(|s| can_kill(*s)).collect();
+        assert_eq!(kills, stops);
+        let pauses: Vec<State> = State::ALL.into_iter().filter(|s| can_pause(*s)).collect();
+        assert_eq!(pauses, vec![Running]);
+        let resumes: Vec<State> = State::ALL.into_iter().filter(|s| can_resume(*s)).collect();
+        assert_eq!(resumes, vec![Paused]);
+        assert!(State::ALL
+            .into_iter()
+            .all(|s| can_delete(s) == (s != Deleted)));
+        for s in State::ALL {
+            // Whatever can be started is down; nothing down can be paused.
+            assert!(!can_start(s) || is_down(s), "{s}");
+            assert!(!(is_down(s) && can_pause(s)), "{s}");
+        }
     }
 
     #[test]
