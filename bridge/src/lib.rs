@@ -37,7 +37,7 @@ pub mod tunnel;
 
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use counters::{CounterSnapshot, Counters};
-pub use error::{ConnectCause, Error, Result};
+pub use error::{ConnectCause, Error, FailureKind, Result};
 pub use mesh_backoff::Backoff;
 pub use service::{Export, Exports};
 pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};
