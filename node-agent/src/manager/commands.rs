@@ -1,121 +1,100 @@
-//! Operator commands on one container: stop, start, restart, pause,
-//! resume, kill, logs. Stop, pause and kill hold the container where the
-//! operator put it (the restart policy does not undo them); start, resume
-//! and restart release it.
-
-use std::time::Duration;
-
-use tokio::time::Instant;
+//! Operator commands on one container: stop, kill, pause, resume, start,
+//! restart, logs. Stop, kill and pause apply that hold at once, until a
+//! newer desired set (which carries the coordinator's persisted hold)
+//! replaces it; resume, start and restart lift it. The command only
+//! changes what the machine is asked for; the pass that follows runs the
+//! actions, slow ones in the background, and the reply is sent when they
+//! end. The loop never waits for Podman's stop timeout.
 
 use mesh_proto::v1::{CommandAction, CommandResult, ContainerCommand};
+use tokio::sync::oneshot;
 
+use super::tracked::Waiting;
 use super::Manager;
+use crate::containers::machine::{self, Command, Hold};
 use crate::containers::spec::container_name;
 use crate::runtime::ContainerRuntime;
 
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TAIL: usize = 100;
 
 impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
-    pub(super) async fn command(&mut self, command: ContainerCommand) -> CommandResult {
+    /// Takes `command`; `reply` gets its result once done.
+    pub async fn command(
+        &mut self,
+        command: ContainerCommand,
+        reply: oneshot::Sender<CommandResult>,
+    ) {
         let action = CommandAction::try_from(command.action).unwrap_or(CommandAction::Unspecified);
         let name = command.container.clone();
-        tracing::info!(service = %name, action = action.as_str_name(), "command");
-        let known = self
+        let group = self
             .desired
             .as_ref()
-            .is_some_and(|d| d.containers.iter().any(|s| s.name == name));
+            .and_then(|d| d.containers.iter().find(|s| s.name == name))
+            .map(|s| s.group.clone());
         let mut result = CommandResult {
             id: command.id,
             ..Default::default()
         };
-        if !known {
+        let Some(group) = group else {
             result.message =
                 format!("no container named '{name}' is desired on this node; see `meshctl ps`");
-            return result;
-        }
-        let podman = container_name(&name);
-        let outcome = match action {
-            CommandAction::Logs => {
-                let tail = if command.tail == 0 {
-                    DEFAULT_TAIL
-                } else {
-                    command.tail as usize
-                };
-                match self.runtime.logs(&podman, tail).await {
-                    Ok(lines) => {
-                        result.lines = lines;
-                        Ok("logs".to_string())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            CommandAction::Stop => {
-                self.hold(&name, true);
-                self.writes += 1;
-                self.runtime
-                    .stop(&podman, STOP_TIMEOUT)
-                    .await
-                    .map(|_| "stopped".into())
-            }
-            CommandAction::Kill => {
-                self.hold(&name, true);
-                self.writes += 1;
-                self.runtime.kill(&podman).await.map(|_| "killed".into())
-            }
-            CommandAction::Pause => {
-                self.hold(&name, true);
-                self.writes += 1;
-                self.runtime.pause(&podman).await.map(|_| "paused".into())
-            }
-            CommandAction::Resume => {
-                self.hold(&name, false);
-                self.writes += 1;
-                self.runtime
-                    .unpause(&podman)
-                    .await
-                    .map(|_| "resumed".into())
-            }
-            CommandAction::Start => {
-                self.hold(&name, false);
-                self.start(&name, Instant::now()).await;
-                self.start_error(&name).map(|_| "started".into())
-            }
-            CommandAction::Restart => {
-                self.hold(&name, false);
-                self.writes += 1;
-                let _ = self.runtime.stop(&podman, STOP_TIMEOUT).await;
-                self.start(&name, Instant::now()).await;
-                self.start_error(&name).map(|_| "restarted".into())
-            }
-            CommandAction::Unspecified => Ok("nothing to do".into()),
+            let _ = reply.send(result);
+            return;
         };
-        match outcome {
-            Ok(message) => {
-                result.ok = true;
-                result.message = message;
+        let span = tracing::info_span!("command", group = %group, service = %name);
+        span.in_scope(|| tracing::info!(action = action.as_str_name(), "command"));
+        let (hold, start, done): (Option<Option<Hold>>, Option<Command>, &'static str) =
+            match action {
+                CommandAction::Logs => {
+                    let tail = if command.tail == 0 {
+                        DEFAULT_TAIL
+                    } else {
+                        command.tail as usize
+                    };
+                    match self.runtime.logs(&container_name(&name), tail).await {
+                        Ok(lines) => {
+                            result.ok = true;
+                            result.message = "logs".into();
+                            result.lines = lines;
+                        }
+                        Err(e) => result.message = e.to_string(),
+                    }
+                    let _ = reply.send(result);
+                    return;
+                }
+                CommandAction::Stop => (Some(Some(Hold::Stopped)), None, "stopped"),
+                CommandAction::Kill => (Some(Some(Hold::Killed)), None, "killed"),
+                CommandAction::Pause => (Some(Some(Hold::Paused)), None, "paused"),
+                CommandAction::Resume => (Some(None), None, "resumed"),
+                CommandAction::Start => (Some(None), Some(Command::Start), "started"),
+                CommandAction::Restart => (Some(None), Some(Command::Restart), "restarted"),
+                CommandAction::Unspecified => (None, None, "nothing to do"),
+            };
+        let tracked = self.tracked.entry(name.clone()).or_default();
+        let same_hold_under_way = hold
+            .flatten()
+            .is_some_and(|h| tracked.machine.phase == machine::Phase::Holding(h));
+        if tracked.machine.phase.is_under_way() && !same_hold_under_way {
+            result.message = format!(
+                "{name} is {} now; try again when that is done",
+                tracked.machine.phase.label()
+            );
+            let _ = reply.send(result);
+            return;
+        }
+        if let Some(c) = start {
+            if let Some(m) = machine::command(&tracked.machine, c) {
+                tracked.machine = m;
             }
-            Err(e) => result.message = e.to_string(),
         }
-        result
-    }
-
-    fn hold(&mut self, name: &str, held: bool) {
-        let tracked = self.tracked.entry(name.to_string()).or_default();
-        tracked.held = held;
-        if !held {
-            tracked.stay_stopped = false;
-            tracked.retry_at = None;
-            tracked.next_restart = None;
+        if let Some(hold) = hold {
+            tracked.command_hold = Some(hold);
         }
-    }
-
-    fn start_error(&self, name: &str) -> Result<(), crate::runtime::RuntimeError> {
-        match self.tracked.get(name) {
-            Some(t) if t.retry_at.is_some() => {
-                Err(crate::runtime::RuntimeError::Podman(t.error.clone()))
-            }
-            _ => Ok(()),
-        }
+        tracked.waiting.push(Waiting {
+            reply,
+            result,
+            done,
+        });
+        self.pass().await;
     }
 }

@@ -1,14 +1,29 @@
 //! The container manager: makes Podman match the desired set the
-//! coordinator sent, restarts with backoff, runs health checks, executes
-//! commands, and publishes what really runs for the heartbeats.
+//! coordinator sent (holds included), restarts with backoff, runs health
+//! checks, executes commands, and publishes what really runs for the
+//! heartbeats.
 //!
-//! The desired set is persisted, so an agent that restarts without a
-//! coordinator adopts its containers and keeps them as they were; until a
-//! desired set is known, nothing is created or removed.
+//! It decides nothing itself: each container's lifecycle machine
+//! (`containers::machine`) says what to do from what Podman shows, what
+//! the desired set wants and the time; the manager runs those actions.
+//! Slow ones (stop, kill, pause, restart, remove: up to Podman's stop
+//! timeout) run in the background, so no command and no container holds
+//! the loop up; their results come back as [`Finished`].
+//!
+//! What it must not do: create or remove anything before a desired set is
+//! known; touch containers of another mesh; start a held container; change
+//! anything because the coordinator is gone (the desired set is persisted,
+//! so an agent that restarts without a coordinator adopts its containers
+//! and keeps them as they were); read the clock other than through
+//! `tokio::time`, so tests run in paused time.
 
 mod commands;
+mod execute;
+mod health;
 mod pass;
 mod report;
+#[cfg(test)]
+mod tests;
 pub mod tracked;
 
 use std::collections::BTreeMap;
@@ -20,6 +35,7 @@ use mesh_proto::v1::{
 };
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::ContainerRuntime;
@@ -48,7 +64,7 @@ pub struct Manager<R: ContainerRuntime + Clone + 'static> {
     desired: Option<DesiredContainers>,
     tracked: BTreeMap<String, Tracked>,
     images: Vec<ImageSummary>,
-    images_refreshed: Option<tokio::time::Instant>,
+    images_refreshed: Option<Instant>,
     report: watch::Sender<ContainerReport>,
     /// Podman write calls made, for tests and benchmarks of idempotence.
     pub writes: u64,
@@ -56,9 +72,17 @@ pub struct Manager<R: ContainerRuntime + Clone + 'static> {
     runtime_error: Option<String>,
     /// What the last pass read from Podman, for health checks between passes.
     observed: Vec<crate::runtime::ObservedContainer>,
-    /// Removals under way in the background (a container that ignores
-    /// SIGTERM takes Podman's whole stop timeout; the loop must not wait).
-    removing: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Background operations report here when they end.
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    finished_rx: mpsc::UnboundedReceiver<Finished>,
+}
+
+/// A background operation on a container ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub name: String,
+    pub action: crate::containers::machine::Action,
+    pub result: crate::runtime::Result<()>,
 }
 
 impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
@@ -75,6 +99,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
                 "adopting the last desired set"
             );
         }
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let manager = Manager {
             runtime,
             config,
@@ -86,7 +111,8 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             writes: 0,
             runtime_error: None,
             observed: Vec::new(),
-            removing: Default::default(),
+            finished_tx,
+            finished_rx,
         };
         (manager, rx)
     }
@@ -107,12 +133,12 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
                         self.set_desired(d);
                         self.pass().await;
                     }
-                    Some(Input::Command(c, reply)) => {
-                        let result = self.command(c).await;
-                        let _ = reply.send(result);
-                        self.pass().await;
-                    }
+                    Some(Input::Command(c, reply)) => self.command(c, reply).await,
                 },
+                Some(finished) = self.finished_rx.recv() => {
+                    self.finish(finished, Instant::now());
+                    self.pass().await;
+                }
                 _ = ticker.tick() => self.pass().await,
                 _ = health_ticker.tick() => self.health_pass().await,
             }
@@ -132,6 +158,12 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
         }
         if let Err(e) = save_desired(&self.config.state_dir, &desired) {
             tracing::warn!(error = %e, "cannot persist the desired set; it holds until the agent restarts");
+        }
+        if desired.generation > current {
+            // Holds are desired state: a newer set replaces what commands set.
+            for t in self.tracked.values_mut() {
+                t.command_hold = None;
+            }
         }
         self.desired = Some(desired);
     }

@@ -1,5 +1,6 @@
 //! The container report carried by heartbeats: what runs, how healthy,
-//! restarts, errors with their fix, and the images on the host.
+//! the machine's phase and the hold it applies, restarts, typed failures
+//! and errors with their fix, and the images on the host.
 
 use tokio::time::Instant;
 
@@ -7,8 +8,10 @@ use mesh_proto::v1::{
     ContainerFailure, ContainerState, ContainerStatus, DesiredContainers, HealthState,
 };
 
+use super::tracked::hold_proto;
 use super::Manager;
 use crate::containers::lifecycle::{Health, State};
+use crate::containers::machine::Phase;
 use crate::runtime::{ContainerRuntime, ObservedContainer};
 
 pub fn unix_ms() -> i64 {
@@ -68,38 +71,49 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
                 (Some(_), Some(h)) if state == State::Running => h.health(),
                 (Some(_), _) => Health::Starting,
             };
-            let mut error = tracked.map(|t| t.error.clone()).unwrap_or_default();
-            let mut failure = if error.is_empty() {
-                ContainerFailure::None
-            } else {
-                ContainerFailure::Runtime
+            let problem = tracked.and_then(|t| t.problem.clone());
+            let (failure, error) = match problem {
+                Some(p) => (p.failure, p.text),
+                None if found.is_none() => (
+                    ContainerFailure::NotCreatedYet,
+                    mesh_proto::spec::NOT_CREATED_YET.to_string(),
+                ),
+                None => (ContainerFailure::None, String::new()),
             };
-            if found.is_none() && error.is_empty() {
-                error = mesh_proto::spec::NOT_CREATED_YET.into();
-                failure = ContainerFailure::NotCreatedYet;
-            }
+            let machine = tracked.map(|t| &t.machine);
+            let restart = machine.map(|m| &m.restart);
+            let hold = tracked.map_or_else(
+                || super::tracked::hold_of(spec.hold()),
+                |t| t.want(spec).hold,
+            );
+            let next_restart_unix_ms = match machine.map(|m| &m.phase) {
+                Some(Phase::BackingOff { until, .. }) => {
+                    now_ms + until.saturating_duration_since(now).as_millis() as i64
+                }
+                _ => 0,
+            };
             containers.push(ContainerStatus {
                 failure: failure as i32,
-                phase: String::new(),
-                hold: spec.hold,
+                phase: machine
+                    .map_or(Phase::Pending.label(), |m| m.phase.label())
+                    .into(),
+                hold: hold_proto(hold) as i32,
                 name: spec.name.clone(),
                 group: spec.group.clone(),
                 service: spec.service.clone(),
                 image: spec.image.clone(),
                 state: state_proto(state) as i32,
                 health: health_proto(health) as i32,
-                restart_count: tracked.map_or(0, |t| t.restart.total),
-                last_exit_code: tracked.and_then(|t| t.restart.last_exit_code),
-                crash_looping: tracked.is_some_and(|t| t.restart.is_crash_looping()),
+                restart_count: restart.map_or(0, |r| r.total),
+                last_exit_code: restart.and_then(|r| r.last_exit_code),
+                crash_looping: restart.is_some_and(|r| r.is_crash_looping()),
                 error,
                 last_logs: tracked.map(|t| t.last_logs.clone()).unwrap_or_default(),
                 generation: found.map_or(0, |(o, _)| o.generation),
                 spec_hash: found.map(|(o, _)| o.spec_hash.clone()).unwrap_or_default(),
                 desired_spec_hash: mesh_proto::spec::spec_hash(spec),
                 healthy_since_unix_ms: tracked.map_or(0, |t| t.healthy_since_unix_ms),
-                next_restart_unix_ms: tracked.and_then(|t| t.next_restart).map_or(0, |at| {
-                    now_ms + at.saturating_duration_since(now).as_millis() as i64
-                }),
+                next_restart_unix_ms,
             });
         }
         // Owned containers we are not told about (no desired set yet): shown as they are.
