@@ -2,6 +2,9 @@
 //! desired set. Pure and idempotent: the same inputs give the same plan,
 //! and a host that already matches gets an empty plan (zero runtime writes).
 //! Only containers carrying this mesh's ownership labels are considered.
+//!
+//! The set-level view, for tools and tests of a whole host; the manager
+//! itself steps each container's lifecycle machine (`super::machine`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
