@@ -258,7 +258,10 @@ impl AdminService for AdminApi {
             )));
         }
         let now = Now::system().unix_ms.max(0) as u64;
-        let desired = s.desired.set(&req.node, req.containers, now);
+        let desired = s
+            .desired
+            .set(&req.node, req.containers, now)
+            .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         let generation = desired.generation;
         let delivered = s.sessions.send(&req.node, Body::Desired(desired));
         tracing::info!(generation, delivered, "desired containers set");

@@ -1,38 +1,51 @@
-//! The containers each node should run. In memory for now: placement
-//! (next issue) persists the topology and re-derives these sets on start.
+//! The containers each node should run. In memory: the applied topology is
+//! persisted and re-derives these sets on start; their generations are
+//! numbered by [`Numbering`], so they never go back.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use mesh_proto::v1::{ContainerSpec, DesiredContainers};
 
+pub use crate::numbering::next_generation;
+use crate::numbering::Numbering;
+use crate::store::{GenerationKey, StoreError};
+
 #[derive(Debug, Default)]
 pub struct DesiredStore {
     sets: Mutex<BTreeMap<String, DesiredContainers>>,
-}
-
-/// The next generation: above the last one, and at least the wall clock in
-/// milliseconds, so a restarted coordinator still outranks what agents
-/// remember from before the restart.
-pub fn next_generation(previous: u64, now_unix_ms: u64) -> u64 {
-    (previous + 1).max(now_unix_ms)
+    numbering: Numbering,
 }
 
 impl DesiredStore {
+    pub fn new(numbering: Numbering) -> DesiredStore {
+        DesiredStore {
+            sets: Mutex::new(BTreeMap::new()),
+            numbering,
+        }
+    }
+
+    /// Makes `containers` the desired set of `node` under a new generation
+    /// (persisted first when there is a store); unchanged on error.
     pub fn set(
         &self,
         node: &str,
         containers: Vec<ContainerSpec>,
         now_unix_ms: u64,
-    ) -> DesiredContainers {
+    ) -> Result<DesiredContainers, StoreError> {
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         let previous = sets.get(node).map_or(0, |d| d.generation);
+        let generation = self.numbering.next(
+            &GenerationKey::Desired(node.to_string()),
+            previous,
+            now_unix_ms,
+        )?;
         let desired = DesiredContainers {
-            generation: next_generation(previous, now_unix_ms),
+            generation,
             containers,
         };
         sets.insert(node.to_string(), desired.clone());
-        desired
+        Ok(desired)
     }
 
     pub fn get(&self, node: &str) -> Option<DesiredContainers> {
@@ -44,17 +57,28 @@ impl DesiredStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn generations_only_grow() {
-        assert_eq!(next_generation(0, 1000), 1000);
-        assert_eq!(next_generation(1000, 1000), 1001);
-        assert_eq!(next_generation(5000, 10), 5001);
         let store = DesiredStore::default();
-        let a = store.set("pc2", vec![], 1000);
-        let b = store.set("pc2", vec![], 1000);
+        let a = store.set("pc2", vec![], 1000).expect("set");
+        let b = store.set("pc2", vec![], 1000).expect("set");
         assert!(b.generation > a.generation);
-        assert_eq!(store.get("pc2").unwrap().generation, b.generation);
+        assert_eq!(store.get("pc2").expect("set").generation, b.generation);
         assert!(store.get("mainpc").is_none());
+    }
+
+    #[test]
+    fn a_reopened_store_numbers_the_next_set_above_the_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let store = crate::store::Store::open(dir.path()).expect("open");
+            DesiredStore::new(Numbering::new(Some(Arc::new(store))))
+        };
+        let before = open().set("pc2", vec![], 2000).expect("set");
+        // Restarted, with the wall clock stepped back.
+        let after = open().set("pc2", vec![], 1000).expect("set");
+        assert!(after.generation > before.generation);
     }
 }

@@ -15,6 +15,7 @@ pub mod desired;
 pub mod directory;
 pub mod liveness;
 pub mod metrics;
+pub mod numbering;
 pub mod planning;
 pub mod registry;
 pub mod rollout;

@@ -92,6 +92,9 @@ impl Coordinator {
             Ok(None) => {}
             Err(message) => return Err(Error::Restore { path, message }),
         }
+        // Numbered before any agent connects: an agent keeps the newest
+        // directory it saw, also one from before this process.
+        shared.refresh_directory(Now::system().unix_ms.max(0) as u64);
         Ok(Coordinator {
             shared,
             server_tls: tls.server_config(&[ALPN_H2])?,
@@ -179,8 +182,8 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                 let sets = shared.topology.tick(&reports);
                 // Directory first: an agent must close a bridge endpoint on
                 // a port before a service that moved there publishes it.
-                shared.refresh_directory();
                 let now = Now::system().unix_ms.max(0) as u64;
+                shared.refresh_directory(now);
                 crate::topology_state::push_sets(&shared, sets, now);
             }
         }

@@ -7,9 +7,10 @@ use std::time::Instant;
 use crate::desired::DesiredStore;
 use crate::liveness::LivenessPolicy;
 use crate::metrics::Metrics;
+use crate::numbering::Numbering;
 use crate::registry::Registry;
 use crate::sessions::Sessions;
-use crate::store::Store;
+use crate::store::{GenerationKey, Store};
 use crate::topology_state::TopologyState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -22,19 +23,23 @@ pub struct Shared {
     pub desired: DesiredStore,
     pub sessions: Sessions,
     pub topology: TopologyState,
+    numbering: Numbering,
     directory: Mutex<mesh_proto::v1::Directory>,
     registry: Mutex<Registry>,
 }
 
 impl Shared {
     pub fn new(mesh: String, policy: LivenessPolicy, store: Option<Store>) -> Arc<Shared> {
+        let store = store.map(Arc::new);
+        let numbering = Numbering::new(store.clone());
         Arc::new(Shared {
             mesh,
             started: Instant::now(),
             metrics: Metrics::default(),
-            desired: DesiredStore::default(),
+            desired: DesiredStore::new(numbering.clone()),
             sessions: Sessions::default(),
             topology: TopologyState::new(store),
+            numbering,
             directory: Mutex::new(mesh_proto::v1::Directory::default()),
             registry: Mutex::new(Registry::new(policy)),
         })
@@ -48,17 +53,29 @@ impl Shared {
             .clone()
     }
 
-    /// Recomputes the directory; when its content changed, numbers it and
-    /// sends it to every connected agent.
-    pub fn refresh_directory(&self) {
+    /// Recomputes the directory; when its content changed (or it was never
+    /// numbered), numbers it above every directory handed out before, also
+    /// by an earlier process, and sends it to every connected agent.
+    pub fn refresh_directory(&self, now_unix_ms: u64) {
         let (defs, hosts, healthy) = self.topology.bridge_view();
         let peers = self.registry().tunnel_peers();
         let mut next = crate::directory::compute(&defs, &hosts, &healthy, &peers);
         let mut current = self.directory.lock().unwrap_or_else(|p| p.into_inner());
-        if crate::directory::same(&current, &next) {
+        if current.generation != 0 && crate::directory::same(&current, &next) {
             return;
         }
-        next.generation = current.generation + 1;
+        next.generation =
+            match self
+                .numbering
+                .next(&GenerationKey::Directory, current.generation, now_unix_ms)
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    // Nothing sent: the next refresh tries again.
+                    tracing::error!(error = %e, "cannot number the bridge directory");
+                    return;
+                }
+            };
         *current = next.clone();
         drop(current);
         let sent = self
@@ -81,5 +98,38 @@ impl Shared {
         self.registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let store = Store::open(dir).expect("open");
+        Shared::new("prod".into(), LivenessPolicy::default(), Some(store))
+    }
+
+    #[test]
+    fn a_restarted_coordinators_first_directory_is_newer_than_the_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = shared(dir.path());
+        first.refresh_directory(9_000);
+        let before = first.directory().generation;
+        assert_eq!(before, 9_000, "numbered even though empty");
+        first.refresh_directory(9_500);
+        assert_eq!(first.directory().generation, before, "unchanged content");
+        drop(first);
+        // Same content, the clock stepped back: still numbered above.
+        let again = shared(dir.path());
+        again.refresh_directory(10);
+        assert!(again.directory().generation > before);
+    }
+
+    #[test]
+    fn without_a_store_the_wall_clock_numbers_the_directory() {
+        let s = Shared::new("prod".into(), LivenessPolicy::default(), None);
+        s.refresh_directory(1234);
+        assert_eq!(s.directory().generation, 1234);
     }
 }

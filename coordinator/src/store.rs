@@ -1,15 +1,38 @@
-//! The coordinator's durable state: the applied topology and its placement,
-//! in an embedded redb database. Written before anything is acted on, so a
-//! restarted coordinator resumes the rollout instead of forgetting it.
+//! The coordinator's durable state, in an embedded redb database: the
+//! applied topology and its placement, the last generation handed out for
+//! the directory and each node's container set, and the operators' holds.
+//! Written before anything is acted on or sent, so a restarted coordinator
+//! resumes the rollout, numbers above what agents hold, and keeps held
+//! containers held.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const APPLIED_KEY: &str = "applied-topology";
+/// What was numbered last -> its generation (see [`GenerationKey`]).
+const GENERATIONS: TableDefinition<&str, u64> = TableDefinition::new("generations");
+
+/// What a generation numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GenerationKey {
+    /// The bridge directory (one for the mesh).
+    Directory,
+    /// One node's desired container set.
+    Desired(String),
+}
+
+impl GenerationKey {
+    fn key(&self) -> String {
+        match self {
+            GenerationKey::Directory => "directory".into(),
+            GenerationKey::Desired(node) => format!("desired/{node}"),
+        }
+    }
+}
 
 /// A topology as applied: its text, where it came from, and where its
 /// groups were placed.
@@ -112,9 +135,52 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Numbers the next `key`: above `at_least - 1`, above what this
+    /// database last recorded for it, and recorded (committed) before this
+    /// returns, so whatever is sent with it is older than anything a later
+    /// process numbers.
+    pub fn next_generation(&self, key: &GenerationKey, at_least: u64) -> Result<u64, StoreError> {
+        let key = key.key();
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        let next = {
+            let mut table = txn.open_table(GENERATIONS).map_err(|e| self.io(e))?;
+            let persisted = table
+                .get(key.as_str())
+                .map_err(|e| self.io(e))?
+                .map_or(0, |v| v.value());
+            let next = at_least.max(persisted.saturating_add(1));
+            table.insert(key.as_str(), next).map_err(|e| self.io(e))?;
+            next
+        };
+        txn.commit().map_err(|e| self.io(e))?;
+        Ok(next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generations_grow_across_reopening_and_a_clock_stepped_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let key = GenerationKey::Directory;
+        assert_eq!(store.next_generation(&key, 5000).expect("number"), 5000);
+        assert_eq!(store.next_generation(&key, 5000).expect("number"), 5001);
+        let pc2 = GenerationKey::Desired("pc2".into());
+        assert_eq!(
+            store.next_generation(&pc2, 1).expect("number"),
+            1,
+            "own key"
+        );
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        // The wall clock went back to 10: still above what was handed out.
+        assert_eq!(store.next_generation(&key, 10).expect("number"), 5002);
+        assert_eq!(store.next_generation(&pc2, 10).expect("number"), 10);
+    }
 
     #[test]
     fn applied_topology_survives_reopening() {

@@ -4,7 +4,7 @@
 //! that reported, and publishes progress to whoever follows the rollout.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mesh_proto::v1::coordinator_message::Body;
@@ -44,7 +44,7 @@ pub struct Active {
 
 #[derive(Debug)]
 pub struct TopologyState {
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
     active: Mutex<Option<Active>>,
     events: broadcast::Sender<Tagged>,
     next_id: Mutex<u64>,
@@ -55,7 +55,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl TopologyState {
-    pub fn new(store: Option<Store>) -> TopologyState {
+    pub fn new(store: Option<Arc<Store>>) -> TopologyState {
         let (events, _) = broadcast::channel(4096);
         TopologyState {
             store,
@@ -66,7 +66,7 @@ impl TopologyState {
     }
 
     pub fn store(&self) -> Option<&Store> {
-        self.store.as_ref()
+        self.store.as_deref()
     }
 
     /// The applied topology, if any.
@@ -396,7 +396,14 @@ pub fn push_sets(
             continue;
         }
         let count = set.len();
-        let desired = shared.desired.set(&node, set, now_unix_ms);
+        let desired = match shared.desired.set(&node, set, now_unix_ms) {
+            Ok(d) => d,
+            Err(e) => {
+                // Unchanged: the next tick tries again.
+                tracing::error!(node = %node, error = %e, "topology: cannot number the desired set");
+                continue;
+            }
+        };
         let generation = desired.generation;
         let delivered = shared.sessions.send(&node, Body::Desired(desired));
         tracing::info!(node = %node, generation, count, delivered, "topology: desired containers updated");
