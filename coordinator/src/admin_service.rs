@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use mesh_certs::Role;
 use mesh_proto::v1::admin_service_server::AdminService;
-use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
     rollout_event, ApplyTopologyRequest, CheckRequest, CheckResponse, CommandAction, CommandResult,
     ContainerCommand, Directory, GetDirectoryRequest, GetStatusRequest, GetStatusResponse,
@@ -263,7 +262,9 @@ impl AdminService for AdminApi {
             .set(&req.node, req.containers, now)
             .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         let generation = desired.generation;
-        let delivered = s.sessions.send(&req.node, Body::Desired(desired));
+        let delivered = s
+            .sync_node(&req.node, std::time::Instant::now())
+            .contains(&crate::sync::Kind::Desired);
         tracing::info!(generation, delivered, "desired containers set");
         Ok(Response::new(SetContainersResponse {
             generation,

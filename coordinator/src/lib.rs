@@ -23,6 +23,7 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod topology_api;
 pub mod topology_state;
 

@@ -11,6 +11,7 @@ use crate::numbering::Numbering;
 use crate::registry::Registry;
 use crate::sessions::Sessions;
 use crate::store::{GenerationKey, Store};
+use crate::sync::Kind;
 use crate::topology_state::TopologyState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -78,11 +79,13 @@ impl Shared {
             };
         *current = next.clone();
         drop(current);
+        let now = Instant::now();
         let sent = self
             .sessions
-            .send_all(mesh_proto::v1::coordinator_message::Body::Directory(
-                next.clone(),
-            ));
+            .connected()
+            .iter()
+            .filter(|node| self.sync_node(node, now).contains(&Kind::Directory))
+            .count();
         tracing::info!(
             generation = next.generation,
             bridges = next.bridges.len(),
@@ -90,6 +93,15 @@ impl Shared {
             sent,
             "bridge directory changed"
         );
+    }
+
+    /// Sends `node` what it lags behind: the directory, then its container
+    /// set (see [`crate::sync`]); returns what was queued.
+    pub fn sync_node(&self, node: &str, now: Instant) -> Vec<Kind> {
+        // The set first: it is only made after the directory it needs.
+        let desired = self.desired.get(node);
+        let directory = self.directory();
+        self.sessions.sync(node, &directory, desired.as_ref(), now)
     }
 
     /// The registry is only touched in short, non-async critical sections,

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
     rollout_event, ContainerStatus, GroupStatus, RolloutEvent, RolloutSummary, ServicePhase,
     ServiceProgress, ServiceStatus, TopologyStatus, UnplacedGroup,
@@ -405,7 +404,9 @@ pub fn push_sets(
             }
         };
         let generation = desired.generation;
-        let delivered = shared.sessions.send(&node, Body::Desired(desired));
+        let delivered = shared
+            .sync_node(&node, Instant::now())
+            .contains(&crate::sync::Kind::Desired);
         tracing::info!(node = %node, generation, count, delivered, "topology: desired containers updated");
     }
 }
