@@ -500,16 +500,39 @@ vram_mib = 16000
 
     #[test]
     fn one_port_twice_on_a_host_is_refused() {
-        let text = TOPOLOGY.replace(
-            "name = \"registry\"\nimage = \"localhost/mesh-demo:latest\"",
-            "name = \"registry\"\nimage = \"localhost/mesh-demo:latest\"\nports = [\"7100:5555\"]",
-        );
-        let t = parse("t.toml", &text).expect("valid");
-        let plan = Plan {
-            placements: [("core".to_string(), "pc2".to_string())].into(),
+        // registry (core) and orchestrator (memory) both publish 7100.
+        let text = TOPOLOGY
+            .replace(
+                "name = \"registry\"\nimage = \"localhost/mesh-demo:latest\"",
+                "name = \"registry\"\nimage = \"localhost/mesh-demo:latest\"\nports = [\"7100:5555\"]",
+            )
+            .replace(
+                "name = \"orchestrator\"\nimage = \"localhost/mesh-demo:latest\"",
+                "name = \"orchestrator\"\nimage = \"localhost/mesh-demo:latest\"\nports = [\"7100:6000\"]",
+            );
+        let t = parse("t.toml", &text).expect("valid: on different hosts they do not clash");
+        let placed = |core: &str, memory: &str| Plan {
+            placements: [
+                ("core".to_string(), core.to_string()),
+                ("memory".to_string(), memory.to_string()),
+            ]
+            .into(),
             ..Plan::default()
         };
-        assert!(planned_services(&t, &plan, &BTreeMap::new()).is_ok());
+        assert!(planned_services(&t, &placed("mainpc", "pc2"), &BTreeMap::new()).is_ok());
+        let problems = planned_services(&t, &placed("pc2", "pc2"), &BTreeMap::new())
+            .expect_err("two services publishing 7100 on pc2");
+        assert_eq!(
+            problems,
+            vec![
+                "on pc2: host port 7100/tcp is claimed by both registry and orchestrator"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn groups_run_where_the_agents_report_their_containers() {
         let observed: Observed = [(
             "pc2".to_string(),
             vec![v1::ContainerStatus {
@@ -521,5 +544,9 @@ vram_mib = 16000
         .into();
         let current = current_placement(None, &observed);
         assert_eq!(current["memory"], "pc2");
+        let stored: BTreeMap<String, String> =
+            [("memory".to_string(), "mainpc".to_string())].into();
+        let current = current_placement(Some(&stored), &observed);
+        assert_eq!(current["memory"], "mainpc", "the applied placement wins");
     }
 }
