@@ -285,5 +285,7 @@ pub fn same_set(a: &[ContainerSpec], b: &[ContainerSpec]) -> bool {
     key(a) == key(b)
 }
 
+pub mod controller;
+
 #[cfg(test)]
 mod tests;

@@ -1,19 +1,21 @@
-//! The applied topology while it runs: its services and their hosts, what
-//! was handed out, and the rollout's progress. `tick` applies one pure
-//! rollout step to the live mesh: it updates the desired sets of the hosts
-//! that reported, and publishes progress to whoever follows the rollout.
+//! The applied topology while it runs: its services and their hosts, and
+//! its rollout controller. `tick` runs one pure controller step
+//! ([`rollout::controller::advance`]) and executes what it returns: it
+//! publishes the events to whoever follows the rollout and hands back the
+//! desired sets to push.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mesh_proto::v1::{
-    rollout_event, ContainerStatus, GroupStatus, RolloutEvent, RolloutSummary, ServicePhase,
-    ServiceProgress, ServiceStatus, TopologyStatus, UnplacedGroup,
+    ContainerStatus, GroupStatus, RolloutEvent, RolloutSummary, ServicePhase, ServiceStatus,
+    TopologyStatus, UnplacedGroup,
 };
 use tokio::sync::broadcast;
 
-use crate::rollout::{self, Observed, Planned, Step};
+use crate::rollout::controller::{advance, Controller, Push};
+use crate::rollout::{self, Observed, Planned};
 use crate::store::{Applied, Store, StoreError};
 
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
@@ -25,20 +27,8 @@ pub type Tagged = (u64, RolloutEvent);
 pub struct Active {
     pub id: u64,
     pub applied: Applied,
-    pub planned: Vec<Planned>,
-    pub hosts: Vec<String>,
-    pub unplaced: Vec<UnplacedGroup>,
     pub bridges: Vec<crate::directory::BridgeDef>,
-    released: BTreeSet<String>,
-    halted: Option<String>,
-    started: Instant,
-    timeout: Duration,
-    summary: Option<RolloutSummary>,
-    last: BTreeMap<String, (i32, String)>,
-    last_step: Option<Step>,
-    /// Services already healthy when this rollout began.
-    unchanged: BTreeSet<String>,
-    first_tick: bool,
+    pub rollout: Controller,
 }
 
 #[derive(Debug)]
@@ -77,7 +67,7 @@ impl TopologyState {
     pub fn manages(&self, node: &str) -> Option<String> {
         lock(&self.active)
             .as_ref()
-            .filter(|a| a.hosts.iter().any(|h| h == node))
+            .filter(|a| a.rollout.hosts.iter().any(|h| h == node))
             .map(|a| a.applied.source_name.clone())
     }
 
@@ -102,21 +92,12 @@ impl TopologyState {
             *n
         };
         let mut active = lock(&self.active);
-        if let Some(old) = active.as_ref() {
-            if old.summary.is_none() {
-                let summary = RolloutSummary {
-                    ok: false,
-                    message: "replaced by a newer apply".into(),
-                    elapsed_ms: old.started.elapsed().as_millis() as u64,
-                    ..Default::default()
-                };
-                let _ = self.events.send((
-                    old.id,
-                    RolloutEvent {
-                        body: Some(rollout_event::Body::Summary(summary)),
-                    },
-                ));
-            }
+        let now = Instant::now();
+        if let Some(event) = active
+            .as_ref()
+            .and_then(|old| old.rollout.replaced(now).map(|e| (old.id, e)))
+        {
+            let _ = self.events.send(event);
         }
         let timeout = Duration::from_secs(u64::from(if applied.timeout_seconds == 0 {
             DEFAULT_TIMEOUT_SECONDS
@@ -126,19 +107,8 @@ impl TopologyState {
         *active = Some(Active {
             id,
             applied,
-            planned,
-            hosts,
-            unplaced,
             bridges,
-            released: BTreeSet::new(),
-            halted: None,
-            started: Instant::now(),
-            timeout,
-            summary: None,
-            last: BTreeMap::new(),
-            last_step: None,
-            unchanged: BTreeSet::new(),
-            first_tick: true,
+            rollout: Controller::new(planned, hosts, unplaced, now, timeout),
         });
         Ok((id, receiver))
     }
@@ -149,102 +119,24 @@ impl TopologyState {
         lock(&self.active)
             .as_ref()
             .filter(|a| a.id == id)
-            .and_then(|a| a.summary.clone())
+            .and_then(|a| a.rollout.summary.clone())
     }
 
-    /// One rollout step against the agents' latest reports. `reports` holds
-    /// only hosts whose agent reported with a working runtime: the others
-    /// keep their desired sets untouched until they do. Returns the desired
-    /// sets to push.
-    pub fn tick(&self, reports: &Observed) -> Vec<(String, Vec<mesh_proto::v1::ContainerSpec>)> {
+    /// One rollout step against the agents' latest reports (only hosts
+    /// whose agent reported with a working runtime). Publishes its events;
+    /// returns the desired sets to push.
+    pub fn tick(&self, reports: &Observed) -> Vec<Push> {
         let mut guard = lock(&self.active);
-        let Some(a) = guard.as_mut() else {
+        let Some(mut a) = guard.take() else {
             return Vec::new();
         };
-        let elapsed = a.started.elapsed();
-        let elapsed_ms = elapsed.as_millis() as u64;
-        let step = rollout::step(
-            &a.planned,
-            &a.hosts,
-            reports,
-            &a.released,
-            a.halted.is_some(),
-            elapsed_ms,
-        );
-        if a.first_tick {
-            a.first_tick = false;
-            a.unchanged = step
-                .progress
-                .iter()
-                .filter(|r| r.phase == ServicePhase::Healthy as i32)
-                .map(|r| r.service.clone())
-                .collect();
+        let (rollout, events, pushes) = advance(a.rollout, reports, Instant::now());
+        a.rollout = rollout;
+        for event in events {
+            let _ = self.events.send((a.id, event));
         }
-        // Hand out only to hosts that reported: a host not heard from yet
-        // (e.g. after a coordinator restart) must not get a partial set.
-        a.released = step
-            .released
-            .iter()
-            .filter(|s| {
-                a.planned
-                    .iter()
-                    .find(|p| &p.service == *s)
-                    .and_then(|p| p.host.as_ref())
-                    .is_some_and(|h| reports.contains_key(h))
-                    || a.released.contains(*s)
-            })
-            .cloned()
-            .collect();
-        let push: Vec<_> = step
-            .desired
-            .iter()
-            .filter(|(h, _)| reports.contains_key(*h))
-            .map(|(h, set)| (h.clone(), set.clone()))
-            .collect();
-        for row in &step.progress {
-            let key = (row.phase, row.message.clone());
-            if a.last.get(&row.service) != Some(&key) {
-                a.last.insert(row.service.clone(), key);
-                let _ = self.events.send((
-                    a.id,
-                    RolloutEvent {
-                        body: Some(rollout_event::Body::Progress(row.clone())),
-                    },
-                ));
-            }
-        }
-        if a.summary.is_none() {
-            let halt = if step.failed {
-                let failed: Vec<String> = step
-                    .progress
-                    .iter()
-                    .filter(|r| r.phase == ServicePhase::Failed as i32)
-                    .map(|r| format!("{} on {}: {}", r.service, r.host, r.message))
-                    .collect();
-                Some(format!("stopped: {}", failed.join("; ")))
-            } else if step.complete {
-                None
-            } else if elapsed > a.timeout {
-                Some(format!(
-                    "stopped: timed out after {} s; raise it with --timeout",
-                    a.timeout.as_secs()
-                ))
-            } else {
-                a.last_step = Some(step);
-                return push;
-            };
-            a.halted = halt.clone();
-            let summary = summarize(a, &step, halt, elapsed_ms);
-            a.summary = Some(summary.clone());
-            let _ = self.events.send((
-                a.id,
-                RolloutEvent {
-                    body: Some(rollout_event::Body::Summary(summary)),
-                },
-            ));
-        }
-        a.last_step = Some(step);
-        push
+        *guard = Some(a);
+        pushes
     }
 
     /// The bridges of the applied topology, where each bridged service runs
@@ -261,22 +153,12 @@ impl TopologyState {
             return Default::default();
         };
         let hosts = a
+            .rollout
             .planned
             .iter()
             .filter_map(|p| p.host.clone().map(|h| (p.service.clone(), h)))
             .collect();
-        let healthy = a
-            .last_step
-            .as_ref()
-            .map(|s| {
-                s.progress
-                    .iter()
-                    .filter(|r| r.phase == ServicePhase::Healthy as i32)
-                    .map(|r| r.service.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        (a.bridges.clone(), hosts, healthy)
+        (a.bridges.clone(), hosts, a.rollout.healthy())
     }
 
     /// Groups, their hosts and health, for `meshctl status`.
@@ -285,14 +167,14 @@ impl TopologyState {
         let Some(a) = guard.as_ref() else {
             return TopologyStatus::default();
         };
-        let rollout = match (&a.summary, &a.halted) {
+        let rollout = match (&a.rollout.summary, &a.rollout.halted) {
             (None, _) => "rolling out".to_string(),
             (Some(_), Some(why)) => why.clone(),
             (Some(s), None) if s.ok => "complete".to_string(),
             (Some(s), None) => format!("complete except: {}", s.message),
         };
         let mut groups: BTreeMap<String, GroupStatus> = BTreeMap::new();
-        for p in &a.planned {
+        for p in &a.rollout.planned {
             let g = groups
                 .entry(p.group.clone())
                 .or_insert_with(|| GroupStatus {
@@ -302,6 +184,7 @@ impl TopologyState {
                     services: Vec::new(),
                 });
             let row = a
+                .rollout
                 .last_step
                 .as_ref()
                 .and_then(|s| s.progress.iter().find(|r| r.service == p.service));
@@ -332,43 +215,6 @@ impl TopologyState {
     }
 }
 
-fn summarize(a: &Active, step: &Step, halt: Option<String>, elapsed_ms: u64) -> RolloutSummary {
-    let phase =
-        |r: &ServiceProgress| ServicePhase::try_from(r.phase).unwrap_or(ServicePhase::Unspecified);
-    let mut s = RolloutSummary {
-        ok: false,
-        message: String::new(),
-        elapsed_ms,
-        unplaced: a.unplaced.clone(),
-        ..Default::default()
-    };
-    for r in &step.progress {
-        match phase(r) {
-            ServicePhase::Healthy if a.unchanged.contains(&r.service) => {
-                s.unchanged.push(r.service.clone())
-            }
-            ServicePhase::Healthy => s.started.push(r.service.clone()),
-            ServicePhase::Failed => s.failed.push(r.clone()),
-            _ => s.not_started.push(r.clone()),
-        }
-    }
-    s.ok =
-        halt.is_none() && s.failed.is_empty() && s.not_started.is_empty() && s.unplaced.is_empty();
-    s.message = match halt {
-        Some(why) => format!("{why}; nothing healthy was torn down"),
-        None if s.ok => format!(
-            "all {} services healthy",
-            s.started.len() + s.unchanged.len()
-        ),
-        None => format!(
-            "{} services healthy; {} could not start (unplaced groups or what depends on them)",
-            s.started.len() + s.unchanged.len(),
-            s.not_started.len()
-        ),
-    };
-    s
-}
-
 /// The latest reports of `hosts` whose runtime works, for a rollout step.
 pub fn usable_reports(reports: Vec<(String, Option<mesh_proto::v1::ContainerReport>)>) -> Observed {
     reports
@@ -381,11 +227,7 @@ pub fn usable_reports(reports: Vec<(String, Option<mesh_proto::v1::ContainerRepo
 }
 
 /// Pushes each changed desired set to its node.
-pub fn push_sets(
-    shared: &crate::state::Shared,
-    sets: Vec<(String, Vec<mesh_proto::v1::ContainerSpec>)>,
-    now_unix_ms: u64,
-) {
+pub fn push_sets(shared: &crate::state::Shared, sets: Vec<Push>, now_unix_ms: u64) {
     for (node, set) in sets {
         let same = shared
             .desired

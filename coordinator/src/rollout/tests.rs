@@ -311,3 +311,5 @@ fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
     assert_eq!(phase(&s, "orchestrator"), ServicePhase::Failed);
     assert_eq!(names(&s.desired["pc2"]), vec!["orchestrator"]);
 }
+
+mod controller;
