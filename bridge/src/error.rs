@@ -57,6 +57,8 @@ pub enum Error {
         peer: String,
         addr: SocketAddr,
         last: String,
+        /// What kind of failure `last` was.
+        last_kind: FailureKind,
         retry_in: Duration,
     },
 
@@ -115,7 +117,42 @@ pub enum ConnectCause {
     Other(String),
 }
 
+/// What kind of failure a tunnel error is, as a type (for checks and
+/// people; nothing needs to read it back out of the message).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A certificate or identity was refused, by either side.
+    Certificate,
+    /// No answer over the network.
+    Link,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+impl ConnectCause {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ConnectCause::PeerCertificate { .. }
+            | ConnectCause::RejectedByPeer { .. }
+            | ConnectCause::IdentityRefused { .. }
+            | ConnectCause::WrongPeer { .. } => FailureKind::Certificate,
+            ConnectCause::Unreachable { .. } => FailureKind::Link,
+            ConnectCause::Other(_) => FailureKind::Other,
+        }
+    }
+}
+
 impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Error::Connect { cause, .. } => cause.kind(),
+            Error::BackingOff { last_kind, .. } => *last_kind,
+            _ => FailureKind::Other,
+        }
+    }
+
     /// A stream failure with peer `peer`.
     pub(crate) fn stream(peer: &str, reason: impl std::fmt::Display) -> Error {
         Error::Stream {

@@ -39,7 +39,7 @@ pub mod tunnel;
 pub use backoff::Backoff;
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use counters::{CounterSnapshot, Counters};
-pub use error::{ConnectCause, Error, Result};
+pub use error::{ConnectCause, Error, FailureKind, Result};
 pub use service::{Export, Exports};
 pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};
 pub use tunnel::{PeerAddr, TunnelConfig, Tunnels};

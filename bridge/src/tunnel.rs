@@ -90,6 +90,7 @@ struct Slot {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
+    last_kind: crate::error::FailureKind,
 }
 
 struct Inner {
@@ -211,6 +212,7 @@ impl Tunnels {
                 peer: peer.node.clone(),
                 addr: peer.addr,
                 last: slot.last_error.clone(),
+                last_kind: slot.last_kind,
                 retry_in: at - now,
             });
         }
@@ -226,6 +228,7 @@ impl Tunnels {
                 slot.retry_at =
                     Some(Instant::now() + self.inner.config.backoff.delay(slot.failures));
                 slot.last_error = e.to_string();
+                slot.last_kind = e.kind();
                 Err(e)
             }
         }

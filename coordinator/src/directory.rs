@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use mesh_proto::v1::{BridgeEntry, Directory, TunnelPeer};
+use mesh_proto::v1::{BridgeEntry, BridgePattern, Directory, InFlightPolicy, TunnelPeer};
 use mesh_topology::model::Topology;
 use mesh_topology::service::parse_port;
 
@@ -15,25 +15,32 @@ use mesh_topology::service::parse_port;
 #[derive(Clone, Debug, PartialEq)]
 pub struct BridgeDef {
     pub service: String,
-    /// reqrep, pubsub, pushpull, distribute or tcp.
-    pub pattern: String,
+    pub pattern: BridgePattern,
     pub port: u16,
     pub target_port: u16,
-    pub in_flight: String,
+    pub in_flight: InFlightPolicy,
     pub env: String,
     pub probe_request: String,
     pub probe_expect: String,
 }
 
-/// The bridge library's pattern for a topology's pattern word (the
-/// service's socket type).
-pub fn pattern_of(word: &str) -> &'static str {
+/// The bridge pattern for a topology's pattern word (the service's socket
+/// type; validated when the topology is read).
+pub fn pattern_of(word: &str) -> BridgePattern {
     match word {
-        "pub" => "pubsub",
-        "pull" => "pushpull",
-        "push" => "distribute",
-        "tcp" => "tcp",
-        _ => "reqrep",
+        "pub" => BridgePattern::Pubsub,
+        "pull" => BridgePattern::Pushpull,
+        "push" => BridgePattern::Distribute,
+        "tcp" => BridgePattern::Tcp,
+        _ => BridgePattern::Reqrep,
+    }
+}
+
+/// The in-flight policy for a topology's word (validated when read).
+pub fn in_flight_of(word: &str) -> InFlightPolicy {
+    match word {
+        "retry-once" => InFlightPolicy::RetryOnce,
+        _ => InFlightPolicy::Error,
     }
 }
 
@@ -61,14 +68,10 @@ pub fn bridge_defs(t: &Topology) -> Vec<BridgeDef> {
                 .and_then(|h| h.zmq.as_ref());
             BridgeDef {
                 service: b.service.get_ref().clone(),
-                pattern: pattern_of(&b.pattern).to_string(),
+                pattern: pattern_of(&b.pattern),
                 port: b.port,
                 target_port,
-                in_flight: if b.in_flight.is_empty() {
-                    "error".into()
-                } else {
-                    b.in_flight.clone()
-                },
+                in_flight: in_flight_of(&b.in_flight),
                 env: b.env_name(),
                 probe_request: zmq.map(|z| z.request.clone()).unwrap_or_default(),
                 probe_expect: zmq.map(|z| z.expect.clone()).unwrap_or_default(),
@@ -106,12 +109,12 @@ pub fn compute(
             .iter()
             .map(|d| BridgeEntry {
                 service: d.service.clone(),
-                pattern: d.pattern.clone(),
+                kind: d.pattern as i32,
                 port: u32::from(d.port),
                 target_port: u32::from(d.target_port),
                 host: hosts.get(&d.service).cloned().unwrap_or_default(),
                 healthy: healthy.contains(&d.service),
-                in_flight: d.in_flight.clone(),
+                in_flight_policy: d.in_flight as i32,
                 env: d.env.clone(),
                 probe_request: d.probe_request.clone(),
                 probe_expect: d.probe_expect.clone(),
@@ -166,17 +169,18 @@ env = "EVENTS_URL"
     #[test]
     fn every_topology_pattern_names_a_bridge_pattern() {
         for (word, bridge) in [
-            ("rep", "reqrep"),
-            ("router", "reqrep"),
-            ("", "reqrep"),
-            ("pub", "pubsub"),
-            ("pull", "pushpull"),
-            ("push", "distribute"),
-            ("tcp", "tcp"),
+            ("rep", BridgePattern::Reqrep),
+            ("router", BridgePattern::Reqrep),
+            ("", BridgePattern::Reqrep),
+            ("pub", BridgePattern::Pubsub),
+            ("pull", BridgePattern::Pushpull),
+            ("push", BridgePattern::Distribute),
+            ("tcp", BridgePattern::Tcp),
         ] {
             assert_eq!(pattern_of(word), bridge, "{word}");
-            assert!(bridge.parse::<mesh_bridge::Pattern>().is_ok(), "{bridge}");
         }
+        assert_eq!(in_flight_of(""), InFlightPolicy::Error);
+        assert_eq!(in_flight_of("retry-once"), InFlightPolicy::RetryOnce);
     }
 
     #[test]
@@ -185,7 +189,7 @@ env = "EVENTS_URL"
             .expect("valid");
         let defs = bridge_defs(&t);
         assert_eq!(defs[0].service, "memory-orchestrator");
-        assert_eq!(defs[0].pattern, "reqrep");
+        assert_eq!(defs[0].pattern, BridgePattern::Reqrep);
         assert_eq!((defs[0].port, defs[0].target_port), (7140, 5555));
         assert_eq!(defs[0].env, "MESH_MEMORY_ORCHESTRATOR_ADDR");
         assert_eq!(
@@ -195,8 +199,9 @@ env = "EVENTS_URL"
             ),
             ("health", "ok")
         );
-        assert_eq!(defs[0].in_flight, "error");
-        assert_eq!(defs[1].pattern, "pubsub");
+        assert_eq!(defs[0].in_flight, InFlightPolicy::Error);
+        assert_eq!(defs[1].pattern, BridgePattern::Pubsub);
+        assert_eq!(defs[1].in_flight, InFlightPolicy::RetryOnce);
         assert_eq!(defs[1].env, "EVENTS_URL");
         assert_eq!(defs[1].probe_request, "");
         let env = bridge_env(&defs, "10.99.0.1");

@@ -10,9 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mesh_proto::spec::{spec_hash, NOT_CREATED_YET};
+use mesh_proto::spec::spec_hash;
 use mesh_proto::v1::{
-    ContainerSpec, ContainerState, ContainerStatus, HealthState, ServicePhase, ServiceProgress,
+    ContainerFailure, ContainerSpec, ContainerState, ContainerStatus, HealthState, ServicePhase,
+    ServiceProgress,
 };
 
 /// One service of the applied topology, with its placement.
@@ -72,7 +73,8 @@ fn seen(p: &Planned, host: &str, observed: &Observed) -> Seen {
     if status.spec_hash.is_empty() {
         // No container exists: the row is the agent's attempt at a spec.
         let attempted_this = status.desired_spec_hash == want;
-        let pending = status.error.is_empty() || status.error == NOT_CREATED_YET;
+        let pending =
+            status.error.is_empty() || status.failure() == ContainerFailure::NotCreatedYet;
         return if attempted_this && !pending {
             Seen::CreateFailed(status.error.clone())
         } else {

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 use mesh_proto::v1::admin_service_client::AdminServiceClient;
-use mesh_proto::v1::{CheckRequest, CheckResponse};
+use mesh_proto::v1::{CheckCause, CheckRequest, CheckResponse};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 
@@ -60,7 +60,7 @@ pub fn check_text(r: &CheckResponse) -> String {
                 if p.ok {
                     String::new()
                 } else {
-                    format!("{}: {}", p.cause, p.error)
+                    format!("{}: {}", p.failure().label(), p.error)
                 },
             ]);
         }
@@ -78,7 +78,7 @@ pub fn check_text(r: &CheckResponse) -> String {
                 if b.ok {
                     String::new()
                 } else {
-                    format!("{}: {}", b.cause, b.error)
+                    format!("{}: {}", bridge_cause(b), b.error)
                 },
             ]);
         }
@@ -102,6 +102,16 @@ pub fn check_text(r: &CheckResponse) -> String {
     out
 }
 
+/// A bridge check's cause; a failed tunnel says why it failed.
+fn bridge_cause(b: &mesh_proto::v1::BridgeCheck) -> String {
+    match b.failure() {
+        CheckCause::Tunnel if b.tunnel_failure() != CheckCause::None => {
+            format!("{} (tunnel to {})", b.tunnel_failure().label(), b.host)
+        }
+        cause => cause.label().to_string(),
+    }
+}
+
 pub fn check_json(r: &CheckResponse) -> Value {
     json!({
         "schema": "meshctl.check.v1",
@@ -110,11 +120,12 @@ pub fn check_json(r: &CheckResponse) -> Value {
         "hosts": r.reports.iter().map(|n| json!({
             "node": n.node,
             "tunnels": n.peers.iter().map(|p| json!({
-                "to": p.node, "ok": p.ok, "rtt_us": p.rtt_us, "error": p.error, "cause": p.cause,
+                "to": p.node, "ok": p.ok, "rtt_us": p.rtt_us, "error": p.error, "cause": p.failure().label(),
             })).collect::<Vec<_>>(),
             "bridges": n.bridges.iter().map(|b| json!({
                 "service": b.service, "host": b.host, "endpoint": b.endpoint, "via": b.via,
-                "ok": b.ok, "rtt_us": b.rtt_us, "error": b.error, "cause": b.cause,
+                "ok": b.ok, "rtt_us": b.rtt_us, "error": b.error, "cause": b.failure().label(),
+                "tunnel_cause": b.tunnel_failure().label(),
                 "counters": b.counters.as_ref().map(|c| json!({
                     "msgs_out": c.msgs_out, "bytes_out": c.bytes_out,
                     "msgs_in": c.msgs_in, "bytes_in": c.bytes_in,
@@ -131,6 +142,17 @@ pub fn check_json(r: &CheckResponse) -> Value {
 mod tests {
     use super::*;
     use mesh_proto::v1::{BridgeCheck, CheckReport, PeerCheck};
+
+    #[test]
+    fn a_failed_tunnel_names_its_own_cause() {
+        let b = BridgeCheck {
+            host: "pc2".into(),
+            failure: CheckCause::Tunnel as i32,
+            tunnel_failure: CheckCause::Certificate as i32,
+            ..Default::default()
+        };
+        assert_eq!(bridge_cause(&b), "certificate (tunnel to pc2)");
+    }
 
     #[test]
     fn matrix_names_failures_and_their_causes() {
@@ -150,7 +172,7 @@ mod tests {
                     via: "tunnel".into(),
                     ok: false,
                     error: "no reply within 3s".into(),
-                    cause: "service unhealthy".into(),
+                    failure: CheckCause::ServiceUnhealthy as i32,
                     ..Default::default()
                 }],
             }],

@@ -19,7 +19,8 @@ use mesh_bridge::{
 };
 use mesh_certs::MeshTls;
 use mesh_proto::v1::{
-    BridgeCheck, BridgeEntry, CheckReport, CheckRequest, Directory, PeerCheck, ZmqProbe,
+    BridgeCheck, BridgeEntry, BridgePattern, CheckCause, CheckReport, CheckRequest, Directory,
+    PeerCheck,
 };
 use tokio::sync::Mutex;
 
@@ -46,6 +47,37 @@ fn endpoint_text(pattern: Pattern, ip: IpAddr, port: u16) -> String {
     }
 }
 
+/// The bridge library's pattern for a directory entry's; none for a
+/// pattern this agent does not know (a newer coordinator's).
+pub fn pattern_of(kind: BridgePattern) -> Option<Pattern> {
+    match kind {
+        BridgePattern::Reqrep => Some(Pattern::ReqRep),
+        BridgePattern::Pubsub => Some(Pattern::PubSub),
+        BridgePattern::Pushpull => Some(Pattern::PushPull),
+        BridgePattern::Distribute => Some(Pattern::Distribute),
+        BridgePattern::Tcp => Some(Pattern::Tcp),
+        BridgePattern::Unspecified => None,
+    }
+}
+
+fn in_flight_of(policy: mesh_proto::v1::InFlightPolicy) -> InFlightPolicy {
+    match policy {
+        mesh_proto::v1::InFlightPolicy::RetryOnce => InFlightPolicy::RetryOnce,
+        mesh_proto::v1::InFlightPolicy::Error | mesh_proto::v1::InFlightPolicy::Unspecified => {
+            InFlightPolicy::Error
+        }
+    }
+}
+
+/// The check cause of a tunnel failure.
+fn cause_of(kind: mesh_bridge::FailureKind) -> CheckCause {
+    match kind {
+        mesh_bridge::FailureKind::Certificate => CheckCause::Certificate,
+        mesh_bridge::FailureKind::Link => CheckCause::Link,
+        mesh_bridge::FailureKind::Other => CheckCause::Tunnel,
+    }
+}
+
 /// What this host should do for each bridge of `directory` (pure).
 pub fn roles(
     directory: &Directory,
@@ -62,7 +94,7 @@ pub fn roles(
         .bridges
         .iter()
         .filter_map(|b| {
-            let pattern: Pattern = b.pattern.parse().ok()?;
+            let pattern = BridgePattern::try_from(b.kind).ok().and_then(pattern_of)?;
             let port = u16::try_from(b.port).ok()?;
             let local = endpoint_text(pattern, listen_ip, port);
             let role = if b.host == me {
@@ -76,11 +108,7 @@ pub fn roles(
                         node: b.host.clone(),
                         addr: *addr,
                     },
-                    in_flight: if b.in_flight == "retry-once" {
-                        InFlightPolicy::RetryOnce
-                    } else {
-                        InFlightPolicy::Error
-                    },
+                    in_flight: in_flight_of(b.in_flight_policy()),
                 }
             } else {
                 Role::Nowhere { local }
@@ -335,8 +363,8 @@ impl BridgeHost {
         for b in &mut bridges {
             if let Some(reason) = failed.get(&b.service) {
                 b.ok = false;
-                b.cause = "port (the bridge endpoint could not start)".into();
-                b.error = reason.clone();
+                b.failure = CheckCause::Port as i32;
+                b.error = format!("the bridge endpoint could not start: {reason}");
             }
         }
         let counters = self.counters().await;
@@ -360,7 +388,7 @@ impl BridgeHost {
         };
         let Ok(addr) = address.parse::<SocketAddr>() else {
             out.error = format!("tunnel address '{address}' is not IP:PORT");
-            out.cause = "config".into();
+            out.set_failure(CheckCause::Config);
             return out;
         };
         let peer = PeerAddr {
@@ -378,11 +406,11 @@ impl BridgeHost {
                     .as_micros() as u64;
             }
             Ok(Err(e)) => {
-                out.cause = cause_of(&e.to_string()).into();
+                out.set_failure(cause_of(e.kind()));
                 out.error = e.to_string();
             }
             Err(_) => {
-                out.cause = "link".into();
+                out.set_failure(CheckCause::Link);
                 out.error = format!("no tunnel to {node} at {addr} within {timeout:?}: is its agent running and UDP port {} open?", addr.port());
             }
         }
@@ -414,46 +442,31 @@ impl BridgeHost {
         };
         if b.host.is_empty() {
             out.error = "the service runs nowhere now".into();
-            out.cause = "service not placed".into();
+            out.set_failure(CheckCause::NotPlaced);
             return out;
         }
         let started = Instant::now();
-        let probe = if b.pattern == "reqrep" && !b.probe_request.is_empty() {
-            let z = ZmqProbe {
-                port: u32::from(port),
-                request: b.probe_request.clone(),
-                expect: b.probe_expect.clone(),
-            };
-            tokio::time::timeout(timeout, crate::health::probe::zmq(addr, &z))
-                .await
-                .map(|o| (o.passed, o.message))
-                .unwrap_or_else(|_| (false, format!("no reply within {timeout:?}")))
+        let outcome = if b.kind() == BridgePattern::Reqrep && !b.probe_request.is_empty() {
+            probe_reqrep(addr, b, timeout).await
         } else {
-            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => (true, "connected".to_string()),
-                Ok(Err(e)) => (false, format!("connect {addr}: {e}")),
-                Err(_) => (
-                    false,
-                    format!("connect {addr}: no answer within {timeout:?}"),
-                ),
-            }
+            probe_connect(addr, timeout).await
         };
         out.rtt_us = started.elapsed().as_micros() as u64;
-        out.ok = probe.0;
-        if !out.ok {
-            out.error = probe.1;
-            let tunnel = peers.iter().find(|p| p.node == b.host);
-            out.cause = if let Some(t) = tunnel.filter(|t| !t.ok) {
-                format!("{} (tunnel to {})", t.cause, b.host)
-            } else if out.error.contains("refused") {
-                "port (nothing listens on the endpoint)".into()
-            } else if !b.healthy {
-                "service unhealthy".into()
-            } else if out.error.contains(mesh_bridge::ERROR_PREFIX.trim()) {
-                "bridge".into()
-            } else {
-                "service".into()
+        if let Err((cause, error)) = outcome {
+            out.error = error;
+            let tunnel = peers.iter().find(|p| p.node == b.host).filter(|t| !t.ok);
+            let cause = match (tunnel, cause) {
+                (Some(t), _) => {
+                    out.tunnel_failure = t.failure;
+                    CheckCause::Tunnel
+                }
+                (None, CheckCause::Port) => CheckCause::Port,
+                (None, _) if !b.healthy => CheckCause::ServiceUnhealthy,
+                (None, cause) => cause,
             };
+            out.set_failure(cause);
+        } else {
+            out.ok = true;
         }
         out
     }
@@ -491,10 +504,9 @@ pub async fn tunnel_check(
             true
         }
         Ok(Err(e)) => {
-            let text = e.to_string();
             println!(
-                "tunnel to {peer_name} at {peer}: FAILED ({}): {text}",
-                cause_of(&text)
+                "tunnel to {peer_name} at {peer}: FAILED ({}): {e}",
+                cause_of(e.kind()).label()
             );
             false
         }
@@ -528,23 +540,60 @@ fn counters_proto(c: &mesh_bridge::CounterSnapshot) -> mesh_proto::v1::BridgeCou
     }
 }
 
-/// A short cause for a tunnel failure's text.
-pub fn cause_of(error: &str) -> &'static str {
-    let e = error.to_lowercase();
-    if e.contains("certificate")
-        || e.contains("identity")
-        || e.contains("expected") && e.contains("peer is")
-    {
-        "certificate"
-    } else if e.contains("no answer")
-        || e.contains("unreachable")
-        || e.contains("timed out")
-        || e.contains("is down")
-    {
-        "link"
-    } else {
-        "tunnel"
+type ProbeResult = Result<(), (CheckCause, String)>;
+
+/// A plain TCP connect to a bridge endpoint.
+async fn probe_connect(addr: SocketAddr, timeout: Duration) -> ProbeResult {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err((
+            CheckCause::Port,
+            format!("connect {addr}: {e} (nothing listens on the endpoint)"),
+        )),
+        Ok(Err(e)) => Err((CheckCause::Link, format!("connect {addr}: {e}"))),
+        Err(_) => Err((
+            CheckCause::Service,
+            format!("connect {addr}: no answer within {timeout:?}"),
+        )),
     }
+}
+
+/// The service's own ZeroMQ health request through a bridge endpoint.
+async fn probe_reqrep(addr: SocketAddr, b: &BridgeEntry, timeout: Duration) -> ProbeResult {
+    use zeromq::{Socket, SocketRecv, SocketSend};
+    // Nothing listening is a port problem, whatever ZeroMQ would say.
+    probe_connect(addr, timeout).await?;
+    let exchange = async {
+        // A fresh socket per probe: zeromq 0.7's REQ never reconnects.
+        let mut socket = zeromq::ReqSocket::new();
+        socket
+            .connect(&format!("tcp://{addr}"))
+            .await
+            .map_err(|e| (CheckCause::Port, format!("zmq tcp://{addr}: {e}")))?;
+        socket
+            .send(b.probe_request.clone().into())
+            .await
+            .map_err(|e| (CheckCause::Service, format!("zmq send: {e}")))?;
+        let reply = socket
+            .recv()
+            .await
+            .map_err(|e| (CheckCause::Service, format!("zmq recv: {e}")))?;
+        let first = reply.get(0).map(|f| f.to_vec()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&first).into_owned();
+        if first.starts_with(mesh_bridge::ERROR_PREFIX.as_bytes()) {
+            Err((CheckCause::Bridge, format!("bridge replied {text:?}")))
+        } else if b.probe_expect.is_empty() || text == b.probe_expect {
+            Ok(())
+        } else {
+            Err((
+                CheckCause::Service,
+                format!("replied {text:?}, expected {:?}", b.probe_expect),
+            ))
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err((CheckCause::Service, format!("no reply within {timeout:?}"))))
 }
 
 #[cfg(test)]
@@ -553,14 +602,14 @@ mod tests {
     use mesh_proto::v1::TunnelPeer;
 
     fn directory() -> Directory {
-        let entry = |service: &str, pattern: &str, port: u32, host: &str| BridgeEntry {
+        let entry = |service: &str, kind: BridgePattern, port: u32, host: &str| BridgeEntry {
             service: service.into(),
-            pattern: pattern.into(),
+            kind: kind as i32,
             port,
             target_port: 5555,
             host: host.into(),
             healthy: true,
-            in_flight: "retry-once".into(),
+            in_flight_policy: mesh_proto::v1::InFlightPolicy::RetryOnce as i32,
             env: String::new(),
             probe_request: "health".into(),
             probe_expect: "ok".into(),
@@ -568,11 +617,11 @@ mod tests {
         Directory {
             generation: 3,
             bridges: vec![
-                entry("memory-orchestrator", "reqrep", 7140, "pc2"),
-                entry("registry", "reqrep", 7200, "mainpc"),
-                entry("events", "pubsub", 7300, ""),
-                entry("raw", "tcp", 7400, "pc2"),
-                entry("weird", "nonsense", 7500, "pc2"),
+                entry("memory-orchestrator", BridgePattern::Reqrep, 7140, "pc2"),
+                entry("registry", BridgePattern::Reqrep, 7200, "mainpc"),
+                entry("events", BridgePattern::Pubsub, 7300, ""),
+                entry("raw", BridgePattern::Tcp, 7400, "pc2"),
+                entry("weird", BridgePattern::Unspecified, 7500, "pc2"),
             ],
             peers: vec![TunnelPeer {
                 node: "pc2".into(),
@@ -614,15 +663,40 @@ mod tests {
     }
 
     #[test]
-    fn causes_are_named() {
+    fn every_wire_pattern_maps_to_a_bridge_pattern() {
+        for kind in [
+            BridgePattern::Reqrep,
+            BridgePattern::Pubsub,
+            BridgePattern::Pushpull,
+            BridgePattern::Distribute,
+            BridgePattern::Tcp,
+        ] {
+            assert!(pattern_of(kind).is_some(), "{kind:?}");
+        }
+        assert_eq!(pattern_of(BridgePattern::Unspecified), None);
+    }
+
+    #[test]
+    fn tunnel_failures_keep_their_kind() {
         assert_eq!(
-            cause_of("tunnel to agent 'pc2' at 1.2.3.4:7444: the peer's certificate was rejected"),
-            "certificate"
+            cause_of(mesh_bridge::FailureKind::Certificate),
+            CheckCause::Certificate
         );
+        assert_eq!(cause_of(mesh_bridge::FailureKind::Link), CheckCause::Link);
         assert_eq!(
-            cause_of("no answer within 5000ms: is the agent running"),
-            "link"
+            cause_of(mesh_bridge::FailureKind::Other),
+            CheckCause::Tunnel
         );
-        assert_eq!(cause_of("something else"), "tunnel");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_port_problem() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let err = probe_connect(addr, Duration::from_secs(2))
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(err.0, CheckCause::Port, "{}", err.1);
     }
 }

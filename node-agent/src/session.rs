@@ -177,6 +177,7 @@ impl Agent {
                         seq,
                         inventory: Some(self.inventory.collect()),
                         containers: self.manager.as_ref().map(|m| m.report.borrow().clone()),
+                        directory_generation: 0,
                     }))};
                     // A full queue means the connection is stalled: skip
                     // this beat rather than pile up stale inventory.

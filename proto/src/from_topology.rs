@@ -95,6 +95,8 @@ pub fn container_spec(s: &ServiceSpec) -> Result<ContainerSpec, String> {
         }),
         labels: s.labels.clone(),
         health,
-        restart_policy: s.restart.clone(),
+        hold: 0,
+        restart: crate::spec::restart_policy(&s.restart).map_err(|e| format!("{}: {e}", s.name))?
+            as i32,
     })
 }

@@ -29,3 +29,34 @@ impl v1::NodeState {
         }
     }
 }
+
+impl v1::CheckCause {
+    /// The word `meshctl check` shows for this cause.
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::CheckCause::None => "",
+            v1::CheckCause::Certificate => "certificate",
+            v1::CheckCause::Link => "link",
+            v1::CheckCause::Port => "port",
+            v1::CheckCause::ServiceUnhealthy => "service unhealthy",
+            v1::CheckCause::NotPlaced => "service not placed",
+            v1::CheckCause::Config => "config",
+            v1::CheckCause::Tunnel => "tunnel",
+            v1::CheckCause::Other => "other",
+            v1::CheckCause::Bridge => "bridge",
+            v1::CheckCause::Service => "service",
+        }
+    }
+}
+
+impl v1::Hold {
+    /// The word `meshctl ps` shows for this hold ("" for none).
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::Hold::None => "",
+            v1::Hold::Stopped => "stopped",
+            v1::Hold::Paused => "paused",
+            v1::Hold::Killed => "killed",
+        }
+    }
+}

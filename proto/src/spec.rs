@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
-use crate::v1::ContainerSpec;
+use crate::v1::{ContainerSpec, RestartPolicy};
 
 /// Labels the agent puts on every container it creates.
 pub const LABEL_MESH: &str = "mesh.mesh";
@@ -25,8 +25,13 @@ pub fn container_name(spec_name: &str) -> String {
 /// A stable hash of everything that shapes the container. Encoding is
 /// deterministic (fields in tag order, maps ordered), so equal specs hash
 /// equally in every process.
+///
+/// The operator's hold is not part of it: holding or releasing a container
+/// never recreates it.
 pub fn spec_hash(spec: &ContainerSpec) -> String {
-    let bytes = spec.encode_to_vec();
+    let mut shaped = spec.clone();
+    shaped.hold = 0;
+    let bytes = shaped.encode_to_vec();
     // FNV-1a, 64 bit: change detection, not security.
     let h = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
@@ -60,7 +65,17 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-pub const RESTART_POLICIES: [&str; 5] = ["", "always", "on-failure", "never", "no"];
+/// The restart policy for a word of a topology or containers file.
+pub fn restart_policy(word: &str) -> Result<RestartPolicy, String> {
+    match word {
+        "" | "always" => Ok(RestartPolicy::Always),
+        "on-failure" => Ok(RestartPolicy::OnFailure),
+        "never" | "no" => Ok(RestartPolicy::Never),
+        other => Err(format!(
+            "unknown restart policy '{other}'; use always, on-failure or never"
+        )),
+    }
+}
 
 /// Everything wrong with a spec, each naming the field.
 pub fn validate(spec: &ContainerSpec) -> Result<(), Vec<String>> {
@@ -125,10 +140,16 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), Vec<String>> {
             problems.push(format!("{n}: cpus {} must be a positive number", r.cpus));
         }
     }
-    if !RESTART_POLICIES.contains(&spec.restart_policy.as_str()) {
+    if RestartPolicy::try_from(spec.restart).is_err() {
         problems.push(format!(
-            "{n}: unknown restart policy '{}'; use always, on-failure or never",
-            spec.restart_policy
+            "{n}: unknown restart policy value {}; use always, on-failure or never",
+            spec.restart
+        ));
+    }
+    if crate::v1::Hold::try_from(spec.hold).is_err() {
+        problems.push(format!(
+            "{n}: unknown hold value {}; use none, stopped, paused or killed",
+            spec.hold
         ));
     }
     if problems.is_empty() {
@@ -181,5 +202,6 @@ pub fn validate_set(specs: &[ContainerSpec]) -> Result<(), Vec<String>> {
 mod tests;
 
 /// What an agent reports as a desired container's error while it has not
-/// been created yet and nothing has failed so far.
+/// been created yet and nothing has failed so far (for people; the
+/// coordinator reads `ContainerFailure::NotCreatedYet`).
 pub const NOT_CREATED_YET: &str = "not created yet";

@@ -1,4 +1,5 @@
 use super::*;
+use mesh_proto::spec::NOT_CREATED_YET;
 use mesh_proto::v1::health_check::Probe;
 use mesh_proto::v1::{HealthCheck, ZmqProbe};
 use proptest::prelude::*;
@@ -277,6 +278,11 @@ fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
         name: orchestrator.spec.name.clone(),
         state: ContainerState::Error as i32,
         error: error.into(),
+        failure: if error == NOT_CREATED_YET {
+            ContainerFailure::NotCreatedYet
+        } else {
+            ContainerFailure::ImageMissing
+        } as i32,
         desired_spec_hash,
         ..Default::default()
     };

@@ -13,6 +13,17 @@ pub enum RestartPolicy {
 }
 
 impl RestartPolicy {
+    /// The policy of a spec on the wire.
+    pub fn of(wire: mesh_proto::v1::RestartPolicy) -> RestartPolicy {
+        match wire {
+            mesh_proto::v1::RestartPolicy::Unspecified | mesh_proto::v1::RestartPolicy::Always => {
+                RestartPolicy::Always
+            }
+            mesh_proto::v1::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+            mesh_proto::v1::RestartPolicy::Never => RestartPolicy::Never,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<RestartPolicy, String> {
         match text {
             "always" | "" => Ok(RestartPolicy::Always),

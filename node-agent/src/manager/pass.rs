@@ -225,7 +225,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
         let policy = specs
             .iter()
             .find(|s| s.name == name)
-            .and_then(|s| RestartPolicy::parse(&s.restart_policy).ok())
+            .map(|s| RestartPolicy::of(s.restart()))
             .unwrap_or_default();
         let tracked = self.tracked.entry(name.to_string()).or_default();
         if tracked.held || tracked.stay_stopped {

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use mesh_proto::v1::{ContainerState, ContainerStatus, DesiredContainers, HealthState};
+use mesh_proto::v1::{
+    ContainerFailure, ContainerState, ContainerStatus, DesiredContainers, HealthState,
+};
 
 use super::Manager;
 use crate::containers::lifecycle::{Health, State};
@@ -67,10 +69,19 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
                 (Some(_), _) => Health::Starting,
             };
             let mut error = tracked.map(|t| t.error.clone()).unwrap_or_default();
+            let mut failure = if error.is_empty() {
+                ContainerFailure::None
+            } else {
+                ContainerFailure::Runtime
+            };
             if found.is_none() && error.is_empty() {
                 error = mesh_proto::spec::NOT_CREATED_YET.into();
+                failure = ContainerFailure::NotCreatedYet;
             }
             containers.push(ContainerStatus {
+                failure: failure as i32,
+                phase: String::new(),
+                hold: spec.hold,
                 name: spec.name.clone(),
                 group: spec.group.clone(),
                 service: spec.service.clone(),

@@ -74,7 +74,8 @@ fn validation_reports_every_problem() {
         cpus: -1.0,
         ..Default::default()
     });
-    s.restart_policy = "sometimes".into();
+    s.restart = 42;
+    s.hold = 9;
     let problems = validate(&s).unwrap_err();
     let text = problems.join("\n");
     for needle in [
@@ -86,6 +87,7 @@ fn validation_reports_every_problem() {
         "must be an absolute path",
         "cpus -1",
         "unknown restart policy",
+        "unknown hold",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
@@ -111,4 +113,25 @@ fn sets_refuse_duplicate_names_and_shared_host_ports() {
         "{problems}"
     );
     assert!(validate_set(&[a]).is_ok());
+}
+
+#[test]
+fn holding_a_container_keeps_its_hash() {
+    let a = spec();
+    let mut b = spec();
+    b.hold = crate::v1::Hold::Stopped as i32;
+    assert_eq!(spec_hash(&a), spec_hash(&b));
+    b.image = "other".into();
+    assert_ne!(spec_hash(&a), spec_hash(&b));
+}
+
+#[test]
+fn restart_words() {
+    use crate::v1::RestartPolicy;
+    assert_eq!(restart_policy(""), Ok(RestartPolicy::Always));
+    assert_eq!(restart_policy("no"), Ok(RestartPolicy::Never));
+    assert_eq!(restart_policy("on-failure"), Ok(RestartPolicy::OnFailure));
+    assert!(restart_policy("sometimes")
+        .unwrap_err()
+        .contains("on-failure"));
 }
