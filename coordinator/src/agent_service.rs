@@ -132,9 +132,13 @@ async fn serve_stream(
         match message.body {
             Some(AgentBody::Heartbeat(hb)) => {
                 shared.metrics.count_heartbeat();
+                // 0: the agent applied no directory yet, or does not say
+                // (no bridges, or an older agent). Directories are numbered
+                // from the wall clock, so any it applied is above 0; one lost
+                // on connect is sent again on reconnect, and one lost later
+                // is repaired once it reports the one before.
                 let held = Held {
-                    // Agents do not report their directory yet.
-                    directory: None,
+                    directory: (hb.directory_generation != 0).then_some(hb.directory_generation),
                     desired: hb.containers.as_ref().map(|c| c.desired_generation),
                 };
                 let result = shared.registry().heartbeat(

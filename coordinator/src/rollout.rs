@@ -73,8 +73,10 @@ fn seen(p: &Planned, host: &str, observed: &Observed) -> Seen {
     if status.spec_hash.is_empty() {
         // No container exists: the row is the agent's attempt at a spec.
         let attempted_this = status.desired_spec_hash == want;
-        let pending =
-            status.error.is_empty() || status.failure() == ContainerFailure::NotCreatedYet;
+        let pending = matches!(
+            status.failure(),
+            ContainerFailure::None | ContainerFailure::NotCreatedYet
+        );
         return if attempted_this && !pending {
             Seen::CreateFailed(status.error.clone())
         } else {

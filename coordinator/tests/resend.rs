@@ -1,5 +1,5 @@
-//! A container set the agent never got is sent again by the coordinator
-//! on the agent's heartbeats. Real coordinator, real mutual TLS over
+//! A container set or directory the agent never got is sent again by the
+//! coordinator on the agent's heartbeats. Real coordinator, real mutual TLS over
 //! loopback; the test plays the agent.
 
 // Test code: a failed expectation is a failed test.
@@ -68,10 +68,11 @@ async fn channel(address: &str, tls: Arc<rustls::ClientConfig>) -> tonic::transp
         .unwrap()
 }
 
-fn heartbeat(seq: u64, desired_generation: u64) -> AgentMessage {
+fn heartbeat(seq: u64, desired_generation: u64, directory_generation: u64) -> AgentMessage {
     AgentMessage {
         body: Some(AgentBody::Heartbeat(Heartbeat {
             seq,
+            directory_generation,
             containers: Some(ContainerReport {
                 runtime_available: true,
                 desired_generation,
@@ -92,8 +93,40 @@ async fn next_set(inbound: &mut tonic::Streaming<CoordinatorMessage>) -> u64 {
     }
 }
 
-#[tokio::test]
-async fn a_set_the_agent_did_not_get_is_sent_again_on_its_heartbeats() {
+/// The next directory on the stream, skipping everything else.
+async fn next_directory(inbound: &mut tonic::Streaming<CoordinatorMessage>) -> u64 {
+    loop {
+        let message = inbound.message().await.unwrap().expect("stream open");
+        if let Some(Body::Directory(d)) = message.body {
+            return d.generation;
+        }
+    }
+}
+
+/// Heartbeats every 100 ms reporting the given generations, until dropped.
+fn beat(
+    tx: mpsc::Sender<AgentMessage>,
+    desired: u64,
+    directory: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(100));
+        for seq in 1.. {
+            interval.tick().await;
+            if tx.send(heartbeat(seq, desired, directory)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+struct Mesh {
+    pki: Pki,
+    address: String,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn mesh() -> Mesh {
     let pki = Pki::new();
     let coordinator = Coordinator::new(
         &pki.tls(Role::Coordinator, "coordinator"),
@@ -105,9 +138,22 @@ async fn a_set_the_agent_did_not_get_is_sent_again_on_its_heartbeats() {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     tokio::spawn(coordinator.serve(listener, shutdown));
+    Mesh {
+        pki,
+        address,
+        _stop,
+    }
+}
 
+/// Connects as agent pc2: the sender for its messages, the stream to it.
+async fn agent(
+    mesh: &Mesh,
+) -> (
+    mpsc::Sender<AgentMessage>,
+    tonic::Streaming<CoordinatorMessage>,
+) {
     let mut agent =
-        AgentServiceClient::new(channel(&address, pki.client(Role::Agent, "pc2")).await);
+        AgentServiceClient::new(channel(&mesh.address, mesh.pki.client(Role::Agent, "pc2")).await);
     let (tx, rx) = mpsc::channel(16);
     tx.send(AgentMessage {
         body: Some(AgentBody::Register(Register {
@@ -118,14 +164,21 @@ async fn a_set_the_agent_did_not_get_is_sent_again_on_its_heartbeats() {
     })
     .await
     .unwrap();
-    let mut inbound = agent
+    let inbound = agent
         .connect(ReceiverStream::new(rx))
         .await
         .unwrap()
         .into_inner();
+    (tx, inbound)
+}
 
-    let mut admin =
-        AdminServiceClient::new(channel(&address, pki.client(Role::Admin, "admin")).await);
+#[tokio::test]
+async fn a_set_the_agent_did_not_get_is_sent_again_on_its_heartbeats() {
+    let mesh = mesh().await;
+    let (tx, mut inbound) = agent(&mesh).await;
+    let mut admin = AdminServiceClient::new(
+        channel(&mesh.address, mesh.pki.client(Role::Admin, "admin")).await,
+    );
     let set = admin
         .set_containers(SetContainersRequest {
             node: "pc2".into(),
@@ -142,18 +195,25 @@ async fn a_set_the_agent_did_not_get_is_sent_again_on_its_heartbeats() {
     // The agent loses it (as if the stream had been cut mid-send)...
     assert_eq!(next_set(&mut inbound).await, set.generation);
     // ...and keeps saying it holds nothing: the coordinator sends it again.
-    let beats = tokio::spawn(async move {
-        let mut interval = tokio::time::interval(Duration::from_millis(100));
-        for seq in 1.. {
-            interval.tick().await;
-            if tx.send(heartbeat(seq, 0)).await.is_err() {
-                return;
-            }
-        }
-    });
+    let beats = beat(tx, 0, 0);
     let again = tokio::time::timeout(Duration::from_secs(10), next_set(&mut inbound))
         .await
         .expect("the set is sent again within a few heartbeats");
     assert_eq!(again, set.generation);
+    beats.abort();
+}
+
+#[tokio::test]
+async fn a_directory_the_agent_did_not_apply_is_sent_again_on_its_heartbeats() {
+    let mesh = mesh().await;
+    let (tx, mut inbound) = agent(&mesh).await;
+    // Sent on connect; the agent loses it and reports an older one.
+    let sent = next_directory(&mut inbound).await;
+    assert!(sent > 1, "numbered from the wall clock: {sent}");
+    let beats = beat(tx, 0, sent - 1);
+    let again = tokio::time::timeout(Duration::from_secs(10), next_directory(&mut inbound))
+        .await
+        .expect("the directory is sent again within a few heartbeats");
+    assert_eq!(again, sent);
     beats.abort();
 }

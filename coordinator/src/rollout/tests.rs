@@ -1,5 +1,4 @@
 use super::*;
-use mesh_proto::spec::NOT_CREATED_YET;
 use mesh_proto::v1::health_check::Probe;
 use mesh_proto::v1::{HealthCheck, ZmqProbe};
 use proptest::prelude::*;
@@ -278,7 +277,8 @@ fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
         name: orchestrator.spec.name.clone(),
         state: ContainerState::Error as i32,
         error: error.into(),
-        failure: if error == NOT_CREATED_YET {
+        // The type decides, not the text.
+        failure: if error == "pending" {
             ContainerFailure::NotCreatedYet
         } else {
             ContainerFailure::ImageMissing
@@ -289,7 +289,7 @@ fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
     // Still being created: not a failure, and not a reason to hand it out.
     obs.insert(
         "pc2".into(),
-        vec![attempt(spec_hash(&orchestrator.spec), NOT_CREATED_YET)],
+        vec![attempt(spec_hash(&orchestrator.spec), "pending")],
     );
     let s = step(&plan, &hosts, &obs, &BTreeSet::new(), true, 0);
     assert!(!s.failed);
