@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod desired;
 pub mod directory;
+pub mod holds;
 pub mod liveness;
 pub mod metrics;
 pub mod numbering;

@@ -84,7 +84,7 @@ impl Coordinator {
             .as_ref()
             .map(|s| s.path().display().to_string())
             .unwrap_or_default();
-        let shared = Shared::new(identity.mesh.clone(), settings.liveness, store);
+        let shared = Shared::new(identity.mesh.clone(), settings.liveness, store)?;
         match crate::topology_api::restore(&shared) {
             Ok(Some(source)) => {
                 tracing::info!(%source, "resuming the applied topology from the state database")

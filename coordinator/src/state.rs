@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::numbering::Numbering;
 use crate::registry::Registry;
 use crate::sessions::Sessions;
-use crate::store::{GenerationKey, Store};
+use crate::store::{GenerationKey, Store, StoreError};
 use crate::sync::Kind;
 use crate::topology_state::TopologyState;
 
@@ -30,20 +30,25 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(mesh: String, policy: LivenessPolicy, store: Option<Store>) -> Arc<Shared> {
+    /// Fails when the store's holds cannot be read.
+    pub fn new(
+        mesh: String,
+        policy: LivenessPolicy,
+        store: Option<Store>,
+    ) -> Result<Arc<Shared>, StoreError> {
         let store = store.map(Arc::new);
         let numbering = Numbering::new(store.clone());
-        Arc::new(Shared {
+        Ok(Arc::new(Shared {
             mesh,
             started: Instant::now(),
             metrics: Metrics::default(),
-            desired: DesiredStore::new(numbering.clone()),
+            desired: DesiredStore::new(numbering.clone(), store.clone())?,
             sessions: Sessions::default(),
             topology: TopologyState::new(store),
             numbering,
             directory: Mutex::new(mesh_proto::v1::Directory::default()),
             registry: Mutex::new(Registry::new(policy)),
-        })
+        }))
     }
 
     /// The bridge directory as last sent to agents.
@@ -119,7 +124,7 @@ mod tests {
 
     fn shared(dir: &std::path::Path) -> Arc<Shared> {
         let store = Store::open(dir).expect("open");
-        Shared::new("prod".into(), LivenessPolicy::default(), Some(store))
+        Shared::new("prod".into(), LivenessPolicy::default(), Some(store)).expect("shared")
     }
 
     #[test]
@@ -140,7 +145,7 @@ mod tests {
 
     #[test]
     fn without_a_store_the_wall_clock_numbers_the_directory() {
-        let s = Shared::new("prod".into(), LivenessPolicy::default(), None);
+        let s = Shared::new("prod".into(), LivenessPolicy::default(), None).expect("shared");
         s.refresh_directory(1234);
         assert_eq!(s.directory().generation, 1234);
     }

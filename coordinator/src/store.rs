@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use mesh_proto::v1::Hold;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,8 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const APPLIED_KEY: &str = "applied-topology";
 /// What was numbered last -> its generation (see [`GenerationKey`]).
 const GENERATIONS: TableDefinition<&str, u64> = TableDefinition::new("generations");
+/// (node, container) -> the operator's hold (a `Hold` number, never NONE).
+const HOLDS: TableDefinition<(&str, &str), i32> = TableDefinition::new("holds");
 
 /// What a generation numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +159,46 @@ impl Store {
         txn.commit().map_err(|e| self.io(e))?;
         Ok(next)
     }
+
+    /// Records `hold` on `container` of `node` (HOLD_NONE removes it).
+    pub fn save_hold(&self, node: &str, container: &str, hold: Hold) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(HOLDS).map_err(|e| self.io(e))?;
+            if hold == Hold::None {
+                table.remove((node, container)).map_err(|e| self.io(e))?;
+            } else {
+                table
+                    .insert((node, container), hold as i32)
+                    .map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Every recorded hold: node -> container -> hold.
+    pub fn load_holds(&self) -> Result<BTreeMap<String, BTreeMap<String, Hold>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = match txn.open_table(HOLDS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(self.io(e)),
+        };
+        let mut out: BTreeMap<String, BTreeMap<String, Hold>> = BTreeMap::new();
+        for row in table.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let (node, container) = k.value();
+            let hold = Hold::try_from(v.value()).map_err(|_| StoreError::Corrupt {
+                path: self.path.clone(),
+                key: format!("hold of {node}/{container}"),
+                message: format!("{} is not a hold", v.value()),
+            })?;
+            out.entry(node.to_string())
+                .or_default()
+                .insert(container.to_string(), hold);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +223,24 @@ mod tests {
         // The wall clock went back to 10: still above what was handed out.
         assert_eq!(store.next_generation(&key, 10).expect("number"), 5002);
         assert_eq!(store.next_generation(&pc2, 10).expect("number"), 10);
+    }
+
+    #[test]
+    fn holds_survive_reopening_and_none_lifts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert!(store.load_holds().expect("load").is_empty());
+        store.save_hold("pc2", "mem", Hold::Stopped).expect("save");
+        store.save_hold("pc2", "llm", Hold::Paused).expect("save");
+        store.save_hold("pc2", "llm", Hold::Killed).expect("save");
+        store.save_hold("mainpc", "x", Hold::Paused).expect("save");
+        store.save_hold("mainpc", "x", Hold::None).expect("save");
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let holds = store.load_holds().expect("load");
+        assert_eq!(holds.len(), 1, "{holds:?}");
+        assert_eq!(holds["pc2"]["mem"], Hold::Stopped);
+        assert_eq!(holds["pc2"]["llm"], Hold::Killed);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! A container set or directory the agent never got is sent again by the
-//! coordinator on the agent's heartbeats. Real coordinator, real mutual TLS over
+//! What the coordinator sends an agent: a container set or directory the
+//! agent never got is sent again on its heartbeats, and an operator's hold
+//! reaches it in its desired set before the command. Real coordinator, real mutual TLS over
 //! loopback; the test plays the agent.
 
 // Test code: a failed expectation is a failed test.
@@ -16,8 +17,8 @@ use mesh_proto::v1::agent_message::Body as AgentBody;
 use mesh_proto::v1::agent_service_client::AgentServiceClient;
 use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
-    AgentMessage, ContainerReport, ContainerSpec, CoordinatorMessage, Heartbeat, Register,
-    SetContainersRequest,
+    AgentMessage, CommandAction, CommandResult, ContainerReport, ContainerSpec, CoordinatorMessage,
+    Heartbeat, Hold, Register, RunCommandRequest, SetContainersRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -216,4 +217,75 @@ async fn a_directory_the_agent_did_not_apply_is_sent_again_on_its_heartbeats() {
         .expect("the directory is sent again within a few heartbeats");
     assert_eq!(again, sent);
     beats.abort();
+}
+
+#[tokio::test]
+async fn a_stop_reaches_the_agent_as_a_held_set_before_the_command() {
+    let mesh = mesh().await;
+    let (tx, mut inbound) = agent(&mesh).await;
+    let mut admin = AdminServiceClient::new(
+        channel(&mesh.address, mesh.pki.client(Role::Admin, "admin")).await,
+    );
+    let spec = |name: &str| ContainerSpec {
+        name: name.into(),
+        image: "localhost/mesh-demo:latest".into(),
+        ..Default::default()
+    };
+    let set = admin
+        .set_containers(SetContainersRequest {
+            node: "pc2".into(),
+            containers: vec![spec("mem"), spec("web")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_set(&mut inbound).await, set.generation);
+    let stop = tokio::spawn(async move {
+        admin
+            .run_command(RunCommandRequest {
+                node: "pc2".into(),
+                container: "mem".into(),
+                action: CommandAction::Stop as i32,
+                tail: 0,
+            })
+            .await
+    });
+    // The next message after the set is the held set, then the command.
+    let held = loop {
+        let message = inbound.message().await.unwrap().expect("stream open");
+        match message.body {
+            Some(Body::Desired(d)) => break d,
+            Some(Body::Command(c)) => panic!("command {c:?} before the held set"),
+            _ => {}
+        }
+    };
+    assert!(held.generation > set.generation);
+    let holds: Vec<(String, Hold)> = held
+        .containers
+        .iter()
+        .map(|c| (c.name.clone(), c.hold()))
+        .collect();
+    assert_eq!(
+        holds,
+        vec![("mem".into(), Hold::Stopped), ("web".into(), Hold::None)]
+    );
+    let command = loop {
+        let message = inbound.message().await.unwrap().expect("stream open");
+        if let Some(Body::Command(c)) = message.body {
+            break c;
+        }
+    };
+    assert_eq!(command.action(), CommandAction::Stop);
+    tx.send(AgentMessage {
+        body: Some(AgentBody::CommandResult(CommandResult {
+            id: command.id,
+            ok: true,
+            message: "stopped".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let result = stop.await.unwrap().unwrap().into_inner();
+    assert!(result.ok);
 }
