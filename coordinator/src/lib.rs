@@ -38,25 +38,15 @@
 //! - panic on anything input or the network can make fail.
 #![forbid(unsafe_code)]
 
-pub mod admin_service;
-pub mod agent_service;
-pub mod auth;
 pub mod config;
-pub mod desired;
-pub mod directory;
-pub mod holds;
-pub mod liveness;
-pub mod metrics;
-pub mod numbering;
-pub mod planning;
-pub mod registry;
-pub mod rollout;
-pub mod server;
-pub mod sessions;
+pub mod decide;
+pub mod rpc;
 pub mod state;
-pub mod store;
-pub mod sync;
-pub mod topology_api;
-pub mod topology_state;
+
+// The modules' paths before they moved into folders, for callers that use
+// them (the crate's own code included).
+pub use decide::{directory, holds, liveness, planning, rollout, sync};
+pub use rpc::{admin_service, agent_service, auth, server, topology_api};
+pub use state::{desired, metrics, numbering, registry, sessions, store, topology_state};
 
 pub use server::{Coordinator, Settings};
