@@ -13,7 +13,7 @@ use mesh_proto::v1::{
 use mesh_topology::model::Topology;
 use mesh_topology::placement::{self, Change, GroupNeeds, HostState, Plan};
 
-use crate::rollout::{Observed, Planned};
+use crate::decide::rollout::{Observed, Planned};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -129,7 +129,7 @@ pub fn planned_services(
     plan: &Plan,
     addresses: &BTreeMap<String, String>,
 ) -> Result<Vec<Planned>, Vec<String>> {
-    let defs = crate::directory::bridge_defs(t);
+    let defs = crate::decide::directory::bridge_defs(t);
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for g in &t.groups {
@@ -141,7 +141,7 @@ pub fn planned_services(
                     spec.group = group.clone();
                     let host = plan.placements.get(group);
                     if let Some(ip) = host.and_then(|h| addresses.get(h)) {
-                        for (k, v) in crate::directory::bridge_env(&defs, ip) {
+                        for (k, v) in crate::decide::directory::bridge_env(&defs, ip) {
                             spec.env.entry(k).or_insert(v);
                         }
                     }

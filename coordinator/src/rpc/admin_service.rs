@@ -18,11 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::auth;
-use crate::registry::Now;
+use crate::rpc::auth;
+use crate::rpc::topology_api;
+use crate::state::registry::Now;
+use crate::state::topology_state::usable_reports;
 use crate::state::{Shared, VERSION};
-use crate::topology_api;
-use crate::topology_state::usable_reports;
 
 pub struct AdminApi {
     shared: Arc<Shared>,
@@ -84,7 +84,7 @@ impl AdminService for AdminApi {
                 prepared.planned,
                 topology_api::host_names(&prepared.topology),
                 topology_api::unplaced(&prepared.plan),
-                crate::directory::bridge_defs(&prepared.topology),
+                crate::decide::directory::bridge_defs(&prepared.topology),
             )
             .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         tracing::info!(parent: &span, rollout = id, groups = prepared.plan.placements.len(), "topology applied and persisted");
@@ -264,7 +264,7 @@ impl AdminService for AdminApi {
         let generation = desired.generation;
         let delivered = s
             .sync_node(&req.node, std::time::Instant::now())
-            .contains(&crate::sync::Kind::Desired);
+            .contains(&crate::decide::sync::Kind::Desired);
         tracing::info!(generation, delivered, "desired containers set");
         Ok(Response::new(SetContainersResponse {
             generation,
@@ -314,7 +314,7 @@ impl AdminService for AdminApi {
         }
         // The hold is desired state: recorded and sent before the command,
         // which only gives the operator an immediate result.
-        let held = match crate::holds::hold_for(action) {
+        let held = match crate::decide::holds::hold_for(action) {
             Some(hold) => {
                 let _e = span.enter();
                 Some(record_hold(s, &req.node, &req.container, hold)?)
@@ -366,7 +366,7 @@ fn record_hold(s: &Shared, node: &str, container: &str, hold: Hold) -> Result<Ho
     let generation = changed.map(|d| d.generation);
     let delivered = generation.is_some()
         && s.sync_node(node, std::time::Instant::now())
-            .contains(&crate::sync::Kind::Desired);
+            .contains(&crate::decide::sync::Kind::Desired);
     tracing::info!(
         hold = hold.as_str_name(),
         ?generation,

@@ -17,10 +17,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth;
-use crate::registry::{Now, Registration, SessionId, Transition};
+use crate::decide::sync::Held;
+use crate::rpc::auth;
+use crate::state::registry::{Now, Registration, SessionId, Transition};
 use crate::state::{Shared, VERSION};
-use crate::sync::Held;
 
 /// An agent must say who it is promptly after connecting.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);

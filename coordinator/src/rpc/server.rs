@@ -11,10 +11,10 @@ use mesh_proto::v1::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin_service::AdminApi;
-use crate::agent_service::{log_transition, AgentApi};
-use crate::liveness::LivenessPolicy;
-use crate::registry::Now;
+use crate::decide::liveness::LivenessPolicy;
+use crate::rpc::admin_service::AdminApi;
+use crate::rpc::agent_service::{log_transition, AgentApi};
+use crate::state::registry::Now;
 use crate::state::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum Error {
     #[error(transparent)]
     Certs(#[from] mesh_certs::Error),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::state::store::StoreError),
     #[error("cannot resume the topology stored in {path}: {message}; move the file away to start without it")]
     Restore { path: String, message: String },
     #[error("gRPC server failed: {0}")]
@@ -77,7 +77,7 @@ impl Coordinator {
         }
         settings.liveness.validate().map_err(Error::Liveness)?;
         let store = match &settings.state_dir {
-            Some(dir) => Some(crate::store::Store::open(dir)?),
+            Some(dir) => Some(crate::state::store::Store::open(dir)?),
             None => None,
         };
         let path = store
@@ -85,7 +85,7 @@ impl Coordinator {
             .map(|s| s.path().display().to_string())
             .unwrap_or_default();
         let shared = Shared::new(identity.mesh.clone(), settings.liveness, store)?;
-        match crate::topology_api::restore(&shared) {
+        match crate::rpc::topology_api::restore(&shared) {
             Ok(Some(source)) => {
                 tracing::info!(%source, "resuming the applied topology from the state database")
             }
@@ -176,7 +176,7 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {
-                let reports = crate::topology_state::usable_reports(
+                let reports = crate::state::topology_state::usable_reports(
                     shared.registry().container_reports(None),
                 );
                 let sets = shared.topology.tick(&reports);
@@ -184,7 +184,7 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                 // a port before a service that moved there publishes it.
                 let now = Now::system().unix_ms.max(0) as u64;
                 shared.refresh_directory(now);
-                crate::topology_state::push_sets(&shared, sets, now);
+                crate::state::topology_state::push_sets(&shared, sets, now);
             }
         }
     }

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mesh_proto::v1::{ContainerSpec, DesiredContainers, Hold};
 
-use crate::holds::{self, NodeHolds};
-pub use crate::numbering::next_generation;
-use crate::numbering::Numbering;
-use crate::store::{GenerationKey, Store, StoreError};
+use crate::decide::holds::{self, NodeHolds};
+pub use crate::state::numbering::next_generation;
+use crate::state::numbering::Numbering;
+use crate::state::store::{GenerationKey, Store, StoreError};
 
 #[derive(Debug, Default)]
 pub struct DesiredStore {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::store::{GenerationKey, Store, StoreError};
+use crate::state::store::{GenerationKey, Store, StoreError};
 
 /// The next generation: above the last one, and at least the wall clock in
 /// milliseconds, so a restarted coordinator without a store still outranks

@@ -1,6 +1,6 @@
 //! Open agent streams, for sending desired sets and commands down to a
 //! node, and commands awaiting their result. Each stream remembers what its
-//! agent last said it holds and what was sent to it, for [`crate::sync`].
+//! agent last said it holds and what was sent to it, for [`crate::decide::sync`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +15,8 @@ use mesh_proto::v1::{
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use crate::registry::SessionId;
-use crate::sync::{self, Held, Kind, Sent};
+use crate::decide::sync::{self, Held, Kind, Sent};
+use crate::state::registry::SessionId;
 
 pub type Outbox = mpsc::Sender<Result<CoordinatorMessage, Status>>;
 

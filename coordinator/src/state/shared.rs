@@ -4,15 +4,15 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::desired::DesiredStore;
-use crate::liveness::LivenessPolicy;
-use crate::metrics::Metrics;
-use crate::numbering::Numbering;
-use crate::registry::Registry;
-use crate::sessions::Sessions;
-use crate::store::{GenerationKey, Store, StoreError};
-use crate::sync::Kind;
-use crate::topology_state::TopologyState;
+use crate::decide::liveness::LivenessPolicy;
+use crate::decide::sync::Kind;
+use crate::state::desired::DesiredStore;
+use crate::state::metrics::Metrics;
+use crate::state::numbering::Numbering;
+use crate::state::registry::Registry;
+use crate::state::sessions::Sessions;
+use crate::state::store::{GenerationKey, Store, StoreError};
+use crate::state::topology_state::TopologyState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -65,9 +65,9 @@ impl Shared {
     pub fn refresh_directory(&self, now_unix_ms: u64) {
         let (defs, hosts, healthy) = self.topology.bridge_view();
         let peers = self.registry().tunnel_peers();
-        let mut next = crate::directory::compute(&defs, &hosts, &healthy, &peers);
+        let mut next = crate::decide::directory::compute(&defs, &hosts, &healthy, &peers);
         let mut current = self.directory.lock().unwrap_or_else(|p| p.into_inner());
-        if current.generation != 0 && crate::directory::same(&current, &next) {
+        if current.generation != 0 && crate::decide::directory::same(&current, &next) {
             return;
         }
         next.generation =
@@ -101,7 +101,7 @@ impl Shared {
     }
 
     /// Sends `node` what it lags behind: the directory, then its container
-    /// set (see [`crate::sync`]); returns what was queued.
+    /// set (see [`crate::decide::sync`]); returns what was queued.
     pub fn sync_node(&self, node: &str, now: Instant) -> Vec<Kind> {
         // The set first: it is only made after the directory it needs.
         let desired = self.desired.get(node);

@@ -14,9 +14,9 @@ use mesh_proto::v1::{
 };
 use tokio::sync::broadcast;
 
-use crate::rollout::controller::{advance, Controller, Push};
-use crate::rollout::{self, Observed, Planned};
-use crate::store::{Applied, Store, StoreError};
+use crate::decide::rollout::controller::{advance, Controller, Push};
+use crate::decide::rollout::{self, Observed, Planned};
+use crate::state::store::{Applied, Store, StoreError};
 
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
 
@@ -27,7 +27,7 @@ pub type Tagged = (u64, RolloutEvent);
 pub struct Active {
     pub id: u64,
     pub applied: Applied,
-    pub bridges: Vec<crate::directory::BridgeDef>,
+    pub bridges: Vec<crate::decide::directory::BridgeDef>,
     pub rollout: Controller,
 }
 
@@ -80,7 +80,7 @@ impl TopologyState {
         planned: Vec<Planned>,
         hosts: Vec<String>,
         unplaced: Vec<UnplacedGroup>,
-        bridges: Vec<crate::directory::BridgeDef>,
+        bridges: Vec<crate::decide::directory::BridgeDef>,
     ) -> Result<(u64, broadcast::Receiver<Tagged>), StoreError> {
         if let Some(store) = &self.store {
             store.save_applied(&applied)?;
@@ -144,7 +144,7 @@ impl TopologyState {
     pub fn bridge_view(
         &self,
     ) -> (
-        Vec<crate::directory::BridgeDef>,
+        Vec<crate::decide::directory::BridgeDef>,
         BTreeMap<String, String>,
         BTreeSet<String>,
     ) {
@@ -248,7 +248,7 @@ pub fn push_sets(shared: &crate::state::Shared, sets: Vec<Push>, now_unix_ms: u6
         let generation = desired.generation;
         let delivered = shared
             .sync_node(&node, Instant::now())
-            .contains(&crate::sync::Kind::Desired);
+            .contains(&crate::decide::sync::Kind::Desired);
         tracing::info!(node = %node, generation, count, delivered, "topology: desired containers updated");
     }
 }

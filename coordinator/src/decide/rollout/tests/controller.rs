@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::rollout::controller::{advance, Controller};
+use crate::decide::rollout::controller::{advance, Controller};
 use mesh_proto::v1::{rollout_event, RolloutEvent, RolloutSummary};
 
 fn controller(t0: Instant) -> Controller {
