@@ -1,0 +1,184 @@
+//! What the coordinator sends that takes time to act on (a directory can
+//! hold its applier for seconds while a bridge endpoint gives its port
+//! back; the container manager may be busy) is applied here, in a task of
+//! its own, so the session loop and its heartbeats never wait for it.
+//!
+//! Order is kept: a directory is applied before the desired set that came
+//! after it, because a service moving onto this host needs its bridge
+//! endpoint's port back before its container can publish it. Each kind
+//! keeps only its latest value (state, not events): a directory or set
+//! overtaken while the applier was busy is never applied.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mesh_proto::v1::{DesiredContainers, Directory};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::bridges::BridgeHost;
+use crate::manager::Input;
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Pending {
+    pub directory: Option<Directory>,
+    pub desired: Option<DesiredContainers>,
+}
+
+impl Pending {
+    /// Takes what is due, directory first.
+    pub fn take(&mut self) -> (Option<Directory>, Option<DesiredContainers>) {
+        (self.directory.take(), self.desired.take())
+    }
+}
+
+/// The session's side: hands over what arrived, at once.
+#[derive(Clone)]
+pub struct Applier {
+    pending: Arc<Mutex<Pending>>,
+    wake: Arc<Notify>,
+    applied_directory: Arc<AtomicU64>,
+}
+
+impl Applier {
+    /// Starts the applying task on the current runtime. `bridges` gets the
+    /// directories, `manager` the desired sets (either may be absent).
+    pub fn spawn(
+        bridges: Option<Arc<BridgeHost>>,
+        manager: Option<mpsc::Sender<Input>>,
+        shutdown: CancellationToken,
+    ) -> Applier {
+        let applier = Applier {
+            pending: Arc::default(),
+            wake: Arc::new(Notify::new()),
+            applied_directory: Arc::new(AtomicU64::new(0)),
+        };
+        let worker = applier.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = worker.wake.notified() => {}
+                }
+                loop {
+                    let (directory, desired) = worker.lock().take();
+                    if directory.is_none() && desired.is_none() {
+                        break;
+                    }
+                    if let Some(d) = directory {
+                        let generation = d.generation;
+                        if let Some(b) = &bridges {
+                            b.apply(d).await;
+                        }
+                        worker
+                            .applied_directory
+                            .fetch_max(generation, Ordering::Relaxed);
+                    }
+                    if let Some(d) = desired {
+                        match &manager {
+                            Some(inputs) => {
+                                if inputs.send(Input::Desired(d)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            None => tracing::warn!(
+                                "this agent runs no container manager; desired set ignored"
+                            ),
+                        }
+                    }
+                }
+            }
+        });
+        applier
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn directory(&self, directory: Directory) {
+        {
+            let mut p = self.lock();
+            // A directory overtaken before it was applied is dropped, as
+            // is an older one arriving late.
+            if p.directory
+                .as_ref()
+                .is_none_or(|d| directory.generation >= d.generation)
+            {
+                p.directory = Some(directory);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn desired(&self, desired: DesiredContainers) {
+        {
+            let mut p = self.lock();
+            if p.desired
+                .as_ref()
+                .is_none_or(|d| desired.generation >= d.generation)
+            {
+                p.desired = Some(desired);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// The newest directory generation applied so far (0: none), for
+    /// heartbeats: the coordinator resends a directory while this lags.
+    pub fn applied_directory(&self) -> u64 {
+        self.applied_directory.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory(generation: u64) -> Directory {
+        Directory {
+            generation,
+            ..Default::default()
+        }
+    }
+
+    fn desired(generation: u64) -> DesiredContainers {
+        DesiredContainers {
+            generation,
+            containers: vec![],
+        }
+    }
+
+    #[test]
+    fn directory_comes_out_first_and_only_the_latest_of_each() {
+        let mut p = Pending {
+            desired: Some(desired(7)),
+            directory: Some(directory(5)),
+        };
+        let (d, s) = p.take();
+        assert_eq!(d.map(|d| d.generation), Some(5));
+        assert_eq!(s.map(|s| s.generation), Some(7));
+        assert_eq!(p, Pending::default());
+    }
+
+    #[tokio::test]
+    async fn sets_reach_the_manager_in_order_and_generations_are_reported() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let a = Applier::spawn(None, Some(tx), shutdown.clone());
+        a.directory(directory(3));
+        a.desired(desired(10));
+        // An older directory arriving late is not applied over a newer one.
+        a.directory(directory(2));
+        let Some(Input::Desired(d)) = rx.recv().await else {
+            panic!("no desired set")
+        };
+        assert_eq!(d.generation, 10);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while a.applied_directory() != 3 {
+            assert!(tokio::time::Instant::now() < deadline, "not applied");
+            tokio::task::yield_now().await;
+        }
+        shutdown.cancel();
+    }
+}
