@@ -90,6 +90,14 @@ impl Sent {
         }
     }
 
+    /// The generation of `kind` sent last, and when.
+    pub fn last(&self, kind: Kind) -> Option<(u64, Instant)> {
+        match kind {
+            Kind::Directory => self.directory,
+            Kind::Desired => self.desired,
+        }
+    }
+
     /// Whether `body` may go out at `now`: not the generation sent last
     /// unless that was at least [`RESEND_AFTER`] ago, and never again when
     /// `repair` is false (what the agent holds is unknown).
@@ -97,11 +105,7 @@ impl Sent {
         let Some((kind, generation)) = kind_of(body) else {
             return true;
         };
-        let last = match kind {
-            Kind::Directory => self.directory,
-            Kind::Desired => self.desired,
-        };
-        match last {
+        match self.last(kind) {
             Some((g, at)) if g == generation => {
                 repair && now.saturating_duration_since(at) >= RESEND_AFTER
             }

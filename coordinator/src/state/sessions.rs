@@ -97,8 +97,13 @@ impl Sessions {
                 tracing::debug!(node = %node, ?kind, "agent queue full; the next heartbeat repairs it");
                 break;
             }
+            if let Some((k, generation)) = kind {
+                if stream.sent.last(k).is_some_and(|(g, _)| g == generation) {
+                    tracing::info!(node = %node, kind = ?k, generation, held = ?stream.held, "agent still lags; sent again");
+                }
+                queued.push(k);
+            }
             stream.sent.record(&body, now);
-            queued.extend(kind.map(|(k, _)| k));
         }
         queued
     }
