@@ -108,8 +108,9 @@ impl Sessions {
         queued
     }
 
-    /// Queues `body` for `node`; false when the node has no open stream
-    /// or its queue is full (it will get the latest state on reconnect).
+    /// Queues `body` (a command or check) for `node`; false when the node
+    /// has no open stream or its queue is full. Not repaired: the caller
+    /// reports the failure. Directories and sets go through [`Self::sync`].
     pub fn send(&self, node: &str, body: Body) -> bool {
         let outbox = lock(&self.outboxes).get(node).map(|s| s.outbox.clone());
         match outbox {
