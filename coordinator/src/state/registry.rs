@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mesh_proto::v1::{self, ContainerReport, HostInventory, NodeState, StateChange};
 
-use crate::liveness::{assess, missed_heartbeats, LivenessPolicy};
+use crate::decide::liveness::{assess, missed_heartbeats, LivenessPolicy};
 
 /// How many state changes each node keeps for `meshctl nodes`.
 const HISTORY_LEN: usize = 16;
