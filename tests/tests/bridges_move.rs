@@ -13,62 +13,14 @@
 use std::time::Duration;
 
 use mesh_tests::mesh::MeshFixture;
-use mesh_tests::podman::{ensure_demo_image, require_podman, DEMO_IMAGE};
+use mesh_tests::moves::{self, apply_on as apply, wait_check_on, HOSTS};
+use mesh_tests::podman::{ensure_demo_image, require_podman};
 use mesh_tests::wait;
 use serde_json::Value;
 
-const TOPOLOGY: &str = r#"
-[[hosts]]
-name = "mainpc"
-labels = { role = "mainpc" }
-[[hosts]]
-name = "pc2"
-labels = { role = "pc2" }
-[[hosts]]
-name = "pc3"
-labels = { role = "pc3" }
-
-[[groups]]
-name = "memory-system"
-constraints = { role = "ROLE" }
-[[groups.services]]
-name = "memory-orchestrator"
-image = "IMAGE"
-env = { DEMO_MODE = "router", DEMO_NAME = "memory-orchestrator" }
-ports = ["7140:5555"]
-[groups.services.health]
-zmq = { port = 5555 }
-interval_ms = 200
-
-[[bridges]]
-service = "memory-orchestrator"
-port = 7140
-pattern = "router"
-in_flight = "retry-once"
-"#;
-
-const HOSTS: [&str; 3] = ["mainpc", "pc2", "pc3"];
-
 /// 10 REQ clients x 50 requests from `node` through its local endpoint.
 fn requests_pass_from(mesh: &MeshFixture, node: &str) {
-    let (report, ok) = mesh.demo_client(
-        node,
-        &[
-            (
-                "DEMO_CONNECT",
-                format!("tcp://{}:7140", mesh.host(node).address),
-            ),
-            ("DEMO_CLIENTS", "10".into()),
-            ("DEMO_REQUESTS", "50".into()),
-        ],
-    );
-    assert!(ok, "from {node}: {report:#}");
-    assert_eq!(report["replies_ok"], 500, "from {node}: {report:#}");
-    assert_eq!(
-        report["first_problem"],
-        Value::Null,
-        "from {node}: {report:#}"
-    );
+    moves::requests_pass_from(mesh, node, 10, 50);
 }
 
 /// [`requests_pass_from`] every host, the service's own host last: a
@@ -87,66 +39,6 @@ fn requests_pass_from_every_host(mesh: &MeshFixture, service_host: &str) {
     for node in order {
         requests_pass_from(mesh, node);
     }
-}
-
-fn apply(mesh: &MeshFixture, role: &str) {
-    let file = mesh.state.path().join(format!("move-{role}.toml"));
-    std::fs::write(
-        &file,
-        TOPOLOGY.replace("IMAGE", DEMO_IMAGE).replace("ROLE", role),
-    )
-    .unwrap();
-    let out = mesh.meshctl(
-        "mainpc",
-        &[
-            "place",
-            &file.to_string_lossy(),
-            "--apply",
-            "--timeout",
-            "120",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "apply with the service on {role}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Waits until `meshctl check` passes from every host with the service on
-/// `host`: reached directly there, through the tunnel everywhere else.
-fn wait_check_on(mesh: &MeshFixture, host: &str) -> Value {
-    wait::until(
-        &format!("check to pass everywhere with memory-orchestrator on {host}"),
-        Duration::from_secs(30),
-        Duration::from_millis(300),
-        || {
-            let out = mesh.meshctl("mainpc", &["check", "-o", "json", "--timeout-ms", "2000"]);
-            let check: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-            let rows_ok = HOSTS.iter().all(|from| {
-                check["hosts"].as_array().is_some_and(|hosts| {
-                    hosts.iter().any(|h| {
-                        h["node"] == *from
-                            && h["bridges"].as_array().is_some_and(|b| {
-                                b.iter().any(|b| {
-                                    b["service"] == "memory-orchestrator"
-                                        && b["ok"] == true
-                                        && b["host"] == host
-                                        && b["via"]
-                                            == if *from == host { "direct" } else { "tunnel" }
-                                })
-                            })
-                    })
-                })
-            });
-            if out.status.success() && check["ok"] == true && rows_ok {
-                Ok(Some(check))
-            } else {
-                Err(check.to_string())
-            }
-        },
-    )
 }
 
 /// Requests mainpc's bridge endpoint has sent towards the service so far
