@@ -19,6 +19,18 @@ use tokio_util::sync::CancellationToken;
 use crate::bridges::BridgeHost;
 use crate::manager::Input;
 
+/// Where directories are applied: this host's bridges (a seam, so tests
+/// can apply slowly).
+pub trait DirectorySink: Send + Sync + 'static {
+    fn apply(&self, directory: Directory) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl DirectorySink for BridgeHost {
+    async fn apply(&self, directory: Directory) {
+        BridgeHost::apply(self, directory).await
+    }
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub struct Pending {
     pub directory: Option<Directory>,
@@ -43,8 +55,8 @@ pub struct Applier {
 impl Applier {
     /// Starts the applying task on the current runtime. `bridges` gets the
     /// directories, `manager` the desired sets (either may be absent).
-    pub fn spawn(
-        bridges: Option<Arc<BridgeHost>>,
+    pub fn spawn<B: DirectorySink>(
+        bridges: Option<Arc<B>>,
         manager: Option<mpsc::Sender<Input>>,
         shutdown: CancellationToken,
     ) -> Applier {
@@ -161,11 +173,67 @@ mod tests {
         assert_eq!(p, Pending::default());
     }
 
+    /// Takes `delay` (tokio time) to apply each directory.
+    struct Slow {
+        delay: std::time::Duration,
+        applied: Mutex<Vec<u64>>,
+    }
+
+    impl DirectorySink for Slow {
+        async fn apply(&self, directory: Directory) {
+            tokio::time::sleep(self.delay).await;
+            self.applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(directory.generation);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_directory_holds_up_neither_the_session_nor_the_set_order() {
+        use std::time::Duration;
+        let (tx, mut rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let slow = Arc::new(Slow {
+            delay: Duration::from_secs(3),
+            applied: Mutex::new(vec![]),
+        });
+        let a = Applier::spawn(Some(slow.clone()), Some(tx), shutdown.clone());
+        let t0 = tokio::time::Instant::now();
+        a.directory(directory(5));
+        a.desired(desired(7));
+        // Handing over took no time: the session loop goes on at once.
+        assert_eq!(tokio::time::Instant::now(), t0);
+        // Newer ones arrive while the first directory is being applied.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        a.directory(directory(6));
+        a.directory(directory(8));
+        a.desired(desired(9));
+        let mut sets = Vec::new();
+        while sets.len() < 2 {
+            let Some(Input::Desired(d)) = rx.recv().await else {
+                panic!("manager input closed")
+            };
+            // Each set reaches the manager only after the directory before it.
+            let applied = slow
+                .applied
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            sets.push((d.generation, applied));
+        }
+        assert_eq!(sets[0], (7, vec![5]));
+        // 6 was overtaken by 8 before it was applied: never applied.
+        assert_eq!(sets[1], (9, vec![5, 8]));
+        assert_eq!(a.applied_directory(), 8);
+        shutdown.cancel();
+    }
+
     #[tokio::test]
     async fn sets_reach_the_manager_in_order_and_generations_are_reported() {
         let (tx, mut rx) = mpsc::channel(8);
         let shutdown = CancellationToken::new();
-        let a = Applier::spawn(None, Some(tx), shutdown.clone());
+        let a = Applier::spawn(None::<Arc<BridgeHost>>, Some(tx), shutdown.clone());
         a.directory(directory(3));
         a.desired(desired(10));
         // An older directory arriving late is not applied over a newer one.
