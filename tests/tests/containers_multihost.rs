@@ -129,7 +129,8 @@ fn desired_containers_run_heal_survive_agent_restart_update_and_go() {
         Duration::from_secs(30),
         healthy,
     );
-    std::thread::sleep(Duration::from_secs(2)); // a few reconcile passes
+    // A few reconcile passes (reports) of the new agent.
+    mesh.wait_heartbeats("pc2", 10);
     assert_eq!(
         podman_identity(&mesh, "pc2", "web"),
         before,
@@ -450,7 +451,21 @@ fn dead_podman_service_is_a_reported_state_and_a_lost_coordinator_changes_nothin
 
     // Static stability: with the coordinator gone, nothing on the host changes.
     mesh.coordinator.kill();
-    std::thread::sleep(Duration::from_secs(4)); // reconcile passes and reconnect attempts
+    // Its reconnect attempts fail (the agent logs each); meanwhile its
+    // container manager keeps making passes.
+    let ended = |mesh: &MeshFixture| {
+        mesh.agents["pc2"]
+            .logs()
+            .matches("coordinator session ended")
+            .count()
+    };
+    let before_kill = ended(&mesh);
+    mesh_tests::wait::until(
+        "two failed reconnects of pc2's agent",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || Ok((ended(&mesh) >= before_kill + 2).then_some(())),
+    );
     assert!(
         mesh.agents.get_mut("pc2").unwrap().is_running(),
         "agent exited without its coordinator"
