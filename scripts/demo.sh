@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 scripts/install-deps.sh
-cargo build --release --bins
+# Only the binaries the demo runs (the benchmarks and the test harness are not needed).
+cargo build --release -p mesh-coordinator -p mesh-node-agent -p meshctl --bins
 scripts/build-demo-image.sh localhost/mesh-demo:latest
 BIN="$ROOT/target/release"
 DEMO="$ROOT/.demo"

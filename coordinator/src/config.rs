@@ -9,8 +9,8 @@ use mesh_certs::{Role, TlsFiles};
 pub use mesh_topology::ConfigError;
 use serde::Deserialize;
 
-use crate::liveness::LivenessPolicy;
-use crate::server::Settings;
+use crate::decide::liveness::LivenessPolicy;
+use crate::rpc::server::Settings;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
 pub const DEFAULT_STATE_DIR: &str = "mesh-coordinator-state";

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mesh_proto::v1::admin_service_client::AdminServiceClient;
 use mesh_proto::v1::{
-    CommandAction, ContainerSpec, ContainerState, HealthState, ListContainersRequest,
+    CommandAction, ContainerSpec, ContainerState, HealthState, Hold, ListContainersRequest,
     RunCommandRequest, SetContainersRequest,
 };
 use mesh_topology::service::{ContainersFile, ServiceSpec};
@@ -58,6 +58,9 @@ struct PsRow {
     image: String,
     state: &'static str,
     health: &'static str,
+    /// Where an operator holds it (stopped, paused, killed), as the agent
+    /// applies it; "-" when not held.
+    hold: &'static str,
     restarts: u32,
     last_exit_code: Option<i64>,
     crash_looping: bool,
@@ -80,6 +83,15 @@ pub fn state_word(raw: i32) -> &'static str {
         ContainerState::Error => "error",
         ContainerState::Deleted => "deleted",
         ContainerState::Unspecified => "unknown",
+    }
+}
+
+pub fn hold_word(raw: i32) -> &'static str {
+    match Hold::try_from(raw).unwrap_or(Hold::None) {
+        Hold::None => "-",
+        Hold::Stopped => "stopped",
+        Hold::Paused => "paused",
+        Hold::Killed => "killed",
     }
 }
 
@@ -131,6 +143,7 @@ pub async fn ps(
                 image: c.image.clone(),
                 state: state_word(c.state),
                 health: health_word(c.health),
+                hold: hold_word(c.hold),
                 restarts: c.restart_count,
                 last_exit_code: c.last_exit_code,
                 crash_looping: c.crash_looping,
@@ -173,6 +186,7 @@ pub async fn ps(
                             r.state.to_string()
                         },
                         r.health.to_string(),
+                        r.hold.to_string(),
                         r.restarts.to_string(),
                         r.error.clone(),
                     ]
@@ -184,7 +198,10 @@ pub async fn ps(
                 print!(
                     "{}",
                     table::render(
-                        &["NODE", "NAME", "GROUP", "STATE", "HEALTH", "RESTARTS", "PROBLEM"],
+                        &[
+                            "NODE", "NAME", "GROUP", "STATE", "HEALTH", "HOLD", "RESTARTS",
+                            "PROBLEM"
+                        ],
                         &cells
                     )
                 );
@@ -361,6 +378,15 @@ pub fn describe(file: &Path) -> Result<usize> {
 mod tests {
     use super::*;
     use mesh_proto::v1::health_check::Probe;
+
+    #[test]
+    fn holds_have_words_and_unknown_numbers_show_as_not_held() {
+        assert_eq!(hold_word(Hold::None as i32), "-");
+        assert_eq!(hold_word(Hold::Stopped as i32), "stopped");
+        assert_eq!(hold_word(Hold::Paused as i32), "paused");
+        assert_eq!(hold_word(Hold::Killed as i32), "killed");
+        assert_eq!(hold_word(99), "-");
+    }
 
     #[test]
     fn follow_prints_only_new_lines() {

@@ -30,6 +30,10 @@ pub struct NodeJson {
     pub last_heartbeat_unix_ms: i64,
     pub last_heartbeat_age_ms: u64,
     pub heartbeat_interval_ms: u32,
+    /// The longest gap between two heartbeats of the current session, as
+    /// the coordinator received them, and how many it got.
+    pub heartbeat_gap_max_us: u64,
+    pub session_heartbeats: u64,
     pub agent_version: String,
     pub labels: BTreeMap<String, String>,
     pub cpu: CpuJson,
@@ -124,6 +128,8 @@ fn node_json(n: &v1::Node) -> NodeJson {
         last_heartbeat_unix_ms: n.last_heartbeat_unix_ms,
         last_heartbeat_age_ms: n.last_heartbeat_age_ms,
         heartbeat_interval_ms: n.heartbeat_interval_ms,
+        heartbeat_gap_max_us: n.heartbeat_gap_max_us,
+        session_heartbeats: n.session_heartbeats,
         agent_version: n.agent_version.clone(),
         labels: n.labels.clone().into_iter().collect(),
         cpu: CpuJson {

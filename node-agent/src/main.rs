@@ -232,7 +232,9 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => tracing::warn!(error = %e, "bridges disabled on this host: the tunnel endpoint could not start; set [bridge] listen or --tunnel-listen"),
             }
         }
-        agent.run(shutdown).await;
+        if let Err(e) = agent.spawn(shutdown).await {
+            tracing::error!(error = %e, "cannot start the session thread");
+        }
         let _ = manager_task.await;
         tracing::info!("agent stopped");
     });

@@ -1,6 +1,15 @@
 //! The agent's connection to the coordinator: connect over mutual TLS,
 //! register, heartbeat, and reconnect with backoff whenever anything breaks.
 //! Losing the coordinator never stops the agent (static stability).
+//!
+//! Heartbeats never wait for other agent work: the session loop only moves
+//! messages. Directories and desired sets are applied by [`apply::Applier`]
+//! in a task of its own; checks and commands run in tasks of their own;
+//! inventory is collected apart and read from a watch. [`Agent::spawn`]
+//! runs the session on a thread of its own, so even a busy or blocked agent
+//! runtime cannot delay a heartbeat (failover leases depend on them).
+
+pub mod apply;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +52,7 @@ pub enum SessionError {
 pub struct Agent {
     config: Config,
     client_tls: Arc<rustls::ClientConfig>,
-    inventory: InventorySource,
+    inventory: Option<InventorySource>,
     backoff: Backoff,
     options: ConnectOptions,
     manager: Option<ManagerLink>,
@@ -63,7 +72,7 @@ impl Agent {
         Ok(Agent {
             client_tls: tls.client_config(expect, &[ALPN_H2])?,
             config,
-            inventory,
+            inventory: Some(inventory),
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5))
                 .with_jitter(0.5),
             options: ConnectOptions::default(),
@@ -85,14 +94,43 @@ impl Agent {
         self
     }
 
-    /// Runs until `shutdown`: one session after another.
+    /// Runs the agent's work (applying directories and desired sets,
+    /// inventory, checks, commands) on the current runtime, and the
+    /// coordinator session with its heartbeats on a thread of its own.
+    /// Returns when `shutdown` is cancelled and the session has ended.
+    pub async fn spawn(mut self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let work = Work::start(&mut self, &shutdown);
+        let (done_tx, done_rx) = oneshot::channel();
+        let stop = shutdown.clone();
+        std::thread::Builder::new()
+            .name("mesh-session".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(self.run_with(work, stop)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the session runtime"),
+                }
+                let _ = done_tx.send(());
+            })?;
+        let _ = done_rx.await;
+        Ok(())
+    }
+
+    /// Runs until `shutdown`, everything on the current runtime.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let work = Work::start(&mut self, &shutdown);
+        self.run_with(work, shutdown).await
+    }
+
+    async fn run_with(mut self, work: Work, shutdown: CancellationToken) {
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.session(&shutdown) => r,
+                r = self.session(&work, &shutdown) => r,
             };
             match result {
                 Ok(()) => return,
@@ -116,7 +154,11 @@ impl Agent {
         }
     }
 
-    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    async fn session(
+        &mut self,
+        work: &Work,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
         let cfg = &self.config;
         let channel =
             transport::connect(&cfg.coordinator, self.client_tls.clone(), &self.options).await?;
@@ -178,9 +220,9 @@ impl Agent {
                     seq += 1;
                     let hb = AgentMessage { body: Some(AgentBody::Heartbeat(Heartbeat {
                         seq,
-                        inventory: Some(self.inventory.collect()),
+                        inventory: Some(work.inventory.borrow().clone()),
                         containers: self.manager.as_ref().map(|m| m.report.borrow().clone()),
-                        directory_generation: 0,
+                        directory_generation: work.applier.applied_directory(),
                     }))};
                     // A full queue means the connection is stalled: skip
                     // this beat rather than pile up stale inventory.
@@ -193,26 +235,14 @@ impl Agent {
                         Some(CoordBody::HeartbeatAck(_)) => last_ack = Instant::now(),
                         Some(CoordBody::Desired(desired)) => {
                             tracing::info!(generation = desired.generation, containers = desired.containers.len(), "desired containers received");
-                            match &self.manager {
-                                Some(link) => {
-                                    let _ = link.inputs.send(Input::Desired(desired)).await;
-                                }
-                                None => tracing::warn!("this agent runs no container manager; desired set ignored"),
-                            }
+                            work.applier.desired(desired);
                         }
-                        Some(CoordBody::Command(command)) => self.forward_command(command, tx.clone()),
+                        Some(CoordBody::Command(command)) => self.forward_command(work, command, tx.clone()),
                         Some(CoordBody::Directory(directory)) => {
                             tracing::info!(generation = directory.generation, bridges = directory.bridges.len(), peers = directory.peers.len(), "bridge directory received");
-                            // Applied before the next message: the coordinator
-                            // sends a directory before the desired set that goes
-                            // with it, and a service moving onto this host needs
-                            // its bridge endpoint's port back before its
-                            // container can publish it.
-                            if let Some(b) = &self.bridges {
-                                b.apply(directory).await;
-                            }
+                            work.applier.directory(directory);
                         }
-                        Some(CoordBody::Check(request)) => self.run_check(request, tx.clone()),
+                        Some(CoordBody::Check(request)) => self.run_check(work, request, tx.clone()),
                         _ => {}
                     },
                     Ok(None) => return Err(SessionError::Broken("coordinator closed the stream".into())),
@@ -225,10 +255,15 @@ impl Agent {
 
 impl Agent {
     /// Runs the connectivity checks without holding up the stream.
-    fn run_check(&self, request: mesh_proto::v1::CheckRequest, tx: mpsc::Sender<AgentMessage>) {
+    fn run_check(
+        &self,
+        work: &Work,
+        request: mesh_proto::v1::CheckRequest,
+        tx: mpsc::Sender<AgentMessage>,
+    ) {
         let bridges = self.bridges.clone();
         let node = self.config.node.clone();
-        tokio::spawn(async move {
+        work.runtime.spawn(async move {
             let report = match bridges {
                 Some(b) => b.check(&request).await,
                 None => mesh_proto::v1::CheckReport {
@@ -249,12 +284,13 @@ impl Agent {
     /// and sends the result back when it is done.
     fn forward_command(
         &self,
+        work: &Work,
         command: mesh_proto::v1::ContainerCommand,
         tx: mpsc::Sender<AgentMessage>,
     ) {
         let id = command.id;
         let inputs = self.manager.as_ref().map(|m| m.inputs.clone());
-        tokio::spawn(async move {
+        work.runtime.spawn(async move {
             let result = match inputs {
                 None => mesh_proto::v1::CommandResult {
                     id,
@@ -279,6 +315,62 @@ impl Agent {
                 })
                 .await;
         });
+    }
+}
+
+/// The agent's work apart from the session: where it runs, the applier,
+/// and the latest inventory.
+struct Work {
+    runtime: tokio::runtime::Handle,
+    applier: apply::Applier,
+    inventory: watch::Receiver<mesh_proto::v1::HostInventory>,
+}
+
+impl Work {
+    /// Starts the applier and the inventory collection on the current
+    /// runtime. Inventory is read once at once, then every heartbeat
+    /// interval (NVML can be slow; a heartbeat sends the latest reading).
+    fn start(agent: &mut Agent, shutdown: &CancellationToken) -> Work {
+        let applier = apply::Applier::spawn(
+            agent.bridges.clone(),
+            agent.manager.as_ref().map(|m| m.inputs.clone()),
+            shutdown.clone(),
+        );
+        let (inventory_tx, inventory) = watch::channel(Default::default());
+        if let Some(mut source) = agent.inventory.take() {
+            inventory_tx.send_replace(source.collect());
+            let every = agent.config.heartbeat;
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let (s, inv) = match tokio::task::spawn_blocking(move || {
+                        let inv = source.collect();
+                        (source, inv)
+                    })
+                    .await
+                    {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "inventory collection failed; heartbeats carry the last reading");
+                            return;
+                        }
+                    };
+                    source = s;
+                    inventory_tx.send_replace(inv);
+                }
+            });
+        }
+        Work {
+            runtime: tokio::runtime::Handle::current(),
+            applier,
+            inventory,
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //!   processes, run inside a host, killed on drop, logs kept for failures.
 //! - [`pki`]: a fresh mesh CA and certificates per test.
 //! - [`binaries`]: where the workspace's binaries were built.
+//! - [`moves`]: a bridged service moved between hosts by re-applying a
+//!   topology, and the wait until every host's bridge follows it.
 //!
 //! Everything is named per test and per process, so tests run in parallel.
 #![forbid(unsafe_code)]
@@ -14,6 +16,7 @@
 
 pub mod binaries;
 pub mod mesh;
+pub mod moves;
 pub mod netns;
 pub mod pki;
 pub mod podman;

@@ -278,6 +278,29 @@ impl MeshFixture {
         )
     }
 
+    /// Waits until the coordinator has received `more` heartbeats from
+    /// `node`'s current session beyond those it has now. Each carries the
+    /// agent's latest container report, so this is how a test lets an
+    /// agent do several reconcile passes before asserting that something
+    /// did not change: a slow machine makes it slower, never wrong.
+    pub fn wait_heartbeats(&self, node: &str, more: u64) {
+        let count = |nodes: &serde_json::Value| {
+            Self::node(nodes, node).and_then(|n| n["session_heartbeats"].as_u64())
+        };
+        let start = count(&self.nodes_json().expect("meshctl nodes")).unwrap_or(0);
+        wait::until(
+            &format!("{more} more heartbeats from {node}"),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                let now = count(&self.nodes_json()?).unwrap_or(0);
+                // A new session starts counting from 0 again.
+                let seen = if now >= start { now - start } else { now };
+                Ok((seen >= more).then_some(()))
+            },
+        )
+    }
+
     /// Waits until `node` is in `state`, returns the node's JSON.
     pub fn wait_state(&self, node: &str, state: &str, limit: Duration) -> serde_json::Value {
         wait::until(

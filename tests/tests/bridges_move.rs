@@ -10,65 +10,17 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_tests::mesh::MeshFixture;
-use mesh_tests::podman::{ensure_demo_image, require_podman, DEMO_IMAGE};
+use mesh_tests::moves::{self, apply_on as apply, wait_check_on, HOSTS};
+use mesh_tests::podman::{ensure_demo_image, require_podman};
 use mesh_tests::wait;
 use serde_json::Value;
 
-const TOPOLOGY: &str = r#"
-[[hosts]]
-name = "mainpc"
-labels = { role = "mainpc" }
-[[hosts]]
-name = "pc2"
-labels = { role = "pc2" }
-[[hosts]]
-name = "pc3"
-labels = { role = "pc3" }
-
-[[groups]]
-name = "memory-system"
-constraints = { role = "ROLE" }
-[[groups.services]]
-name = "memory-orchestrator"
-image = "IMAGE"
-env = { DEMO_MODE = "router", DEMO_NAME = "memory-orchestrator" }
-ports = ["7140:5555"]
-[groups.services.health]
-zmq = { port = 5555 }
-interval_ms = 200
-
-[[bridges]]
-service = "memory-orchestrator"
-port = 7140
-pattern = "router"
-in_flight = "retry-once"
-"#;
-
-const HOSTS: [&str; 3] = ["mainpc", "pc2", "pc3"];
-
 /// 10 REQ clients x 50 requests from `node` through its local endpoint.
 fn requests_pass_from(mesh: &MeshFixture, node: &str) {
-    let (report, ok) = mesh.demo_client(
-        node,
-        &[
-            (
-                "DEMO_CONNECT",
-                format!("tcp://{}:7140", mesh.host(node).address),
-            ),
-            ("DEMO_CLIENTS", "10".into()),
-            ("DEMO_REQUESTS", "50".into()),
-        ],
-    );
-    assert!(ok, "from {node}: {report:#}");
-    assert_eq!(report["replies_ok"], 500, "from {node}: {report:#}");
-    assert_eq!(
-        report["first_problem"],
-        Value::Null,
-        "from {node}: {report:#}"
-    );
+    moves::requests_pass_from(mesh, node, 10, 50);
 }
 
 /// [`requests_pass_from`] every host, the service's own host last: a
@@ -89,64 +41,62 @@ fn requests_pass_from_every_host(mesh: &MeshFixture, service_host: &str) {
     }
 }
 
-fn apply(mesh: &MeshFixture, role: &str) {
-    let file = mesh.state.path().join(format!("move-{role}.toml"));
-    std::fs::write(
-        &file,
-        TOPOLOGY.replace("IMAGE", DEMO_IMAGE).replace("ROLE", role),
-    )
-    .unwrap();
-    let out = mesh.meshctl(
-        "mainpc",
-        &[
-            "place",
-            &file.to_string_lossy(),
-            "--apply",
-            "--timeout",
-            "120",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "apply with the service on {role}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Requests mainpc's bridge endpoint has sent towards the service so far
+/// (each `meshctl check` adds its own probe).
+fn mainpc_requests(mesh: &MeshFixture) -> Result<u64, String> {
+    let out = mesh.meshctl("mainpc", &["check", "-o", "json", "--timeout-ms", "2000"]);
+    let check: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    check["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["node"] == "mainpc"))
+        .and_then(|h| h["bridges"].as_array())
+        .and_then(|b| b.iter().find(|b| b["service"] == "memory-orchestrator"))
+        .and_then(|b| b["counters"]["msgs_out"].as_u64())
+        .ok_or_else(|| format!("no counters for mainpc's endpoint: {check}"))
 }
 
-/// Waits until `meshctl check` passes from every host with the service on
-/// `host`: reached directly there, through the tunnel everywhere else.
-fn wait_check_on(mesh: &MeshFixture, host: &str) -> Value {
-    wait::until(
-        &format!("check to pass everywhere with memory-orchestrator on {host}"),
-        Duration::from_secs(30),
-        Duration::from_millis(300),
-        || {
-            let out = mesh.meshctl("mainpc", &["check", "-o", "json", "--timeout-ms", "2000"]);
-            let check: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-            let rows_ok = HOSTS.iter().all(|from| {
-                check["hosts"].as_array().is_some_and(|hosts| {
-                    hosts.iter().any(|h| {
-                        h["node"] == *from
-                            && h["bridges"].as_array().is_some_and(|b| {
-                                b.iter().any(|b| {
-                                    b["service"] == "memory-orchestrator"
-                                        && b["ok"] == true
-                                        && b["host"] == host
-                                        && b["via"]
-                                            == if *from == host { "direct" } else { "tunnel" }
-                                })
-                            })
-                    })
-                })
-            });
-            if out.status.success() && check["ok"] == true && rows_ok {
-                Ok(Some(check))
-            } else {
-                Err(check.to_string())
-            }
-        },
-    )
+/// Runs a client of `requests` requests 30 ms apart on mainpc and, once its
+/// traffic is seen going through mainpc's endpoint, moves the service to
+/// `to`. Its report, or None when the client was done before the move was
+/// (a slow machine): then this run proves nothing about the move.
+fn client_through_a_move(mesh: &MeshFixture, requests: u64, to: &str) -> Option<Value> {
+    let endpoint = format!("tcp://{}:7140", mesh.host("mainpc").address);
+    let before = mainpc_requests(mesh).unwrap();
+    std::thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            mesh.demo_client(
+                "mainpc",
+                &[
+                    ("DEMO_CONNECT", endpoint.clone()),
+                    ("DEMO_REQUESTS", requests.to_string()),
+                    ("DEMO_INTERVAL_MS", "30".into()),
+                    ("DEMO_TIMEOUT_MS", "20000".into()),
+                ],
+            )
+            .0
+        });
+        // Under way: at least 10 of its requests (beyond the checks' own
+        // probes) went through the endpoint.
+        let mut probes = 1;
+        wait::until(
+            "the client's requests to go through mainpc's endpoint",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                probes += 1;
+                let sent = mainpc_requests(mesh)?;
+                if sent >= before + probes + 10 {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{} sent so far", sent - before))
+                }
+            },
+        );
+        apply(mesh, to);
+        let through_the_move = !client.is_finished();
+        let report = client.join().unwrap();
+        through_the_move.then_some(report)
+    })
 }
 
 fn running_on(mesh: &MeshFixture, node: &str) -> bool {
@@ -171,33 +121,28 @@ fn bridges_follow_a_service_that_moves_between_hosts() {
     wait_check_on(&mesh, "pc2");
 
     // A client on mainpc keeps sending through its endpoint while the
-    // service moves from pc2 to pc3.
-    let requests = 300u64;
-    let endpoint = format!("tcp://{}:7140", mesh.host("mainpc").address);
-    let report = std::thread::scope(|scope| {
-        let client = scope.spawn(|| {
-            let (report, _) = mesh.demo_client(
-                "mainpc",
-                &[
-                    ("DEMO_CONNECT", endpoint.clone()),
-                    ("DEMO_REQUESTS", requests.to_string()),
-                    ("DEMO_INTERVAL_MS", "30".into()),
-                    ("DEMO_TIMEOUT_MS", "20000".into()),
-                ],
-            );
-            (report, Instant::now())
-        });
-        // Let it get going, then move the service.
-        std::thread::sleep(Duration::from_secs(2));
-        apply(&mesh, "pc3");
-        let moved = Instant::now();
-        let (report, finished) = client.join().unwrap();
-        assert!(
-            finished > moved,
-            "the client must still be running when the move completes: {report:#}"
-        );
-        report
-    });
+    // service moves from pc2 to pc3 (and back, if the client was done
+    // before the move was: then again with a longer client).
+    let mut report = None;
+    let mut requests = 300u64;
+    for (from, to) in [("pc2", "pc3"), ("pc3", "pc2"), ("pc2", "pc3")] {
+        match client_through_a_move(&mesh, requests, to) {
+            Some(r) => {
+                report = Some((r, requests, to));
+                break;
+            }
+            None => {
+                eprintln!(
+                    "the client ({requests} requests) was done before the move {from} -> {to} \
+                     completed; again with more"
+                );
+                requests *= 4;
+            }
+        }
+    }
+    let Some((report, requests, host)) = report else {
+        panic!("no client lasted through a move, even with {requests} requests");
+    };
     // Every request answered exactly once: the echo, or an explicit error
     // from the bridge; nothing lost (errors: timeouts), nothing wrong.
     assert_eq!(report["replies_wrong"], 0, "{report:#}");
@@ -210,6 +155,9 @@ fn bridges_follow_a_service_that_moves_between_hosts() {
 
     // The bridges follow: pc3 direct, the others through the tunnel. pc2's
     // endpoint could only open once its old container gave 7140 back.
+    if host != "pc3" {
+        apply(&mesh, "pc3");
+    }
     wait_check_on(&mesh, "pc3");
     assert!(running_on(&mesh, "pc3") && !running_on(&mesh, "pc2"));
     requests_pass_from_every_host(&mesh, "pc3");

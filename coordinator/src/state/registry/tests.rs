@@ -133,3 +133,23 @@ fn tunnel_peers_and_addresses_come_from_registrations() {
     assert_eq!(r.addresses()["mainpc"], "10.0.0.1");
     assert_eq!(host_ip("not an address"), None);
 }
+
+#[test]
+fn the_longest_heartbeat_gap_of_a_session_is_kept_and_reset_on_reconnect() {
+    let mut r = Registry::new(LivenessPolicy::default());
+    let t0 = start();
+    let (s, _) = r.register(reg("pc2"), t0);
+    // From registration to the first heartbeat is not a gap.
+    let mut now = t0.after(Duration::from_millis(900));
+    r.heartbeat("pc2", s, None, None, now).unwrap();
+    for gap_ms in [500, 740, 510] {
+        now = now.after(Duration::from_millis(gap_ms));
+        r.heartbeat("pc2", s, None, None, now).unwrap();
+    }
+    let node = &r.snapshot(now)[0];
+    assert_eq!(node.heartbeat_gap_max_us, 740_000);
+    assert_eq!(node.session_heartbeats, 4);
+    let (_, _) = r.register(reg("pc2"), now);
+    let node = &r.snapshot(now)[0];
+    assert_eq!((node.heartbeat_gap_max_us, node.session_heartbeats), (0, 0));
+}

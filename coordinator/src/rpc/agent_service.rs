@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh_certs::Role;
 use mesh_proto::v1::agent_message::Body as AgentBody;
@@ -17,8 +17,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth;
-use crate::registry::{Now, Registration, SessionId, Transition};
+use crate::decide::sync::Held;
+use crate::rpc::auth;
+use crate::state::registry::{Now, Registration, SessionId, Transition};
 use crate::state::{Shared, VERSION};
 
 /// An agent must say who it is promptly after connecting.
@@ -103,17 +104,11 @@ impl AgentService for AgentApi {
                 coordinator_version: VERSION.to_string(),
             })),
         };
-        // Capacity 32 and nothing sent yet: these cannot block.
+        // Capacity 32 and nothing sent yet: this cannot block.
         let _ = tx.try_send(Ok(registered));
-        if let Some(desired) = shared.desired.get(&node) {
-            let _ = tx.try_send(Ok(CoordinatorMessage {
-                body: Some(CoordBody::Desired(desired)),
-            }));
-        }
-        let _ = tx.try_send(Ok(CoordinatorMessage {
-            body: Some(CoordBody::Directory(shared.directory())),
-        }));
         shared.sessions.attach(&node, session, tx.clone());
+        // The agent holds nothing yet: the directory, then its set.
+        shared.sync_node(&node, Instant::now());
         let span = tracing::info_span!("agent_stream", node = %node, session);
         tokio::spawn(serve_stream(shared.clone(), node, session, inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -137,6 +132,15 @@ async fn serve_stream(
         match message.body {
             Some(AgentBody::Heartbeat(hb)) => {
                 shared.metrics.count_heartbeat();
+                // 0: the agent applied no directory yet, or does not say
+                // (no bridges, or an older agent). Directories are numbered
+                // from the wall clock, so any it applied is above 0; one lost
+                // on connect is sent again on reconnect, and one lost later
+                // is repaired once it reports the one before.
+                let held = Held {
+                    directory: (hb.directory_generation != 0).then_some(hb.directory_generation),
+                    desired: hb.containers.as_ref().map(|c| c.desired_generation),
+                };
                 let result = shared.registry().heartbeat(
                     &node,
                     session,
@@ -148,6 +152,9 @@ async fn serve_stream(
                     Ok(transition) => log_transition(transition),
                     Err(e) => break e.to_string(),
                 }
+                // Whatever was lost on the way is sent again.
+                shared.sessions.heard(&node, session, held);
+                shared.sync_node(&node, Instant::now());
                 let ack = CoordinatorMessage {
                     body: Some(CoordBody::HeartbeatAck(HeartbeatAck { seq: hb.seq })),
                 };

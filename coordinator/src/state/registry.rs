@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mesh_proto::v1::{self, ContainerReport, HostInventory, NodeState, StateChange};
 
-use crate::liveness::{assess, missed_heartbeats, LivenessPolicy};
+use crate::decide::liveness::{assess, missed_heartbeats, LivenessPolicy};
 
 /// How many state changes each node keeps for `meshctl nodes`.
 const HISTORY_LEN: usize = 16;
@@ -65,6 +65,9 @@ struct NodeRecord {
     containers: Option<ContainerReport>,
     last_heartbeat: Instant,
     last_heartbeat_unix_ms: i64,
+    /// This session's heartbeats and the longest gap between two of them.
+    session_heartbeats: u64,
+    heartbeat_gap_max: Duration,
     state: NodeState,
     state_since_unix_ms: i64,
     history: VecDeque<StateChange>,
@@ -148,12 +151,16 @@ impl Registry {
             containers: None,
             last_heartbeat: now.mono,
             last_heartbeat_unix_ms: now.unix_ms,
+            session_heartbeats: 0,
+            heartbeat_gap_max: Duration::ZERO,
             state: NodeState::Unspecified,
             state_since_unix_ms: now.unix_ms,
             history: VecDeque::new(),
         });
         record.registration = registration;
         record.session = Some(session);
+        record.session_heartbeats = 0;
+        record.heartbeat_gap_max = Duration::ZERO;
         record.last_heartbeat = now.mono;
         record.last_heartbeat_unix_ms = now.unix_ms;
         let transition = record.transition(NodeState::Ready, now, "agent registered".into());
@@ -173,6 +180,12 @@ impl Registry {
             Some(r) if r.session == Some(session) => r,
             _ => return Err(RegistryError::StaleSession(node.to_string())),
         };
+        // The gap from registration to the first heartbeat is not one.
+        if record.session_heartbeats > 0 {
+            let gap = now.mono.saturating_duration_since(record.last_heartbeat);
+            record.heartbeat_gap_max = record.heartbeat_gap_max.max(gap);
+        }
+        record.session_heartbeats += 1;
         record.last_heartbeat = now.mono;
         record.last_heartbeat_unix_ms = now.unix_ms;
         if inventory.is_some() {
@@ -298,6 +311,8 @@ impl Registry {
                 connected: r.session.is_some(),
                 heartbeat_interval_ms: r.registration.heartbeat_interval.as_millis() as u32,
                 history: r.history.iter().cloned().collect(),
+                heartbeat_gap_max_us: r.heartbeat_gap_max.as_micros() as u64,
+                session_heartbeats: r.session_heartbeats,
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));

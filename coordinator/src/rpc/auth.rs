@@ -4,7 +4,7 @@
 use mesh_certs::{Identity, Role};
 use tonic::{Request, Status};
 
-use crate::metrics::Metrics;
+use crate::state::metrics::Metrics;
 
 /// Returns the caller's identity if it holds `role` in `mesh`, else the
 /// refusal, counted in `metrics`. The TLS layer has already verified the

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use mesh_certs::Role;
 use mesh_proto::v1::admin_service_server::AdminService;
-use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
     rollout_event, ApplyTopologyRequest, CheckRequest, CheckResponse, CommandAction, CommandResult,
     ContainerCommand, Directory, GetDirectoryRequest, GetStatusRequest, GetStatusResponse,
-    GetTopologyRequest, ListContainersRequest, ListContainersResponse, ListNodesRequest,
+    GetTopologyRequest, Hold, ListContainersRequest, ListContainersResponse, ListNodesRequest,
     ListNodesResponse, NodeContainers, PlanTopologyRequest, RolloutEvent, RolloutSummary,
     RunCommandRequest, SetContainersRequest, SetContainersResponse, TopologyPlan, TopologyStatus,
 };
@@ -19,11 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::auth;
-use crate::registry::Now;
+use crate::rpc::auth;
+use crate::rpc::topology_api;
+use crate::state::registry::Now;
+use crate::state::topology_state::usable_reports;
 use crate::state::{Shared, VERSION};
-use crate::topology_api;
-use crate::topology_state::usable_reports;
 
 pub struct AdminApi {
     shared: Arc<Shared>,
@@ -85,7 +84,7 @@ impl AdminService for AdminApi {
                 prepared.planned,
                 topology_api::host_names(&prepared.topology),
                 topology_api::unplaced(&prepared.plan),
-                crate::directory::bridge_defs(&prepared.topology),
+                crate::decide::directory::bridge_defs(&prepared.topology),
             )
             .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         tracing::info!(parent: &span, rollout = id, groups = prepared.plan.placements.len(), "topology applied and persisted");
@@ -258,9 +257,14 @@ impl AdminService for AdminApi {
             )));
         }
         let now = Now::system().unix_ms.max(0) as u64;
-        let desired = s.desired.set(&req.node, req.containers, now);
+        let desired = s
+            .desired
+            .set(&req.node, req.containers, now)
+            .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         let generation = desired.generation;
-        let delivered = s.sessions.send(&req.node, Body::Desired(desired));
+        let delivered = s
+            .sync_node(&req.node, std::time::Instant::now())
+            .contains(&crate::decide::sync::Kind::Desired);
         tracing::info!(generation, delivered, "desired containers set");
         Ok(Response::new(SetContainersResponse {
             generation,
@@ -308,6 +312,15 @@ impl AdminService for AdminApi {
                 req.node
             )));
         }
+        // The hold is desired state: recorded and sent before the command,
+        // which only gives the operator an immediate result.
+        let held = match crate::decide::holds::hold_for(action) {
+            Some(hold) => {
+                let _e = span.enter();
+                Some(record_hold(s, &req.node, &req.container, hold)?)
+            }
+            None => None,
+        };
         let command = ContainerCommand {
             id: 0,
             container: req.container,
@@ -318,7 +331,47 @@ impl AdminService for AdminApi {
             .sessions
             .command(&req.node, command, Duration::from_secs(60))
             .instrument(span)
-            .await?;
+            .await
+            .map_err(|e| match held {
+                Some(hold) if e.code() == tonic::Code::Unavailable => Status::unavailable(format!(
+                    "{}; the hold ({}) is recorded and applies when the agent connects",
+                    e.message(),
+                    hold.as_str_name()
+                )),
+                _ => e,
+            })?;
         Ok(Response::new(result))
     }
+}
+
+/// Records `hold` on `container` of `node` and sends the node its set with
+/// it (directory first); returns the hold.
+fn record_hold(s: &Shared, node: &str, container: &str, hold: Hold) -> Result<Hold, Status> {
+    mesh_certs::validate_name("container name", container)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // Without a set yet (e.g. just after a restart) the hold is kept for
+    // the set to come; with one, only its containers can be held.
+    if let Some(set) = s.desired.get(node) {
+        if !set.containers.iter().any(|c| c.name == container) {
+            return Err(Status::not_found(format!(
+                "no container named '{container}' is desired on {node}; see `meshctl ps` (nothing changed)"
+            )));
+        }
+    }
+    let now = Now::system().unix_ms.max(0) as u64;
+    let changed = s
+        .desired
+        .hold(node, container, hold, now)
+        .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
+    let generation = changed.map(|d| d.generation);
+    let delivered = generation.is_some()
+        && s.sync_node(node, std::time::Instant::now())
+            .contains(&crate::decide::sync::Kind::Desired);
+    tracing::info!(
+        hold = hold.as_str_name(),
+        ?generation,
+        delivered,
+        "hold recorded"
+    );
+    Ok(hold)
 }

@@ -11,10 +11,10 @@ use mesh_proto::v1::agent_service_server::AgentServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin_service::AdminApi;
-use crate::agent_service::{log_transition, AgentApi};
-use crate::liveness::LivenessPolicy;
-use crate::registry::Now;
+use crate::decide::liveness::LivenessPolicy;
+use crate::rpc::admin_service::AdminApi;
+use crate::rpc::agent_service::{log_transition, AgentApi};
+use crate::state::registry::Now;
 use crate::state::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum Error {
     #[error(transparent)]
     Certs(#[from] mesh_certs::Error),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::state::store::StoreError),
     #[error("cannot resume the topology stored in {path}: {message}; move the file away to start without it")]
     Restore { path: String, message: String },
     #[error("gRPC server failed: {0}")]
@@ -77,21 +77,24 @@ impl Coordinator {
         }
         settings.liveness.validate().map_err(Error::Liveness)?;
         let store = match &settings.state_dir {
-            Some(dir) => Some(crate::store::Store::open(dir)?),
+            Some(dir) => Some(crate::state::store::Store::open(dir)?),
             None => None,
         };
         let path = store
             .as_ref()
             .map(|s| s.path().display().to_string())
             .unwrap_or_default();
-        let shared = Shared::new(identity.mesh.clone(), settings.liveness, store);
-        match crate::topology_api::restore(&shared) {
+        let shared = Shared::new(identity.mesh.clone(), settings.liveness, store)?;
+        match crate::rpc::topology_api::restore(&shared) {
             Ok(Some(source)) => {
                 tracing::info!(%source, "resuming the applied topology from the state database")
             }
             Ok(None) => {}
             Err(message) => return Err(Error::Restore { path, message }),
         }
+        // Numbered before any agent connects: an agent keeps the newest
+        // directory it saw, also one from before this process.
+        shared.refresh_directory(Now::system().unix_ms.max(0) as u64);
         Ok(Coordinator {
             shared,
             server_tls: tls.server_config(&[ALPN_H2])?,
@@ -173,15 +176,15 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {
-                let reports = crate::topology_state::usable_reports(
+                let reports = crate::state::topology_state::usable_reports(
                     shared.registry().container_reports(None),
                 );
                 let sets = shared.topology.tick(&reports);
                 // Directory first: an agent must close a bridge endpoint on
                 // a port before a service that moved there publishes it.
-                shared.refresh_directory();
                 let now = Now::system().unix_ms.max(0) as u64;
-                crate::topology_state::push_sets(&shared, sets, now);
+                shared.refresh_directory(now);
+                crate::state::topology_state::push_sets(&shared, sets, now);
             }
         }
     }

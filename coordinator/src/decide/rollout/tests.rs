@@ -1,5 +1,4 @@
 use super::*;
-use mesh_proto::spec::NOT_CREATED_YET;
 use mesh_proto::v1::health_check::Probe;
 use mesh_proto::v1::{HealthCheck, ZmqProbe};
 use proptest::prelude::*;
@@ -278,7 +277,8 @@ fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
         name: orchestrator.spec.name.clone(),
         state: ContainerState::Error as i32,
         error: error.into(),
-        failure: if error == NOT_CREATED_YET {
+        // The type decides, not the text.
+        failure: if error == "pending" {
             ContainerFailure::NotCreatedYet
         } else {
             ContainerFailure::ImageMissing
@@ -289,7 +289,7 @@ fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
     // Still being created: not a failure, and not a reason to hand it out.
     obs.insert(
         "pc2".into(),
-        vec![attempt(spec_hash(&orchestrator.spec), NOT_CREATED_YET)],
+        vec![attempt(spec_hash(&orchestrator.spec), "pending")],
     );
     let s = step(&plan, &hosts, &obs, &BTreeSet::new(), true, 0);
     assert!(!s.failed);
@@ -317,3 +317,37 @@ fn a_spec_the_agent_cannot_create_fails_and_an_older_attempt_does_not_count() {
     assert_eq!(phase(&s, "orchestrator"), ServicePhase::Failed);
     assert_eq!(names(&s.desired["pc2"]), vec!["orchestrator"]);
 }
+
+#[test]
+fn a_held_container_is_neither_healthy_nor_a_failure() {
+    let (plan, hosts) = system();
+    let mut obs = observe(&plan, &[], &[]);
+    let mut stopped = status(&plan[0], HealthState::Unhealthy);
+    stopped.state = ContainerState::Stopped as i32;
+    stopped.hold = Hold::Stopped as i32;
+    obs.entry("mainpc".into()).or_default().push(stopped);
+    let s = step(&plan, &hosts, &obs, &BTreeSet::new(), false, 0);
+    assert!(!s.failed, "the operator stopped it");
+    assert_eq!(phase(&s, "registry"), ServicePhase::Starting);
+    let row = s
+        .progress
+        .iter()
+        .find(|r| r.service == "registry")
+        .expect("row");
+    assert_eq!(
+        row.message,
+        "held (stopped) by an operator; `meshctl start mainpc registry` lifts it"
+    );
+    assert_eq!(
+        phase(&s, "orchestrator"),
+        ServicePhase::Waiting,
+        "not healthy"
+    );
+    assert_eq!(
+        names(&s.desired["mainpc"]),
+        vec!["registry"],
+        "still desired"
+    );
+}
+
+mod controller;

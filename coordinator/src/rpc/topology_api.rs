@@ -8,12 +8,12 @@ use mesh_topology::model::Topology;
 use mesh_topology::placement::{self, Plan};
 use tonic::Status;
 
-use crate::planning::{self, PlanInputs};
-use crate::registry::Now;
-use crate::rollout::Planned;
+use crate::decide::planning::{self, PlanInputs};
+use crate::decide::rollout::Planned;
+use crate::state::registry::Now;
+use crate::state::store::Applied;
+use crate::state::topology_state::usable_reports;
 use crate::state::Shared;
-use crate::store::Applied;
-use crate::topology_state::usable_reports;
 
 /// A checked topology with its plan, ready to show or apply.
 pub struct Prepared {
@@ -164,7 +164,7 @@ pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
         .collect();
     let source = applied.source_name.clone();
     let hosts = host_names(&topology);
-    let bridges = crate::directory::bridge_defs(&topology);
+    let bridges = crate::decide::directory::bridge_defs(&topology);
     // Already stored: begin() writes it again, harmlessly.
     shared
         .topology

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_proto::spec::spec_hash;
 use mesh_proto::v1::{
-    ContainerFailure, ContainerSpec, ContainerState, ContainerStatus, HealthState, ServicePhase,
-    ServiceProgress,
+    ContainerFailure, ContainerSpec, ContainerState, ContainerStatus, HealthState, Hold,
+    ServicePhase, ServiceProgress,
 };
 
 /// One service of the applied topology, with its placement.
@@ -55,6 +55,9 @@ enum Seen {
         current: bool,
         healthy: bool,
         failure: Option<String>,
+        /// An operator holds it (stopped, paused or killed): not healthy,
+        /// and not a failure of the rollout.
+        held: Hold,
     },
 }
 
@@ -73,8 +76,10 @@ fn seen(p: &Planned, host: &str, observed: &Observed) -> Seen {
     if status.spec_hash.is_empty() {
         // No container exists: the row is the agent's attempt at a spec.
         let attempted_this = status.desired_spec_hash == want;
-        let pending =
-            status.error.is_empty() || status.failure() == ContainerFailure::NotCreatedYet;
+        let pending = matches!(
+            status.failure(),
+            ContainerFailure::None | ContainerFailure::NotCreatedYet
+        );
         return if attempted_this && !pending {
             Seen::CreateFailed(status.error.clone())
         } else {
@@ -91,7 +96,9 @@ fn seen(p: &Planned, host: &str, observed: &Observed) -> Seen {
         } else {
             true
         };
-    let failure = if !current {
+    let held = status.hold();
+    let healthy = healthy && held == Hold::None;
+    let failure = if !current || held != Hold::None {
         None
     } else if status.crash_looping {
         Some(format!(
@@ -113,6 +120,7 @@ fn seen(p: &Planned, host: &str, observed: &Observed) -> Seen {
         current,
         healthy,
         failure,
+        held,
     }
 }
 
@@ -247,6 +255,15 @@ pub fn step(
                 row.phase = ServicePhase::Failed as i32;
                 row.message = why;
             }
+            Seen::Present { held, .. } if held != Hold::None => {
+                complete = false;
+                row.phase = ServicePhase::Starting as i32;
+                row.message = format!(
+                    "held ({}) by an operator; `meshctl start {host} {}` lifts it",
+                    hold_word(held),
+                    p.spec.name
+                );
+            }
             Seen::Present { current: false, .. } => {
                 complete = false;
                 row.phase = ServicePhase::Starting as i32;
@@ -276,6 +293,15 @@ pub fn step(
     }
 }
 
+fn hold_word(h: Hold) -> &'static str {
+    match h {
+        Hold::None => "none",
+        Hold::Stopped => "stopped",
+        Hold::Paused => "paused",
+        Hold::Killed => "killed",
+    }
+}
+
 /// Same containers, whatever their order.
 pub fn same_set(a: &[ContainerSpec], b: &[ContainerSpec]) -> bool {
     let key = |s: &[ContainerSpec]| {
@@ -286,6 +312,8 @@ pub fn same_set(a: &[ContainerSpec], b: &[ContainerSpec]) -> bool {
     };
     key(a) == key(b)
 }
+
+pub mod controller;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,9 @@
+//! Pure decisions: functions of state and `now` that return what to do,
+//! tested without I/O.
+
+pub mod directory;
+pub mod holds;
+pub mod liveness;
+pub mod planning;
+pub mod rollout;
+pub mod sync;

@@ -1,0 +1,9 @@
+//! The RPC layer: the TLS listener and gRPC services, authorisation, and
+//! the glue from admin calls to the planner and rollout. It moves messages
+//! and executes decisions; it decides nothing itself.
+
+pub mod admin_service;
+pub mod agent_service;
+pub mod auth;
+pub mod server;
+pub mod topology_api;

@@ -1,0 +1,14 @@
+//! What the coordinator holds: the node registry, desired sets and holds,
+//! the durable store and generation numbering, the applied topology, open
+//! agent streams, counters, and the state the services share.
+
+pub mod desired;
+pub mod metrics;
+pub mod numbering;
+pub mod registry;
+pub mod sessions;
+pub mod shared;
+pub mod store;
+pub mod topology_state;
+
+pub use shared::{Shared, VERSION};
