@@ -36,11 +36,13 @@ pub enum Op {
 }
 
 /// One call the runtime received: the operation and the Podman name it
-/// was about (the mesh for `list`, empty for calls about no container).
+/// was about (the mesh for `list`, empty for calls about no container),
+/// and that container's state word when the call came.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Call {
     pub op: Op,
     pub name: String,
+    pub status: Option<String>,
 }
 
 /// A container the fake holds.
@@ -196,9 +198,11 @@ impl FakeRuntime {
     async fn enter(&self, op: Op, name: &str) -> Result<()> {
         let delay = {
             let mut state = self.lock();
+            let status = state.containers.get(name).map(|c| c.status.clone());
             state.calls.push(Call {
                 op,
                 name: name.into(),
+                status,
             });
             state.delays.get(&(op, name.to_string())).copied()
         };

@@ -5,6 +5,7 @@
 mod commands;
 mod holds;
 mod lifecycle;
+mod props;
 
 use std::time::Duration;
 
