@@ -255,3 +255,36 @@ async fn a_lost_coordinator_or_runtime_changes_nothing() {
     drop(inputs);
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn fifty_unchanged_containers_need_no_writes_and_a_slow_removal_blocks_nothing() {
+    let host = Host::new();
+    let (mut m, report) = host.manager();
+    let specs: Vec<_> = (0..50).map(|i| spec(&format!("s{i}"))).collect();
+    m.set_desired(desired(1, specs.clone()));
+    passes(&mut m).await;
+    let writes = host.rt.writes();
+    run_for(&mut m, 30).await;
+    assert_eq!(host.rt.writes(), writes);
+    assert_eq!(m.writes as usize, writes);
+    // One goes, slowly (a container that ignores SIGTERM): the others are kept.
+    host.rt
+        .delay(Op::Remove, "mesh-s0", Duration::from_secs(10));
+    m.set_desired(desired(2, specs[1..].to_vec()));
+    m.pass().await;
+    host.rt.exit("mesh-s1", 1);
+    run_for(&mut m, 3).await;
+    assert_eq!(
+        host.rt
+            .calls_of(Op::Start)
+            .iter()
+            .filter(|n| *n == "mesh-s1")
+            .count(),
+        2
+    );
+    assert!(host.rt.status("mesh-s0").is_some(), "still being removed");
+    run_for(&mut m, 10).await;
+    assert_eq!(host.rt.status("mesh-s0"), None);
+    assert!(!m.tracked.contains_key("s0"));
+    assert_eq!(report.borrow().containers.len(), 49);
+}
