@@ -177,6 +177,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             }
             (Action::Create, Ok(())) => {
                 tracing::info!("created");
+                t.problem = None;
                 self.images_refreshed = None;
             }
             (Action::Start | Action::Restart, Ok(())) => {

@@ -194,6 +194,24 @@ async fn a_failed_create_is_typed_and_retried_with_backoff() {
     assert_eq!(host.rt.calls_of(Op::Create).len(), 3);
     assert_eq!(host.rt.status("mesh-a").as_deref(), Some("running"));
     assert_eq!(status(&report, "a").failure, ContainerFailure::None as i32);
+    // A held one is only created: that alone ends the failure.
+    host.rt.fail_next(
+        Op::Create,
+        "mesh-h",
+        RuntimeError::PortTaken { port: "80".into() },
+    );
+    m.set_desired(desired(2, vec![spec("a"), held("h", WireHold::Stopped)]));
+    m.pass().await;
+    assert_eq!(
+        status(&report, "h").failure,
+        ContainerFailure::PortTaken as i32
+    );
+    run_for(&mut m, 2).await; // retried, created; then seen held
+    let h = status(&report, "h");
+    assert_eq!(
+        (h.failure, h.phase.as_str()),
+        (ContainerFailure::None as i32, "held")
+    );
 }
 
 #[tokio::test(start_paused = true)]
