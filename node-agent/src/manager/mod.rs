@@ -159,8 +159,9 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
         if let Err(e) = save_desired(&self.config.state_dir, &desired) {
             tracing::warn!(error = %e, "cannot persist the desired set; it holds until the agent restarts");
         }
-        if desired.generation > current {
-            // Holds are desired state: a newer set replaces what commands set.
+        if self.desired.as_ref() != Some(&desired) {
+            // Holds are desired state: a newer (or changed) set replaces
+            // what commands set; the very same set again (a reconnect) does not.
             for t in self.tracked.values_mut() {
                 t.command_hold = None;
             }
