@@ -27,17 +27,6 @@ impl RestartPolicy {
         }
     }
 
-    pub fn parse(text: &str) -> Result<RestartPolicy, String> {
-        match text {
-            "always" | "" => Ok(RestartPolicy::Always),
-            "on-failure" => Ok(RestartPolicy::OnFailure),
-            "never" | "no" => Ok(RestartPolicy::Never),
-            other => Err(format!(
-                "unknown restart policy '{other}'; use always, on-failure or never"
-            )),
-        }
-    }
-
     /// Whether a container that exited with `exit_code` should run again.
     pub fn wants_restart(self, exit_code: i64) -> bool {
         match self {
@@ -134,9 +123,10 @@ mod tests {
         assert!(!RestartPolicy::OnFailure.wants_restart(0));
         assert!(RestartPolicy::OnFailure.wants_restart(1));
         assert!(!RestartPolicy::Never.wants_restart(137));
-        assert!(RestartPolicy::parse("sometimes")
-            .unwrap_err()
-            .contains("on-failure"));
+        use mesh_proto::v1::RestartPolicy as Wire;
+        assert_eq!(RestartPolicy::of(Wire::Unspecified), RestartPolicy::Always);
+        assert_eq!(RestartPolicy::of(Wire::OnFailure), RestartPolicy::OnFailure);
+        assert_eq!(RestartPolicy::of(Wire::Never), RestartPolicy::Never);
     }
 
     #[test]
