@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::tracked::Problem;
 use super::Manager;
 use crate::containers::lifecycle::{Health, State};
+use crate::containers::machine::Phase;
 use crate::containers::spec::container_name;
 use crate::health::{probe, HealthTracker, Timing};
 use crate::runtime::{ContainerRuntime, ObservedContainer};
@@ -62,6 +63,11 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             }
             // Adopted containers (the agent restarted) get tracked here.
             let tracked = self.tracked.entry(spec.name.clone()).or_default();
+            // Being held, restarted or removed: no verdict on the way down.
+            let phase = &tracked.machine.phase;
+            if phase.is_under_way() || matches!(phase, Phase::Held(_)) {
+                continue;
+            }
             let tracker = tracked
                 .health
                 .get_or_insert_with(|| HealthTracker::new(Timing::of(check), now));

@@ -70,3 +70,35 @@ async fn a_held_container_that_is_started_outside_is_held_again() {
     assert_eq!(host.rt.calls_of(Op::Stop), vec!["mesh-a"]);
     assert_eq!(host.rt.status("mesh-a").as_deref(), Some("exited"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_container_on_its_way_to_a_hold_gets_no_health_verdict() {
+    use mesh_proto::v1::health_check::Probe;
+    use mesh_proto::v1::{ContainerFailure, ExecProbe, HealthCheck};
+    let host = Host::new();
+    let (mut m, report) = host.manager();
+    let with_check = |hold: WireHold| {
+        let mut s = held("web", hold);
+        s.health = Some(HealthCheck {
+            probe: Some(Probe::Exec(ExecProbe {
+                command: vec!["true".into()],
+            })),
+            interval_ms: 1000,
+            retries: 1,
+            ..Default::default()
+        });
+        s
+    };
+    m.set_desired(desired(1, vec![with_check(WireHold::None)]));
+    m.pass().await;
+    // It ignores SIGTERM (the stop takes 10 s) and stops answering.
+    host.rt.delay(Op::Stop, "mesh-web", Duration::from_secs(10));
+    host.rt.set_exec("mesh-web", 1);
+    m.set_desired(desired(2, vec![with_check(WireHold::Stopped)]));
+    run_for(&mut m, 5).await;
+    let web = status(&report, "web");
+    assert_eq!(web.phase, "holding");
+    assert_ne!(web.failure, ContainerFailure::Unhealthy as i32);
+    run_for(&mut m, 7).await;
+    assert_eq!(status(&report, "web").phase, "held");
+}
