@@ -76,17 +76,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
-#[path = "mesh_demo_service/client.rs"]
 mod client;
-#[path = "mesh_demo_service/load.rs"]
 mod load;
-#[path = "mesh_demo_service/memory.rs"]
 mod memory;
-#[path = "mesh_demo_service/publish.rs"]
 mod publish;
-#[path = "mesh_demo_service/serve.rs"]
 mod serve;
-#[path = "mesh_demo_service/store.rs"]
 mod store;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
