@@ -22,6 +22,9 @@
 //! `bridge/bench-netns.sh` runs them between two network namespaces. Tunnel endpoints and
 //! bridges run on a current-thread runtime of their own, as in `mesh-agent`
 //! (`--agent-runtime`); `--only` measures one thing alone, for profiling.
+//!
+//! Run: `cargo build --release --bin bench-bridge && target/release/bench-bridge`
+//! (in-process), or `bridge/bench-netns.sh` (as root) for two hosts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
