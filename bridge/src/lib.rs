@@ -2,10 +2,10 @@
 //! reachable from other hosts at a stable local endpoint, through an authenticated, encrypted
 //! QUIC tunnel between the node agents.
 //!
-//! * [`tunnel`]: one QUIC endpoint per agent with the mesh certificates (mutual TLS 1.3, the
+//! * `tunnel`: one QUIC endpoint per agent with the mesh certificates (mutual TLS 1.3, the
 //!   peer must be an `agent` of the same mesh), one connection per peer agent, keep-alive,
 //!   reconnection with capped backoff.
-//! * [`frame`]: the record format on tunnel streams (length-prefixed multipart messages).
+//! * `frame`: the record format on tunnel streams (length-prefixed multipart messages).
 //! * [`Bridge`]: the client side of one bridge (a local endpoint whose traffic goes to the
 //!   service wherever it runs now, per [`Target`]); [`Exports`]: the services this agent
 //!   serves to other agents' bridges.
@@ -25,7 +25,7 @@ mod counters;
 mod distribute;
 mod error;
 mod follow;
-pub mod frame;
+mod frame;
 mod idhash;
 mod pubsub;
 mod pushpull;
@@ -34,12 +34,13 @@ mod service;
 mod stream;
 mod target;
 mod tcp;
-pub mod tunnel;
+mod tunnel;
 
 pub use backoff::Backoff;
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{ConnectCause, Error, Result};
+pub use frame::FrameError;
 pub use service::{Export, Exports};
 pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};
 pub use tunnel::{PeerAddr, TunnelConfig, Tunnels};
