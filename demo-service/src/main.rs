@@ -66,6 +66,13 @@
 //! Logs go to stderr (`RUST_LOG`, default info).
 //! Built statically into a `FROM scratch` image by
 //! `scripts/build-demo-image.sh`.
+//!
+//! What it must not do: depend on the mesh's crates (they would put QUIC,
+//! gRPC and Podman into the static image's build; the bridge's error
+//! prefix is a checked copy, [`load::BRIDGE_ERROR_PREFIX`]); need anything
+//! in its container but its own file, its endpoints and, for `memory`,
+//! `DEMO_DATA_DIR`; acknowledge a `put` before it is on disk; let a client
+//! run pass with a wrong, missing or out-of-order answer.
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
