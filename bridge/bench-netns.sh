@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BENCH_BIN:-$(pwd)/target/release}
 [ -x "$BIN/bench-bridge" ] && [ -x "$BIN/meshctl" ] || {
-  echo "build first: cargo build --release -p mesh-bridge -p meshctl" >&2
+  echo "build first: cargo build --release --bin bench-bridge --bin meshctl" >&2
   exit 1
 }
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 1; }

@@ -46,7 +46,7 @@ CARGO_TARGET_DIR="$STATIC_DIR" \
   CARGO_PROFILE_RELEASE_DEBUG=0 \
   CARGO_PROFILE_RELEASE_STRIP=true \
   RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --target "$TARGET" -p mesh-node-agent --bin mesh-demo-service
+  cargo build --release --target "$TARGET" -p mesh-demo-service
 
 echo "== static check"
 if command -v file >/dev/null 2>&1; then

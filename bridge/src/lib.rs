@@ -2,20 +2,23 @@
 //! reachable from other hosts at a stable local endpoint, through an authenticated, encrypted
 //! QUIC tunnel between the node agents.
 //!
-//! * [`tunnel`]: one QUIC endpoint per agent with the mesh certificates (mutual TLS 1.3, the
+//! * [`Tunnels`]: one QUIC endpoint per agent with the mesh certificates (mutual TLS 1.3, the
 //!   peer must be an `agent` of the same mesh), one connection per peer agent, keep-alive,
-//!   reconnection with capped backoff.
-//! * [`frame`]: the record format on tunnel streams (length-prefixed multipart messages).
-//! * [`Bridge`]: the client side of one bridge (a local endpoint whose traffic goes to the
-//!   service wherever it runs now, per [`Target`]); [`Exports`]: the services this agent
-//!   serves to other agents' bridges.
+//!   reconnection with capped backoff. Its streams carry length-prefixed multipart records
+//!   (the internal `frame` format).
+//! * [`Bridge`]: the client side of one bridge, a local endpoint whose traffic goes to the
+//!   service wherever it runs now; its [`Target`] moves it at runtime, and [`InFlightPolicy`]
+//!   says what becomes of requests in flight when the service moves or its tunnel fails.
+//!   [`Exports`]: the services this agent serves to other agents' bridges, by name.
 //! * Patterns: REQ/REP and DEALER/ROUTER (`reqrep`), PUB/SUB (`pubsub`), PUSH/PULL towards
 //!   the service (`pushpull`) and from it to workers on other hosts (`distribute`), raw TCP
 //!   (`tcp`).
+//! * [`Counters`]: per-bridge traffic and round-trip counters, which the agent reports.
 //!
 //! What it must not do: send anything between hosts in clear text; let a peer reach anything
 //! on this host that is not exported; lose a request silently or answer one twice; depend on
-//! the coordinator or the agent (they feed it addresses and targets).
+//! the coordinator or the agent (they feed it addresses and targets); carry tools (its
+//! benchmark is `bench-bridge` in `mesh-tests`).
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +27,7 @@ mod counters;
 mod distribute;
 mod error;
 mod follow;
-pub mod frame;
+mod frame;
 mod idhash;
 mod pubsub;
 mod pushpull;
@@ -33,11 +36,12 @@ mod service;
 mod stream;
 mod target;
 mod tcp;
-pub mod tunnel;
+mod tunnel;
 
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{ConnectCause, Error, FailureKind, Result};
+pub use frame::FrameError;
 pub use mesh_backoff::Backoff;
 pub use service::{Export, Exports};
 pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};

@@ -59,20 +59,6 @@ impl TunnelConfig {
     }
 }
 
-/// The QUIC server and client configurations a tunnel endpoint uses (mutual TLS with the mesh
-/// certificates, ALPN [`ALPN`], keep-alive and idle timeout from `config`). The client side
-/// accepts any agent of our mesh; [`Tunnels`] also checks the agent's name. For tools that
-/// need raw QUIC with the mesh's settings, such as the bridge benchmark.
-pub fn quic_configs(
-    tls: &MeshTls,
-    config: &TunnelConfig,
-) -> Result<(quinn::ServerConfig, quinn::ClientConfig)> {
-    Ok((
-        handshake::server_config(tls, config)?,
-        handshake::client_config(tls, config)?,
-    ))
-}
-
 /// Where to reach a peer agent: its node name (checked against its certificate) and the UDP
 /// address of its tunnel endpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -1,4 +1,17 @@
 //! `meshctl`: the mesh's command-line interface.
+//!
+//! The commands that act on the mesh go to the coordinator's
+//! `AdminService` over mutual TLS with an admin certificate (`admin`:
+//! address and certificate from flags, environment or a config file):
+//! nodes and status, containers with their lifecycle and logs, `place`
+//! (plan, explain, apply a topology), `check` (tunnels and bridges from
+//! every host). `certs` manages the mesh CA and certificates in a local
+//! directory; `import compose` and `containers check` work on local files
+//! alone. Tables for people, `-o json` for scripts.
+//!
+//! What it must not do: reach agents, hosts or Podman itself, or decide
+//! anything the coordinator decides (it asks and reports); overwrite a
+//! file (certificates, imported topologies) without `--force`.
 
 mod admin;
 mod certs_cmd;

@@ -1,9 +1,20 @@
-//! The `mesh.v1` gRPC API and the mutual-TLS transport it runs over.
+//! The `mesh.v1` gRPC API and the mutual-TLS transport it runs over: the
+//! one contract between the coordinator, the agents and `meshctl`.
 //!
-//! Messages and service stubs are generated from `mesh/v1/mesh.proto` at
-//! build time with a vendored protoc. [`transport`] builds TLS 1.3 client
-//! channels and server listeners from the mesh certificates; it makes no
-//! authorisation decisions (that is the coordinator's job, per RPC).
+//! - [`v1`]: messages and service stubs, generated from
+//!   `mesh/v1/mesh.proto` at build time with a vendored protoc:
+//!   `AgentService` (each agent's one bidirectional stream) and
+//!   `AdminService` (what `meshctl` calls).
+//! - [`spec`]: the rules on a `ContainerSpec` that the coordinator and the
+//!   agent both apply: validation naming the field, the stable spec hash,
+//!   the ownership labels.
+//! - [`from_topology`]: a service's TOML form to its `ContainerSpec`.
+//! - [`transport`]: TLS 1.3 client channels and server listeners from the
+//!   `mesh-certs` configurations, with handshake failures explained.
+//!
+//! What it must not do: decide authorisation (the coordinator does, per
+//! RPC); keep state, run anything or touch Podman; change `v1`
+//! incompatibly (a breaking change becomes `v2` beside it).
 #![forbid(unsafe_code)]
 
 pub mod from_topology;

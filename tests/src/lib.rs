@@ -1,15 +1,28 @@
-//! Test harness for the mesh.
+//! Test harness for the mesh, its integration tests (`tests/`) and its
+//! benchmark binaries (`src/bin/`: `bench-control-plane`,
+//! `bench-containers`, `bench-placement`, `bench-bridge`).
 //!
 //! - [`netns`]: isolated hosts in network namespaces on one virtual LAN,
 //!   which a test can cut off and restore; removed on drop.
-//! - [`process`]: real `mesh-coordinator` / `mesh-agent` / `meshctl`
-//!   processes, run inside a host, killed on drop, logs kept for failures.
+//! - [`process`]: real `mesh-coordinator` / `mesh-agent` / `meshctl` /
+//!   `mesh-demo-service` processes, run inside a host, killed on drop,
+//!   logs kept for failures.
+//! - [`mesh`]: a whole mesh on test hosts, a coordinator and an agent each.
+//! - [`podman`]: a Podman service of a test's own, with a tiny image.
 //! - [`pki`]: a fresh mesh CA and certificates per test.
 //! - [`binaries`]: where the workspace's binaries were built.
 //! - [`moves`]: a bridged service moved between hosts by re-applying a
 //!   topology, and the wait until every host's bridge follows it.
+//! - [`wait`]: polling with a deadline that names what was awaited.
 //!
 //! Everything is named per test and per process, so tests run in parallel.
+//!
+//! What it must not do: be a dependency of any other crate; leave
+//! anything behind (namespaces, processes, containers, files), also when
+//! a test fails; change the machine's own network, or its Podman beyond
+//! importing the busybox test image into the system image store (which
+//! the agents' own Podman services share read-only); fake what it tests
+//! (real binaries, real TLS, real Podman).
 #![forbid(unsafe_code)]
 // A test harness fails the test that uses it by panicking with a message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]

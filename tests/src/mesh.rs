@@ -198,6 +198,21 @@ impl MeshFixture {
         self.meshctl(&self.coordinator_host, &["containers", "set", node, &file])
     }
 
+    /// Kills container `name` (the spec name) on `node` with Podman, behind
+    /// its agent's back, as a crash would.
+    pub fn kill_container(&self, node: &str, name: &str) {
+        let out = self
+            .podman(node)
+            .args(["kill", &format!("mesh-{name}")])
+            .output()
+            .expect("run podman");
+        assert!(
+            out.status.success(),
+            "podman kill mesh-{name} on {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `meshctl ps -o json`, parsed.
     pub fn ps_json(&self) -> Result<serde_json::Value, String> {
         let out = self.meshctl(&self.coordinator_host, &["ps", "-o", "json"]);

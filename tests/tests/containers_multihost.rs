@@ -205,16 +205,7 @@ fn killed_container_is_restarted_with_backoff_and_commands_work() {
 
     // Killed behind the agent's back: the restart policy brings it back.
     let killed_at = Instant::now();
-    let out = mesh
-        .podman("mainpc")
-        .args(["kill", "mesh-web"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mesh.kill_container("mainpc", "web");
     let row = mesh.wait_container(
         "mainpc",
         "web",
@@ -247,16 +238,7 @@ fn killed_container_is_restarted_with_backoff_and_commands_work() {
     // Kept stopped: a crash of the other container is repaired by the same
     // agent (restart policy, first backoff 1 s, as web's would be), and
     // by then web has still not been started again.
-    let out = mesh
-        .podman("mainpc")
-        .args(["kill", "mesh-sleeper"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mesh.kill_container("mainpc", "sleeper");
     mesh.wait_container(
         "mainpc",
         "sleeper",

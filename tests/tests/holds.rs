@@ -32,19 +32,6 @@ fn row(mesh: &MeshFixture, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no row for {name}: {ps}"))
 }
 
-fn kill_container(mesh: &MeshFixture, name: &str) {
-    let out = mesh
-        .podman("pc2")
-        .args(["kill", &format!("mesh-{name}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `free` was killed behind the agent's back: wait until the agent has
 /// repaired it (restart policy, 1 s first backoff). By then it has also
 /// had every chance to start `held` again.
@@ -96,7 +83,7 @@ fn a_stopped_container_stays_stopped_across_agent_and_coordinator_restarts() {
     // The agent dies and comes back: it adopts its containers, and the
     // hold comes with the desired set, not from the agent's memory.
     mesh.agents.get_mut("pc2").unwrap().kill();
-    kill_container(&mesh, "free");
+    mesh.kill_container("pc2", "free");
     mesh.start_agent("pc2");
     mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
     wait_free_repaired(&mesh, 1, "restarted by the new agent");
@@ -111,7 +98,7 @@ fn a_stopped_container_stays_stopped_across_agent_and_coordinator_restarts() {
     mesh.restart_coordinator();
     mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
     let before = row(&mesh, "free")["restarts"].as_u64().unwrap();
-    kill_container(&mesh, "free");
+    mesh.kill_container("pc2", "free");
     wait_free_repaired(&mesh, before + 1, "restarted after the coordinator restart");
     let held = row(&mesh, "held");
     assert_ne!(

@@ -1,7 +1,7 @@
-//! A service's container, as users write it in TOML (the same shape a
-//! topology's services will use): image, command, env, ports, volumes,
+//! A service's container, as users write it in TOML (containers files and
+//! a topology's services share this shape): image, command, env, ports, volumes,
 //! limits, health check, restart policy. Compact forms follow compose:
-//! ports "HOST:CONTAINER[/udp]", volumes "SOURCE:TARGET[:ro]".
+//! ports `"HOST:CONTAINER[/udp]"`, volumes `"SOURCE:TARGET[:ro]"`.
 
 use std::collections::BTreeMap;
 

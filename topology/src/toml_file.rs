@@ -1,4 +1,4 @@
-//! Reading TOML files (configs today, topologies later) into typed values,
+//! Reading TOML files (agent and coordinator configs, containers files) into typed values,
 //! with errors that name the file, and the field where one is wrong.
 
 use std::path::{Path, PathBuf};

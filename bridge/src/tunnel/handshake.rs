@@ -31,6 +31,8 @@ const MAX_STREAMS: u32 = 4096;
 /// the ACK-frequency extension, a 1 MiB initial congestion window, BBR and a 1452-byte initial
 /// MTU changed neither round trips nor pipelined throughput beyond noise. On a LAN the tunnel
 /// is bound by quinn's per-packet CPU cost, not by congestion control or acknowledgements.
+/// The benchmark's raw QUIC floor (`tests/src/bin/bench_bridge/quic_streams.rs`) copies these
+/// settings: change both.
 fn transport(config: &TunnelConfig) -> Result<Arc<TransportConfig>> {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(config.keep_alive));

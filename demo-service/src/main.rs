@@ -66,6 +66,13 @@
 //! Logs go to stderr (`RUST_LOG`, default info).
 //! Built statically into a `FROM scratch` image by
 //! `scripts/build-demo-image.sh`.
+//!
+//! What it must not do: depend on the mesh's crates (they would put QUIC,
+//! gRPC and Podman into the static image's build; the bridge's error
+//! prefix is a checked copy, [`load::BRIDGE_ERROR_PREFIX`]); need anything
+//! in its container but its own file, its endpoints and, for `memory`,
+//! `DEMO_DATA_DIR`; acknowledge a `put` before it is on disk; let a client
+//! run pass with a wrong, missing or out-of-order answer.
 #![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
@@ -76,17 +83,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
-#[path = "mesh_demo_service/client.rs"]
 mod client;
-#[path = "mesh_demo_service/load.rs"]
 mod load;
-#[path = "mesh_demo_service/memory.rs"]
 mod memory;
-#[path = "mesh_demo_service/publish.rs"]
 mod publish;
-#[path = "mesh_demo_service/serve.rs"]
 mod serve;
-#[path = "mesh_demo_service/store.rs"]
 mod store;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

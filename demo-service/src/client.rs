@@ -24,7 +24,7 @@ use zeromq::{
 
 use super::load::{
     check_content, check_echo, check_tag, describe_frames, parse_published, percentile,
-    request_payload, OrderCheck,
+    request_payload, OrderCheck, BRIDGE_ERROR_PREFIX,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -282,7 +282,7 @@ async fn req_client(config: Arc<Config>, client: usize, tally: Shared) {
                 let latency = micros(started.elapsed());
                 let frames = reply.into_vec();
                 if let [body] = frames.as_slice() {
-                    if body.starts_with(mesh_bridge::ERROR_PREFIX.as_bytes()) {
+                    if body.starts_with(BRIDGE_ERROR_PREFIX.as_bytes()) {
                         tally.with(|t| {
                             t.requests_sent += 1;
                             t.messages_received += 1;

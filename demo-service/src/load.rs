@@ -11,6 +11,11 @@
 
 use std::collections::HashMap;
 
+/// First bytes of an error reply made by a mesh bridge (not by the
+/// service): a copy of `mesh_bridge::ERROR_PREFIX`, so that this binary
+/// does not depend on the bridge (QUIC, TLS); a test checks they match.
+pub const BRIDGE_ERROR_PREFIX: &str = "MESH-BRIDGE-ERROR: ";
+
 /// The payload of `client`'s request number `seq`: `size` bytes, or the
 /// tag alone when `size` is shorter than the tag.
 pub fn request_payload(client: usize, seq: u64, size: usize) -> Vec<u8> {
@@ -203,6 +208,11 @@ pub fn percentile(sorted: &[u64], percent: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_error_prefix_is_the_bridges() {
+        assert_eq!(BRIDGE_ERROR_PREFIX, mesh_bridge::ERROR_PREFIX);
+    }
 
     #[test]
     fn payloads_are_sized_unique_and_tagged() {
