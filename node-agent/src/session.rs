@@ -12,7 +12,7 @@
 pub mod apply;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mesh_backoff::Backoff;
 use mesh_certs::{MeshTls, PeerExpectation, Role};
@@ -22,6 +22,7 @@ use mesh_proto::v1::agent_service_client::AgentServiceClient;
 use mesh_proto::v1::coordinator_message::Body as CoordBody;
 use mesh_proto::v1::{AgentMessage, ContainerReport, Heartbeat, Register};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 

@@ -119,6 +119,6 @@ fn a_stopped_container_stays_stopped_across_agent_and_coordinator_restarts() {
         "held",
         "running again, no hold",
         Duration::from_secs(30),
-        |r| r["state"] == "running" && r["hold"] == "",
+        |r| r["state"] == "running" && r["hold"] == "-",
     );
 }
