@@ -1,0 +1,1 @@
+//! One host's volume stack: image file, FUSE server, loop device, ext4.

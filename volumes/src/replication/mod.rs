@@ -1,0 +1,1 @@
+//! Synchronous replication from the primary's image to the standby's.
