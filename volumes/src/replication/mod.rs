@@ -14,10 +14,14 @@
 //! Not here: the transport (frames over the QUIC tunnel), the FUSE server
 //! that calls the primary, and the coordinator's records.
 
+pub mod dirty;
 mod error;
+pub mod primary;
 pub mod state;
 pub mod wire;
 
+pub use dirty::DirtyBlocks;
 pub use error::{Error, Result};
+pub use primary::{Action, FsyncState, FsyncTicket, Primary, PrimaryConfig, Standing, WriteTicket};
 pub use state::{DiskState, VolumeIdentity, VolumeMeta};
 pub use wire::{Message, RefuseReason};
