@@ -16,12 +16,18 @@
 
 pub mod dirty;
 mod error;
+pub mod image;
 pub mod primary;
+pub mod resync;
+pub mod standby;
 pub mod state;
 pub mod wire;
 
 pub use dirty::DirtyBlocks;
 pub use error::{Error, Result};
+pub use image::Image;
 pub use primary::{Action, FsyncState, FsyncTicket, Primary, PrimaryConfig, Standing, WriteTicket};
+pub use resync::SourceResync;
+pub use standby::Standby;
 pub use state::{DiskState, VolumeIdentity, VolumeMeta};
 pub use wire::{Message, RefuseReason};
