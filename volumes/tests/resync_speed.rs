@@ -51,7 +51,7 @@ fn resync(p: &mut Primary, src: &File, sb: &mut Standby<File>) -> u64 {
             other => panic!("{other:?}"),
         }
     };
-    let mut to_sb = VecDeque::from([p.hello()]);
+    let mut to_sb = VecDeque::from([p.open_session().unwrap()]);
     let mut to_p = VecDeque::new();
     let mut rs: Option<SourceResync> = None;
     loop {

@@ -103,6 +103,8 @@ struct Session {
     synced: bool,
     resync_done_seq: Option<u64>,
     flush_requested: u64,
+    /// The standby answered the Hello with a HelloAck.
+    accepted: bool,
 }
 
 /// The primary's replication state for one volume.
@@ -161,32 +163,43 @@ impl Primary {
         }
     }
 
-    /// The message that opens a session.
-    pub fn hello(&self) -> Message {
+    /// Opens a session: returns the `Hello` to send first. The session
+    /// starts now, not at the `HelloAck`, so writes made before the ack
+    /// arrives are sent behind the Hello in sequence (the standby expects
+    /// them from `next_seq` on). Unsynced until its resync completes.
+    pub fn open_session(&mut self) -> Result<Message> {
+        self.check_fenced()?;
+        self.drop_window();
+        self.session = Some(Session {
+            synced: false,
+            resync_done_seq: None,
+            flush_requested: self.next_seq - 1,
+            accepted: false,
+        });
         let id = &self.cfg.identity;
-        Message::Hello {
+        Ok(Message::Hello {
             volume_id: id.volume_id.clone(),
             group: id.group.clone(),
             size_bytes: id.size_bytes,
             epoch: self.epoch,
             block_size: id.block_size,
             next_seq: self.next_seq,
-        }
+        })
     }
 
-    /// The standby accepted our Hello: a session starts, unsynced.
+    /// The standby accepted our Hello.
     pub fn on_hello_ack(&mut self, standby_epoch: u64) -> Result<()> {
         self.check_fenced()?;
         if standby_epoch > self.epoch {
             return Err(self.fence(standby_epoch));
         }
-        self.drop_window();
-        self.session = Some(Session {
-            synced: false,
-            resync_done_seq: None,
-            flush_requested: self.next_seq - 1,
-        });
-        Ok(())
+        match self.session.as_mut() {
+            Some(s) if !s.accepted => {
+                s.accepted = true;
+                Ok(())
+            }
+            _ => Err(Error::Protocol("HelloAck without a pending Hello".into())),
+        }
     }
 
     /// The connection to the standby is gone: what was in flight may be
@@ -247,7 +260,11 @@ impl Primary {
 
     /// A resync block goes through the same sequence and window as writes.
     pub fn resync_block(&mut self, index: u64, len: u64, now: Instant) -> Result<WriteTicket> {
-        if self.session.as_ref().is_none_or(|s| s.synced) {
+        if self
+            .session
+            .as_ref()
+            .is_none_or(|s| s.synced || !s.accepted)
+        {
             return Err(Error::Protocol("resync block outside a resync".into()));
         }
         let offset = index.saturating_mul(u64::from(self.cfg.identity.block_size));

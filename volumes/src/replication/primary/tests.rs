@@ -22,6 +22,7 @@ fn cfg() -> PrimaryConfig {
 /// A primary with a synced session (resync already done).
 fn synced(now: Instant) -> Primary {
     let mut p = Primary::new(cfg(), 5, 1, false);
+    p.open_session().unwrap();
     p.on_hello_ack(5).unwrap();
     let done = p.resync_done().unwrap();
     let Message::ResyncDone { seq, .. } = done else {
@@ -66,6 +67,7 @@ fn fsync_is_durable_only_after_the_flushed_ack_that_covers_it() {
 fn acks_of_an_unsynced_session_prove_nothing() {
     let now = Instant::now();
     let mut p = Primary::new(cfg(), 1, 1, false);
+    p.open_session().unwrap();
     p.on_hello_ack(1).unwrap();
     let s = send(&mut p, 0, 512, now);
     let t = p.fsync(now).unwrap();
@@ -211,6 +213,7 @@ fn a_late_answer_to_an_earlier_episode_does_not_make_the_primary_go_alone() {
     // The standby comes back and catches up before the coordinator answers;
     // request 1 is answered later, during a new episode's request 2.
     p.on_link_down();
+    p.open_session().unwrap();
     p.on_hello_ack(5).unwrap();
     let Message::ResyncDone { seq, .. } = p.resync_done().unwrap() else {
         panic!()
@@ -222,6 +225,7 @@ fn a_late_answer_to_an_earlier_episode_does_not_make_the_primary_go_alone() {
     p.on_coordinator_outdated(1);
     assert_eq!(p.standing(), Standing::Outdated);
     // Rejoin and resync: InSync again, reported to the coordinator.
+    p.open_session().unwrap();
     p.on_hello_ack(5).unwrap();
     let Message::ResyncDone { seq, .. } = p.resync_done().unwrap() else {
         panic!()
@@ -257,6 +261,7 @@ fn a_rejoined_standby_is_in_sync_again_after_its_resync() {
     ));
     let t = p.fsync(t0).unwrap();
     assert_eq!(p.fsync_state(t).unwrap(), FsyncState::Durable);
+    p.open_session().unwrap();
     p.on_hello_ack(2).unwrap();
     let w = send(&mut p, 4096, 100, t0);
     let Message::ResyncDone { seq, .. } = p.resync_done().unwrap() else {
@@ -293,6 +298,7 @@ fn a_stale_epoch_refusal_fences_the_primary_for_good() {
 #[test]
 fn a_hello_ack_of_a_newer_epoch_fences() {
     let mut p = Primary::new(cfg(), 3, 1, false);
+    p.open_session().unwrap();
     assert!(matches!(p.on_hello_ack(4), Err(Error::Fenced { .. })));
     assert!(p.is_fenced());
 }
@@ -302,6 +308,32 @@ fn an_ack_for_a_seq_never_sent_is_a_protocol_error() {
     let now = Instant::now();
     let mut p = synced(now);
     assert!(matches!(p.on_ack(99, true), Err(Error::Protocol(_))));
+    // A HelloAck for a session already accepted, or none at all.
+    assert!(matches!(p.on_hello_ack(5), Err(Error::Protocol(_))));
+    p.on_link_down();
+    assert!(matches!(p.on_hello_ack(5), Err(Error::Protocol(_))));
+}
+
+#[test]
+fn writes_before_the_hello_ack_belong_to_the_new_session() {
+    let now = Instant::now();
+    let mut p = Primary::new(cfg(), 1, 1, true);
+    p.write(0, 10, now).unwrap(); // no session: local only, seq 1
+    let Message::Hello { next_seq, .. } = p.open_session().unwrap() else {
+        panic!()
+    };
+    assert_eq!(next_seq, 2);
+    assert_eq!(
+        p.write(0, 10, now).unwrap(),
+        WriteTicket::Send { epoch: 1, seq: 2 }
+    );
+    // No resync block before the standby accepted the session.
+    assert!(p.resync_block(0, 4096, now).is_err());
+    p.on_hello_ack(1).unwrap();
+    assert!(matches!(
+        p.resync_block(0, 4096, now).unwrap(),
+        WriteTicket::Send { seq: 3, .. }
+    ));
 }
 
 #[derive(Debug, Clone)]
@@ -368,6 +400,7 @@ proptest! {
                 Op::LinkDown => { p.on_link_down(); sent.clear(); resync_seq = None; }
                 Op::Rejoin => {
                     if p.session_synced().is_none() {
+                        p.open_session().unwrap();
                         p.on_hello_ack(1).unwrap();
                         sent.clear();
                         resync_seq = None;
@@ -428,6 +461,7 @@ fn a_restarted_primary_proves_nothing_before_its_resync() {
     let t = p.fsync(now).unwrap();
     assert_eq!(t.barrier, 99);
     assert_eq!(p.fsync_state(t).unwrap(), FsyncState::Waiting);
+    p.open_session().unwrap();
     p.on_hello_ack(5).unwrap();
     let Message::ResyncDone { seq, .. } = p.resync_done().unwrap() else {
         panic!()

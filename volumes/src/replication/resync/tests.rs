@@ -73,7 +73,7 @@ fn through_wire(m: Message) -> Message {
 /// queues of encoded frames.
 fn resync(p: &mut Primary, src: &File, sb: &mut Standby<File>) -> SourceResync {
     let now = Instant::now();
-    let mut to_standby = VecDeque::from([p.hello()]);
+    let mut to_standby = VecDeque::from([p.open_session().unwrap()]);
     let mut to_primary = VecDeque::new();
     let mut rs: Option<SourceResync> = None;
     for _ in 0..100_000 {
@@ -248,7 +248,7 @@ fn progress_is_persisted_while_inconsistent() {
     let state = dir.path().join("standby.state");
     let mut sb = Standby::open(&dst_path, &state, id()).unwrap();
     let mut p = primary(true);
-    sb.handle(p.hello());
+    sb.handle(p.open_session().unwrap());
     p.on_hello_ack(3).unwrap();
     let m = p.resync_progress(32).unwrap();
     assert!(sb.handle(m).is_empty());
