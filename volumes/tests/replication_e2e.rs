@@ -140,7 +140,7 @@ impl Rig {
         Self {
             _dir: dir,
             // A brand-new standby is not UpToDate: the primary may start alone.
-            p: Primary::new(cfg, epoch, 1, true),
+            p: Primary::new(cfg, epoch, 1, true).unwrap(),
             pimg,
             sb,
             to_sb: VecDeque::new(),

@@ -38,6 +38,7 @@ fn primary() -> Primary {
         1,
         true,
     )
+    .unwrap()
 }
 
 /// Hello to synced ResyncDone ack, through encoded frames. Returns the

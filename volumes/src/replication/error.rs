@@ -31,6 +31,10 @@ pub enum Error {
     #[error("protocol: {0}")]
     Protocol(String),
 
+    /// A volume identity or bound that cannot work (names the field).
+    #[error("invalid volume configuration: {0}")]
+    Config(String),
+
     /// A write outside the volume.
     #[error("write at offset {offset} of {len} bytes is outside the volume of {size} bytes")]
     OutOfRange { offset: u64, len: u64, size: u64 },

@@ -135,9 +135,15 @@ pub struct Primary {
 impl Primary {
     /// `standby_outdated`: what the coordinator's record says at start (a
     /// fresh standby is never UpToDate, so the primary may start alone).
-    pub fn new(cfg: PrimaryConfig, epoch: u64, next_seq: u64, standby_outdated: bool) -> Self {
+    pub fn new(
+        cfg: PrimaryConfig,
+        epoch: u64,
+        next_seq: u64,
+        standby_outdated: bool,
+    ) -> Result<Self> {
+        cfg.identity.validate()?;
         let total = cfg.identity.total_blocks();
-        Self {
+        Ok(Self {
             epoch,
             next_seq: next_seq.max(1),
             // Not `next_seq - 1`: writes of an earlier run may have reached
@@ -160,7 +166,7 @@ impl Primary {
             next_request: 1,
             episode_first_request: u64::MAX,
             cfg,
-        }
+        })
     }
 
     /// Opens a session: returns the `Hello` to send first. The session
@@ -215,6 +221,8 @@ impl Primary {
             self.dirty.mark_range(w.offset, w.len, bs);
         }
         self.window_bytes = 0;
+        // Nothing waits for the window any more.
+        self.window_blocked_since = None;
     }
 
     /// Asks to write `len` bytes at `offset` (after the caller checked

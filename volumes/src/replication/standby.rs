@@ -66,6 +66,7 @@ impl<I: Image> Standby<I> {
         meta: Option<VolumeMeta>,
         identity: VolumeIdentity,
     ) -> Result<Self> {
+        identity.validate()?;
         let fresh = meta.is_none();
         let meta = meta.unwrap_or_else(|| VolumeMeta::unsynced(identity.clone()));
         if let Some(reason) = identity_mismatch(&meta.identity, &identity) {

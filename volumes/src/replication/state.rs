@@ -13,7 +13,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::{io_err, Error, Result};
-use super::wire::MAX_NAME;
+use super::wire::{MAX_DATA, MAX_NAME};
 
 const MAGIC: &[u8; 8] = b"MVOLSTAT";
 const FORMAT_VERSION: u8 = 1;
@@ -50,6 +50,34 @@ pub struct VolumeIdentity {
 }
 
 impl VolumeIdentity {
+    /// Smallest block size: one sector.
+    pub const MIN_BLOCK_SIZE: u32 = 512;
+
+    /// Checks what the protocol relies on: names that fit the wire, a
+    /// non-empty volume, and a power-of-two block size that fits one
+    /// `Block` message.
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [("volume_id", &self.volume_id), ("group", &self.group)] {
+            if v.is_empty() || v.len() > MAX_NAME {
+                return Err(Error::Config(format!(
+                    "{field} must be 1 to {MAX_NAME} bytes, is {}",
+                    v.len()
+                )));
+            }
+        }
+        if self.size_bytes == 0 {
+            return Err(Error::Config("size_bytes must not be 0".into()));
+        }
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || bs < Self::MIN_BLOCK_SIZE || bs as usize > MAX_DATA {
+            return Err(Error::Config(format!(
+                "block_size must be a power of two from {} to {MAX_DATA}, is {bs}",
+                Self::MIN_BLOCK_SIZE
+            )));
+        }
+        Ok(())
+    }
+
     /// Number of blocks, the last one possibly short.
     pub fn total_blocks(&self) -> u64 {
         let bs = u64::from(self.block_size.max(1));

@@ -21,7 +21,7 @@ fn cfg() -> PrimaryConfig {
 
 /// A primary with a synced session (resync already done).
 fn synced(now: Instant) -> Primary {
-    let mut p = Primary::new(cfg(), 5, 1, false);
+    let mut p = Primary::new(cfg(), 5, 1, false).unwrap();
     p.open_session().unwrap();
     p.on_hello_ack(5).unwrap();
     let done = p.resync_done().unwrap();
@@ -66,7 +66,7 @@ fn fsync_is_durable_only_after_the_flushed_ack_that_covers_it() {
 #[test]
 fn acks_of_an_unsynced_session_prove_nothing() {
     let now = Instant::now();
-    let mut p = Primary::new(cfg(), 1, 1, false);
+    let mut p = Primary::new(cfg(), 1, 1, false).unwrap();
     p.open_session().unwrap();
     p.on_hello_ack(1).unwrap();
     let s = send(&mut p, 0, 512, now);
@@ -253,7 +253,7 @@ fn a_late_answer_to_an_earlier_episode_does_not_make_the_primary_go_alone() {
 #[test]
 fn a_rejoined_standby_is_in_sync_again_after_its_resync() {
     let t0 = Instant::now();
-    let mut p = Primary::new(cfg(), 2, 1, true);
+    let mut p = Primary::new(cfg(), 2, 1, true).unwrap();
     // Alone: local writes, dirty blocks, fsyncs durable at once.
     assert!(matches!(
         p.write(0, 100, t0).unwrap(),
@@ -297,7 +297,7 @@ fn a_stale_epoch_refusal_fences_the_primary_for_good() {
 
 #[test]
 fn a_hello_ack_of_a_newer_epoch_fences() {
-    let mut p = Primary::new(cfg(), 3, 1, false);
+    let mut p = Primary::new(cfg(), 3, 1, false).unwrap();
     p.open_session().unwrap();
     assert!(matches!(p.on_hello_ack(4), Err(Error::Fenced { .. })));
     assert!(p.is_fenced());
@@ -317,7 +317,7 @@ fn an_ack_for_a_seq_never_sent_is_a_protocol_error() {
 #[test]
 fn writes_before_the_hello_ack_belong_to_the_new_session() {
     let now = Instant::now();
-    let mut p = Primary::new(cfg(), 1, 1, true);
+    let mut p = Primary::new(cfg(), 1, 1, true).unwrap();
     p.write(0, 10, now).unwrap(); // no session: local only, seq 1
     let Message::Hello { next_seq, .. } = p.open_session().unwrap() else {
         panic!()
@@ -370,7 +370,7 @@ proptest! {
     fn never_durable_without_the_standby_or_the_coordinator(ops in proptest::collection::vec(op(), 1..200)) {
         let t0 = Instant::now();
         let mut now = t0;
-        let mut p = Primary::new(cfg(), 1, 1, false);
+        let mut p = Primary::new(cfg(), 1, 1, false).unwrap();
         // The model's view of the standby.
         let mut sent: Vec<u64> = Vec::new();       // seqs sent this session
         let mut standby_synced_flushed = 0u64;     // flushed in a synced session
@@ -457,7 +457,7 @@ proptest! {
 fn a_restarted_primary_proves_nothing_before_its_resync() {
     // Writes of the previous run may be on the local image only.
     let now = Instant::now();
-    let mut p = Primary::new(cfg(), 5, 100, false);
+    let mut p = Primary::new(cfg(), 5, 100, false).unwrap();
     let t = p.fsync(now).unwrap();
     assert_eq!(t.barrier, 99);
     assert_eq!(p.fsync_state(t).unwrap(), FsyncState::Waiting);

@@ -35,6 +35,7 @@ fn primary(outdated: bool) -> Primary {
         1,
         outdated,
     )
+    .unwrap()
 }
 
 /// Deterministic bytes without a random-number crate.
@@ -236,7 +237,8 @@ fn a_resync_with_a_small_window_waits_and_still_completes() {
         1,
         1,
         true,
-    );
+    )
+    .unwrap();
     resync(&mut p, &src, &mut sb);
     assert_eq!(whole_file_sum(&src), whole_file_sum(sb.image()));
 }

@@ -108,3 +108,24 @@ proptest! {
         let _ = VolumeMeta::decode(&bytes);
     }
 }
+
+#[test]
+fn invalid_identities_are_refused_naming_the_field() {
+    identity().validate().unwrap();
+    type Change = fn(&mut VolumeIdentity);
+    let cases: [(Change, &str); 5] = [
+        (|i| i.volume_id.clear(), "volume_id"),
+        (|i| i.group = "g".repeat(300), "group"),
+        (|i| i.size_bytes = 0, "size_bytes"),
+        (|i| i.block_size = 3000, "block_size"),
+        (|i| i.block_size = 2 << 20, "block_size"),
+    ];
+    for (change, field) in cases {
+        let mut id = identity();
+        change(&mut id);
+        match id.validate() {
+            Err(Error::Config(m)) => assert!(m.contains(field), "{m}"),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
