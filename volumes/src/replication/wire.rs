@@ -173,8 +173,21 @@ pub enum WireError {
     BadCode { what: &'static str, code: u8 },
 }
 
-mod codec;
-pub use codec::{decode_body, decode_frame, frame_len, Decoded};
+// Message tags on the wire.
+const T_HELLO: u8 = 1;
+const T_HELLO_ACK: u8 = 2;
+const T_WRITE: u8 = 3;
+const T_FLUSH: u8 = 4;
+const T_ACK: u8 = 5;
+const T_REFUSED: u8 = 6;
+const T_BLOCK_SUMS: u8 = 7;
+const T_BLOCK: u8 = 8;
+const T_RESYNC_PROGRESS: u8 = 9;
+const T_RESYNC_DONE: u8 = 10;
+
+mod decode;
+mod encode;
+pub use decode::{decode_body, decode_frame, frame_len, Decoded};
 
 #[cfg(test)]
 mod tests;
