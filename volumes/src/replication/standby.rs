@@ -232,6 +232,13 @@ impl<I: Image> Standby<I> {
                 theirs: epoch,
             });
         }
+        // Sequence numbers start at 1 and are far from wrapping.
+        if next_seq == 0 || next_seq > u64::MAX / 2 {
+            return Err(RefuseReason::OutOfOrder {
+                expected: 1,
+                got: next_seq,
+            });
+        }
         let full_sync = self.fresh;
         if full_sync {
             // All zeros, so a full sync may skip the primary's zero blocks.

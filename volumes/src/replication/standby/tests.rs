@@ -2,6 +2,8 @@ use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
+use proptest::prelude::*;
+
 use super::*;
 
 fn id() -> VolumeIdentity {
@@ -309,4 +311,96 @@ fn a_failing_fdatasync_is_refused_never_acked() {
         refused(&sb.handle(Message::Flush { epoch: 1, seq: 1 })),
         RefuseReason::Io { detail } if detail.contains("disk on fire")
     ));
+}
+
+fn any_message() -> impl Strategy<Value = Message> {
+    let seq = prop_oneof![0u64..8, any::<u64>()];
+    let epoch = prop_oneof![0u64..4, any::<u64>()];
+    let offset = prop_oneof![0u64..(300 << 10), any::<u64>()];
+    let data = proptest::collection::vec(any::<u8>(), 0..5000);
+    prop_oneof![
+        (epoch.clone(), seq.clone()).prop_map(|(e, n)| Message::Hello {
+            volume_id: id().volume_id,
+            group: id().group,
+            size_bytes: id().size_bytes,
+            epoch: e,
+            block_size: id().block_size,
+            next_seq: n,
+        }),
+        (epoch.clone(), seq.clone(), offset.clone(), data.clone()).prop_map(|(e, s, o, d)| {
+            Message::Write {
+                epoch: e,
+                seq: s,
+                offset: o,
+                data: d,
+            }
+        }),
+        (epoch.clone(), seq.clone(), offset, data).prop_map(|(e, s, i, d)| Message::Block {
+            epoch: e,
+            seq: s,
+            index: i / 4096,
+            data: d,
+        }),
+        (epoch.clone(), seq.clone()).prop_map(|(e, s)| Message::Flush { epoch: e, seq: s }),
+        (epoch.clone(), seq.clone(), any::<u64>()).prop_map(|(e, s, d)| {
+            Message::ResyncProgress {
+                epoch: e,
+                seq: s,
+                done_blocks: d,
+            }
+        }),
+        (epoch, seq.clone()).prop_map(|(e, s)| Message::ResyncDone { epoch: e, seq: s }),
+        seq.prop_map(|s| Message::Ack {
+            seq: s,
+            flushed: true
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Any sequence of messages, sensible or not, gets replies or a
+    /// refusal, never a panic; and the persisted epoch never goes down.
+    #[test]
+    fn any_message_sequence_never_panics(msgs in proptest::collection::vec(any_message(), 1..40)) {
+        let f = fixture();
+        let mut sb = Standby::open(&f.image, &f.state, id()).unwrap();
+        let mut epoch = 0;
+        for m in msgs {
+            let _ = sb.handle(m);
+            prop_assert!(sb.meta().epoch >= epoch);
+            epoch = sb.meta().epoch;
+        }
+    }
+}
+
+#[test]
+fn a_hello_with_an_impossible_sequence_start_is_refused() {
+    let f = fixture();
+    let mut sb = Standby::open(&f.image, &f.state, id()).unwrap();
+    for n in [0, u64::MAX] {
+        let Message::Hello {
+            volume_id,
+            group,
+            size_bytes,
+            epoch,
+            block_size,
+            ..
+        } = hello(&id(), 1)
+        else {
+            panic!()
+        };
+        let m = Message::Hello {
+            volume_id,
+            group,
+            size_bytes,
+            epoch,
+            block_size,
+            next_seq: n,
+        };
+        assert!(matches!(
+            refused(&sb.handle(m)),
+            RefuseReason::OutOfOrder { .. }
+        ));
+    }
 }
