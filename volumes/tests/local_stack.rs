@@ -111,8 +111,16 @@ fn fuse_server_serves_one_fixed_size_file() {
     fs::create_dir(&mount).unwrap();
     let sink = Arc::new(RecordingSink::new());
     let mut server = ImageServer::start(backing, size, sink.clone(), &mount, "test", 2).unwrap();
-    let flags = fuse_thread_flags();
-    assert!(!flags.is_empty(), "no fuser-* threads found");
+    // fuser starts its workers just after the mount: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let flags = loop {
+        let flags = fuse_thread_flags();
+        if !flags.is_empty() {
+            break flags;
+        }
+        assert!(Instant::now() < deadline, "no fuser-* threads within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    };
     if has_cap_sys_resource() {
         assert!(
             server.io_flusher(),
