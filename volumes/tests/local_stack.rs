@@ -318,10 +318,15 @@ fn a_size_mismatch_is_refused() {
 }
 
 fn peak_rss_kib() -> u64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
+    status_kib("self", "VmHWM:")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(pid: &str, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -465,6 +470,22 @@ fn killed_agent_leftovers_are_cleaned_up_and_the_volume_reattaches() {
     rx.recv_timeout(Duration::from_secs(60))
         .expect("the helper attached the volume and said READY within 60 s");
 
+    // A write burst through the child's FUSE server: its memory stays
+    // bounded (it holds no write data beyond the request in hand).
+    let pid = child.0.id().to_string();
+    let rss_before = status_kib(&pid, "VmRSS:");
+    let started = Instant::now();
+    let burst = vec![0xa5u8; 40 * MIB as usize];
+    write_synced(&config.mount_point.join("burst.bin"), &burst);
+    let peak = status_kib(&pid, "VmHWM:");
+    eprintln!(
+        "40 MiB burst + fsync through the FUSE server in {:?}; server RSS {} MiB before, peak {} MiB",
+        started.elapsed(),
+        rss_before / 1024,
+        peak / 1024
+    );
+    assert!(peak < 64 * 1024, "the FUSE server peaked at {peak} kB");
+
     // SIGKILL: no detach, no destructor.
     child.0.kill().unwrap();
     child.0.wait().unwrap();
@@ -502,6 +523,10 @@ fn killed_agent_leftovers_are_cleaned_up_and_the_volume_reattaches() {
     assert_eq!(
         fs::read(volume.mount_point().join("before-kill.txt")).unwrap(),
         b"durable"
+    );
+    assert_eq!(
+        fs::read(volume.mount_point().join("burst.bin")).unwrap(),
+        burst
     );
     volume.detach().unwrap();
     drop(volume);
