@@ -1,4 +1,4 @@
-//! The FUSE server: a filesystem with one regular file, `image`, whose
+//! The image filesystem: a FUSE filesystem with one regular file, `image`, whose
 //! bytes are those of a sparse backing file of fixed size.
 //!
 //! Only the loop device opens the file. Every write goes to the backing
@@ -12,7 +12,7 @@
 //! a second copy in the FUSE file's cache would only double the memory and
 //! hide nothing from us (a write reaches this server before the loop device
 //! completes it either way). The loop device is also attached with
-//! `--direct-io=on` (see `loopdev`); with `FOPEN_DIRECT_IO` the file
+//! `--direct-io=on` (see `blockdev`); with `FOPEN_DIRECT_IO` the file
 //! bypasses the cache even when the kernel refuses that. The backing
 //! file's own page cache is the host's ordinary one.
 
@@ -20,10 +20,9 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo, OpenFlags, ReplyAttr, ReplyData,
@@ -31,7 +30,6 @@ use fuser::{
 };
 use rustix::fs::FallocateFlags;
 
-use super::error::LocalError;
 use super::sink::WriteSink;
 
 /// The name of the one file in the FUSE mount.
@@ -50,7 +48,7 @@ pub struct ServerStats {
     pub errors: AtomicU64,
 }
 
-struct ImageFs {
+pub(super) struct ImageFs {
     file: File,
     size: u64,
     sink: Arc<dyn WriteSink>,
@@ -71,6 +69,24 @@ fn errno_of(e: &io::Error) -> Errno {
 }
 
 impl ImageFs {
+    pub(super) fn new(
+        file: File,
+        size: u64,
+        sink: Arc<dyn WriteSink>,
+        stats: Arc<ServerStats>,
+    ) -> ImageFs {
+        ImageFs {
+            file,
+            size,
+            sink,
+            write_order: Mutex::new(()),
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            started: SystemTime::now(),
+            stats,
+        }
+    }
+
     fn attr(&self, ino: INodeNo) -> Option<FileAttr> {
         let (kind, perm, nlink, size, blocks) = if ino == INodeNo::ROOT {
             (FileType::Directory, 0o700, 2, 0, 0)
@@ -372,181 +388,6 @@ impl fuser::Filesystem for ImageFs {
         match self.do_fallocate(offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.failed(e)),
-        }
-    }
-}
-
-/// A running FUSE server for one image, mounted on a directory.
-#[derive(Debug)]
-pub struct ImageServer {
-    mount_dir: PathBuf,
-    stats: Arc<ServerStats>,
-    io_flusher: bool,
-    /// Disconnected when the session thread ends.
-    ended: mpsc::Receiver<()>,
-    mounted: bool,
-}
-
-impl ImageServer {
-    /// Serves `backing` (already `size` bytes long) as `mount_dir/image`.
-    ///
-    /// The session runs on a thread of its own (and `threads` worker
-    /// threads it starts), marked `PR_SET_IO_FLUSHER` first, which the
-    /// workers inherit: they write the pages the kernel needs them to
-    /// write to free memory, so they must not wait on that memory
-    /// themselves (it needs `CAP_SYS_RESOURCE`; without it the server runs
-    /// and [`ImageServer::io_flusher`] says false).
-    pub fn start(
-        backing: File,
-        size: u64,
-        sink: Arc<dyn WriteSink>,
-        mount_dir: &Path,
-        fs_name: &str,
-        threads: usize,
-    ) -> Result<ImageServer, LocalError> {
-        let stats = Arc::new(ServerStats::default());
-        let fs = ImageFs {
-            file: backing,
-            size,
-            sink,
-            write_order: Mutex::new(()),
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-            started: SystemTime::now(),
-            stats: stats.clone(),
-        };
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            fuser::MountOption::FSName(fs_name.to_string()),
-            fuser::MountOption::Subtype("mesh-volume".to_string()),
-            fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::NoSuid,
-            fuser::MountOption::NoDev,
-            fuser::MountOption::NoExec,
-        ];
-        config.n_threads = Some(threads.max(1));
-        let (started_tx, started_rx) = mpsc::channel::<io::Result<bool>>();
-        let (ended_tx, ended_rx) = mpsc::channel::<()>();
-        let dir = mount_dir.to_path_buf();
-        std::thread::Builder::new()
-            .name("volume-fuse".to_string())
-            .spawn(move || {
-                let _ended = ended_tx;
-                let io_flusher = match rustix::process::configure_io_flusher_behavior(true) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "FUSE server threads are not I/O flushers (PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE): under memory pressure the volume may stall");
-                        false
-                    }
-                };
-                let session = match fuser::Session::new(fs, &dir, &config) {
-                    Ok(session) => session,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = started_tx.send(Ok(io_flusher));
-                if let Err(e) = session.run() {
-                    tracing::warn!(mount = %dir.display(), error = %e, "FUSE session ended with an error");
-                }
-            })
-            .map_err(|source| LocalError::Fuse {
-                path: mount_dir.to_path_buf(),
-                source,
-            })?;
-        let io_flusher = match started_rx.recv() {
-            Ok(Ok(io_flusher)) => io_flusher,
-            Ok(Err(source)) => {
-                return Err(LocalError::Fuse {
-                    path: mount_dir.to_path_buf(),
-                    source,
-                })
-            }
-            Err(_) => {
-                return Err(LocalError::Fuse {
-                    path: mount_dir.to_path_buf(),
-                    source: io::Error::other("the session thread ended before mounting"),
-                })
-            }
-        };
-        Ok(ImageServer {
-            mount_dir: mount_dir.to_path_buf(),
-            stats,
-            io_flusher,
-            ended: ended_rx,
-            mounted: true,
-        })
-    }
-
-    /// The path of the served image file.
-    pub fn image_path(&self) -> PathBuf {
-        self.mount_dir.join(IMAGE_FILE_NAME)
-    }
-
-    /// What the server did so far.
-    pub fn stats(&self) -> &ServerStats {
-        &self.stats
-    }
-
-    /// Whether the server's threads are marked `PR_SET_IO_FLUSHER`.
-    pub fn io_flusher(&self) -> bool {
-        self.io_flusher
-    }
-
-    /// Unmounts (waiting up to `timeout` while the file is still open,
-    /// e.g. by a loop device being released) and waits for the session to
-    /// end. EBUSY after the timeout is [`LocalError::Busy`].
-    pub fn stop(&mut self, timeout: Duration) -> Result<(), LocalError> {
-        if self.mounted {
-            let deadline = Instant::now() + timeout;
-            loop {
-                match rustix::mount::unmount(&self.mount_dir, rustix::mount::UnmountFlags::empty())
-                {
-                    Ok(()) => break,
-                    Err(rustix::io::Errno::BUSY) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    Err(rustix::io::Errno::BUSY) => {
-                        return Err(LocalError::Busy {
-                            path: self.mount_dir.clone(),
-                        })
-                    }
-                    // Unmounted behind our back (EINVAL: not a mount point).
-                    Err(rustix::io::Errno::INVAL) => break,
-                    Err(e) => {
-                        return Err(LocalError::io(
-                            "unmounting FUSE at",
-                            &self.mount_dir,
-                            e.into(),
-                        ))
-                    }
-                }
-            }
-            self.mounted = false;
-        }
-        // The kernel ends the connection on unmount; the workers see it
-        // and the session thread returns.
-        match self.ended.recv_timeout(timeout) {
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(LocalError::Fuse {
-                path: self.mount_dir.clone(),
-                source: io::Error::other("the session did not end after unmount"),
-            }),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Drop for ImageServer {
-    fn drop(&mut self) {
-        if self.mounted {
-            // Best effort: a lazy unmount never blocks; the session ends
-            // when the last user (a loop device) lets go.
-            if let Err(e) =
-                rustix::mount::unmount(&self.mount_dir, rustix::mount::UnmountFlags::DETACH)
-            {
-                tracing::warn!(mount = %self.mount_dir.display(), error = %e, "lazy unmount of the FUSE server failed");
-            }
         }
     }
 }

@@ -28,6 +28,7 @@ mod blockdev;
 mod cleanup;
 mod error;
 mod fuse_image;
+mod fuse_server;
 pub mod mounts;
 mod sink;
 mod tools;
@@ -36,7 +37,8 @@ mod volume;
 pub use blockdev::{FsckOutcome, LoopDevice};
 pub use cleanup::{cleanup_stale, Cleaned};
 pub use error::LocalError;
-pub use fuse_image::{ImageServer, ServerStats, IMAGE_FILE_NAME};
+pub use fuse_image::{ServerStats, IMAGE_FILE_NAME};
+pub use fuse_server::ImageServer;
 pub use sink::{LocalSink, RecordingSink, SinkEvent, WriteSink};
 pub use volume::{
     check_prerequisites, volumes_dir, AttachReport, LocalVolume, VolumeConfig, MIN_SIZE,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::blockdev::{self, FsckOutcome, LoopDevice};
 use super::error::LocalError;
-use super::fuse_image::{ImageServer, ServerStats};
+use super::fuse_image::ServerStats;
+use super::fuse_server::ImageServer;
 use super::mounts;
 use super::sink::WriteSink;
 use super::tools;
