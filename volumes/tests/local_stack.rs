@@ -317,6 +317,29 @@ fn a_size_mismatch_is_refused() {
     assert_eq!(fs::metadata(config.image_path()).unwrap().len(), 8 * MIB);
 }
 
+#[test]
+fn a_busy_volume_stays_attached_until_its_user_goes() {
+    if !require("a_busy_volume_stays_attached_until_its_user_goes") {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let mut config = VolumeConfig::new("busy", 16 * MIB, state.path());
+    config.busy_timeout = Duration::from_millis(200);
+    let mut volume = LocalVolume::attach(&config, Arc::new(LocalSink)).unwrap();
+    let e = LocalVolume::attach(&config, Arc::new(LocalSink)).unwrap_err();
+    assert!(matches!(e, LocalError::AlreadyAttached { .. }), "{e}");
+
+    // An open file (a running container) keeps the ext4 busy.
+    let mut user = File::create(volume.mount_point().join("open.txt")).unwrap();
+    let e = volume.detach().unwrap_err();
+    assert!(matches!(e, LocalError::Busy { .. }), "{e}");
+    user.write_all(b"still attached").unwrap();
+    user.sync_all().unwrap();
+    drop(user);
+    volume.detach().unwrap();
+    assert_eq!(leftovers(state.path()), Vec::<String>::new());
+}
+
 fn peak_rss_kib() -> u64 {
     status_kib("self", "VmHWM:")
 }

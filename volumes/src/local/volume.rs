@@ -17,9 +17,6 @@ use super::tools;
 /// The smallest volume: ext4 with its journal needs a few MiB.
 pub const MIN_SIZE: u64 = 8 << 20;
 
-/// How long detach waits for a mount or device still in use.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// What to attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeConfig {
@@ -39,11 +36,14 @@ pub struct VolumeConfig {
     pub preallocate: bool,
     /// FUSE worker threads (each holds a 16 MiB request buffer).
     pub fuse_threads: usize,
+    /// How long detach waits for a mount or device still in use before
+    /// it gives up with [`LocalError::Busy`].
+    pub busy_timeout: Duration,
 }
 
 impl VolumeConfig {
     /// Defaults: mounted at `state_dir/volumes/NAME/mnt`, direct I/O, a
-    /// sparse image, two FUSE threads.
+    /// sparse image, two FUSE threads, detach waits 5 s for users.
     pub fn new(name: &str, size: u64, state_dir: &Path) -> Self {
         VolumeConfig {
             name: name.to_string(),
@@ -53,6 +53,7 @@ impl VolumeConfig {
             loop_direct_io: true,
             preallocate: false,
             fuse_threads: 2,
+            busy_timeout: Duration::from_secs(5),
         }
     }
 
@@ -261,15 +262,15 @@ impl LocalVolume {
     /// the user is gone. Each step is done once, so a retry continues.
     pub fn detach(&mut self) -> Result<(), LocalError> {
         if self.ext4_mounted {
-            blockdev::unmount(&self.config.mount_point, BUSY_TIMEOUT)?;
+            blockdev::unmount(&self.config.mount_point, self.config.busy_timeout)?;
             self.ext4_mounted = false;
         }
         if let Some(dev) = &self.loop_device {
-            blockdev::detach_loop(&dev.device, BUSY_TIMEOUT)?;
+            blockdev::detach_loop(&dev.device, self.config.busy_timeout)?;
             self.loop_device = None;
         }
         if let Some(server) = &mut self.server {
-            server.stop(BUSY_TIMEOUT)?;
+            server.stop(self.config.busy_timeout)?;
             self.server = None;
         }
         tracing::info!(volume = %self.config.name, "volume detached");
