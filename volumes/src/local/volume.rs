@@ -208,11 +208,14 @@ impl LocalVolume {
         let loop_device = blockdev::attach_loop(&served, config.loop_direct_io)?;
         volume.loop_device = Some(loop_device.clone());
         if config.loop_direct_io && !loop_device.direct_io {
-            tracing::warn!(device = %loop_device.device.display(), "the kernel refused direct I/O on the loop device; the volume is cached twice");
+            // Still no second cache: the FUSE file is FOPEN_DIRECT_IO.
+            tracing::info!(device = %loop_device.device.display(), "the kernel refused direct I/O on the loop device; it goes through its buffered path");
         }
 
         let fsck = if blank {
-            blockdev::mkfs_ext4(&loop_device.device, &config.name)?;
+            // An ext4 label holds 16 bytes; names are ASCII.
+            let label = &config.name[..config.name.len().min(16)];
+            blockdev::mkfs_ext4(&loop_device.device, label)?;
             None
         } else {
             let outcome = blockdev::fsck(&loop_device.device, &config.image_path())?;
