@@ -9,6 +9,9 @@
 #                  runtime stays configurable for real machines)
 #   busybox-static - a static userland for tiny test images (no registry here)
 #   procps      - pkill, used by the test harness to reap Podman helpers
+#   fuse3       - fusermount3, to unmount a volume's FUSE server by hand
+#                 (the agent, as root, mounts and unmounts without it)
+#   e2fsprogs   - mkfs.ext4 and e2fsck for the ext4 on a volume's image
 set -euo pipefail
 
 need=()
@@ -21,6 +24,8 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /usr/bin/busybox ] || need+=(busybox-static)
 command -v pkill >/dev/null 2>&1 || need+=(procps)
 command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
