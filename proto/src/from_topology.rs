@@ -1,7 +1,7 @@
 //! From the TOML service form (`mesh_topology::service::ServiceSpec`, shared
 //! by containers files and topologies) to the API's `ContainerSpec`.
 
-use mesh_topology::service::{parse_port, parse_volume, ServiceSpec};
+use mesh_topology::service::{parse_port, parse_volume, ServiceSpec, VolumeEntry};
 
 use crate::v1::health_check::Probe;
 use crate::v1::{
@@ -28,6 +28,20 @@ pub fn container_spec(s: &ServiceSpec) -> Result<ContainerSpec, String> {
         .volumes
         .iter()
         .map(|v| {
+            let v = match v {
+                VolumeEntry::Mount(m) => m,
+                VolumeEntry::Managed(m) => {
+                    return Err(format!(
+                        "volume '{}' ({} MiB{}) is a volume the mesh makes; the agents do not make \
+                         managed or replicated volumes yet (issue #11 is in progress): mount a \
+                         named volume or host path with \"SOURCE:{}\" for now",
+                        m.name,
+                        m.size_mib,
+                        if m.replicate { ", replicated" } else { "" },
+                        m.target
+                    ))
+                }
+            };
             parse_volume(v).map(|v| VolumeMount {
                 source: v.source,
                 target: v.target,
@@ -99,4 +113,35 @@ pub fn container_spec(s: &ServiceSpec) -> Result<ContainerSpec, String> {
         restart: crate::spec::restart_policy(&s.restart).map_err(|e| format!("{}: {e}", s.name))?
             as i32,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_topology::service::ManagedVolume;
+
+    #[test]
+    fn a_volume_the_agents_cannot_make_yet_is_refused_with_the_way_out() {
+        let s = ServiceSpec {
+            name: "memory-orchestrator".into(),
+            image: "img".into(),
+            volumes: vec![
+                "models:/models:ro".into(),
+                VolumeEntry::Managed(ManagedVolume {
+                    name: "memory-data".into(),
+                    target: "/data".into(),
+                    size_mib: 1024,
+                    replicate: true,
+                    import: String::new(),
+                }),
+            ],
+            ..Default::default()
+        };
+        let err = container_spec(&s).unwrap_err();
+        assert!(
+            err.starts_with("memory-orchestrator: volume 'memory-data' (1024 MiB, replicated)"),
+            "{err}"
+        );
+        assert!(err.contains("\"SOURCE:/data\""), "{err}");
+    }
 }

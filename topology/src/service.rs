@@ -21,7 +21,7 @@ pub struct ServiceSpec {
     #[serde(default)]
     pub ports: Vec<String>,
     #[serde(default)]
-    pub volumes: Vec<String>,
+    pub volumes: Vec<VolumeEntry>,
     #[serde(default)]
     pub cpus: f64,
     #[serde(default)]
@@ -88,6 +88,116 @@ fn health_word() -> String {
 fn ok_word() -> String {
     "ok".into()
 }
+
+/// One entry of a service's `volumes`: `"SOURCE:TARGET[:ro]"` (a Podman
+/// named volume or a host path), or a table for a volume the mesh makes,
+/// with a size, and with `replicate = true` keeps on two hosts:
+/// `{ name = "memory-data", target = "/data", size_mib = 1024, replicate = true }`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeEntry {
+    Mount(String),
+    Managed(ManagedVolume),
+}
+
+/// A volume the mesh makes for a service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedVolume {
+    pub name: String,
+    /// Where the service sees it (absolute path in the container).
+    pub target: String,
+    pub size_mib: u64,
+    /// On the group's host and its standby (the first Ready fallback),
+    /// every acknowledged write on both. Only in a failover group.
+    #[serde(default)]
+    pub replicate: bool,
+    /// Seeds the volume once, before the service first starts: a host
+    /// directory (absolute path) or a Podman named volume on its host.
+    #[serde(default)]
+    pub import: String,
+}
+
+impl PartialEq<&str> for VolumeEntry {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, VolumeEntry::Mount(m) if m == other)
+    }
+}
+
+impl From<&str> for VolumeEntry {
+    fn from(text: &str) -> VolumeEntry {
+        VolumeEntry::Mount(text.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for VolumeEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<VolumeEntry, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = VolumeEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a volume: \"SOURCE:TARGET[:ro]\", or { name, target, size_mib, replicate }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<VolumeEntry, E> {
+                Ok(VolumeEntry::Mount(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<VolumeEntry, A::Error> {
+                ManagedVolume::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(VolumeEntry::Managed)
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+/// Problems with a managed volume, each naming the key (the group's
+/// failover policy is checked by the topology's validation).
+pub fn check_managed(v: &ManagedVolume) -> Vec<String> {
+    let mut problems = Vec::new();
+    let n = &v.name;
+    let name_ok = !n.is_empty()
+        && n.len() <= 63
+        && !n.starts_with('-')
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !name_ok {
+        problems.push(format!(
+            "volume name '{n}': use 1-63 characters a-z, 0-9 and '-', not starting with '-'"
+        ));
+    }
+    if !v.target.starts_with('/') {
+        problems.push(format!(
+            "volume '{n}': target '{}' must be an absolute path in the container",
+            v.target
+        ));
+    }
+    if v.size_mib < MIN_VOLUME_MIB {
+        problems.push(format!(
+            "volume '{n}': size_mib = {} is too small; an ext4 volume needs at least {MIN_VOLUME_MIB} MiB",
+            v.size_mib
+        ));
+    }
+    if !v.import.is_empty()
+        && !v.import.starts_with('/')
+        && !v
+            .import
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        problems.push(format!(
+            "volume '{n}': import = '{}' is neither an absolute host path nor a Podman volume name",
+            v.import
+        ));
+    }
+    problems
+}
+
+/// The smallest managed volume (ext4 with a journal fits comfortably).
+pub const MIN_VOLUME_MIB: u64 = 16;
 
 /// A file of containers for one node: `[[containers]]` tables.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use crate::model::Topology;
-use crate::service::{parse_port, parse_volume};
+use crate::service::{check_managed, parse_port, parse_volume, VolumeEntry};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -119,6 +119,8 @@ struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
     problems: Vec<Diagnostic>,
+    /// Managed volumes seen so far (names are unique in a topology).
+    managed_names: BTreeSet<String>,
 }
 
 impl<'a> Checker<'a> {
@@ -127,6 +129,7 @@ impl<'a> Checker<'a> {
             path,
             text,
             problems: Vec::new(),
+            managed_names: BTreeSet::new(),
         }
     }
 
@@ -351,8 +354,32 @@ impl<'a> Checker<'a> {
                 }
             }
             for v in &spec.volumes {
-                if let Err(e) = parse_volume(v) {
-                    self.at(s, format!("service '{}': {e}", spec.name), None);
+                match v {
+                    VolumeEntry::Mount(m) => {
+                        if let Err(e) = parse_volume(m) {
+                            self.at(s, format!("service '{}': {e}", spec.name), None);
+                        }
+                    }
+                    VolumeEntry::Managed(m) => {
+                        for problem in check_managed(m) {
+                            self.at(s, format!("service '{}': {problem}", spec.name), None);
+                        }
+                        if !self.managed_names.insert(m.name.clone()) {
+                            self.at(
+                                s,
+                                format!(
+                                    "service '{}': volume '{}' is declared twice in the topology",
+                                    spec.name, m.name
+                                ),
+                                Some("give each volume its own name".into()),
+                            );
+                        }
+                        let singleton =
+                            g.failover.as_ref().is_some_and(|f| f.policy == "singleton");
+                        if m.replicate && !singleton {
+                            self.at(s, format!("service '{}': volume '{}' is replicated, but group '{gname}' has no failover policy", spec.name, m.name), Some("add failover = { policy = \"singleton\", fallbacks = [\"HOST\"] } to the group (its standby is the first Ready fallback), or drop replicate".into()));
+                        }
+                    }
                 }
             }
             if let Some(h) = &spec.health {

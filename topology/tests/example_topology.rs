@@ -7,7 +7,7 @@ use std::path::Path;
 
 use mesh_topology::model::Topology;
 use mesh_topology::placement::{group_needs, hosts_from_topology, plan, HostState};
-use mesh_topology::service::{parse_port, ServiceSpec};
+use mesh_topology::service::{parse_port, ServiceSpec, VolumeEntry};
 
 fn example() -> Topology {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ai-system.toml");
@@ -135,7 +135,8 @@ fn memory_services_are_durable_singletons_behind_bridges() {
     for s in memory.services.iter().map(|s| s.get_ref()) {
         assert_eq!(s.env.get("DEMO_MODE").map(String::as_str), Some("memory"));
         assert!(
-            s.volumes.len() == 1 && s.volumes[0].ends_with(":/data"),
+            s.volumes.len() == 1
+                && matches!(&s.volumes[0], VolumeEntry::Mount(m) if m.ends_with(":/data")),
             "{}",
             s.name
         );

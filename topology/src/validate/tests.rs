@@ -153,3 +153,75 @@ fn helpers() {
     assert_eq!(nearest("imgae", ["name", "image", "ports"]), Some("image"));
     assert_eq!(nearest("zzzzzz", ["name", "image"]), None);
 }
+
+const REPLICATED: &str = r#"
+[[hosts]]
+name = "pc2"
+[[hosts]]
+name = "mainpc"
+
+[[groups]]
+name = "memory-system"
+failover = { policy = "singleton", fallbacks = ["mainpc"] }
+
+[[groups.services]]
+name = "memory-orchestrator"
+image = "localhost/mesh-demo:latest"
+volumes = ["models:/models:ro", { name = "memory-orchestrator-data", target = "/data", size_mib = 1024, replicate = true }]
+"#;
+
+#[test]
+fn replicated_volumes_read_next_to_mounts() {
+    let t = parse(Path::new("t.toml"), REPLICATED).unwrap();
+    let volumes = &t.groups[0].services[0].get_ref().volumes;
+    assert_eq!(volumes[0], "models:/models:ro");
+    match &volumes[1] {
+        crate::service::VolumeEntry::Managed(m) => {
+            assert_eq!(
+                (m.name.as_str(), m.target.as_str(), m.size_mib, m.replicate),
+                ("memory-orchestrator-data", "/data", 1024, true)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_replicated_volume_needs_a_failover_group_and_sane_keys() {
+    let text = REPLICATED.replace(
+        "failover = { policy = \"singleton\", fallbacks = [\"mainpc\"] }\n",
+        "",
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.toml:10:1:"), "{}", e[0]);
+    assert!(e[0].contains("has no failover policy"), "{}", e[0]);
+    assert!(e[0].contains("policy = \"singleton\""), "{}", e[0]);
+
+    let text = REPLICATED
+        .replace("target = \"/data\"", "target = \"data\"")
+        .replace("size_mib = 1024", "size_mib = 4")
+        .replace("memory-orchestrator-data", "Data!");
+    let e = errors(&text).join("\n");
+    for needle in [
+        "volume name 'Data!'",
+        "must be an absolute path",
+        "too small",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+
+    // A typo in the table is named with its place, like every other key.
+    let text = REPLICATED.replace("replicate = true", "replicat = true");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("t.toml:14:"), "{}", e[0]);
+    assert!(e[0].contains("replicat"), "{}", e[0]);
+
+    // The same name twice in one topology.
+    let text = format!(
+        "{REPLICATED}\n[[groups.services]]\nname = \"other\"\nimage = \"i\"\nvolumes = [{{ name = \"memory-orchestrator-data\", target = \"/d\", size_mib = 64 }}]\n"
+    );
+    let e = errors(&text).join("\n");
+    assert!(e.contains("declared twice"), "{e}");
+}
