@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use mesh_bridge::{PeerAddr, TunnelConfig, Tunnels};
 use mesh_certs::{CertificateAuthority, Identity, MeshTls, Role, Validity};
-use mesh_volumes::local::{LocalSink, WriteSink};
+use std::io::Write;
+use std::process::Command;
+
+use mesh_volumes::local::{check_prerequisites, LocalSink, LocalVolume, VolumeConfig, WriteSink};
 use mesh_volumes::replication::transport::{
     serve_standby, Coordinator, CoordinatorError, OutdateAnswer,
 };
@@ -78,7 +81,7 @@ impl Coordinator for FakeCoordinator {
 
 /// Dropped in this order: the sink first, the runtime last.
 struct Rig {
-    sink: ReplicatingSink,
+    sink: Arc<ReplicatingSink>,
     standby_tunnels: Tunnels,
     primary_image: File,
     asked: mpsc::Receiver<(String, u64, u64)>,
@@ -110,6 +113,13 @@ fn image(path: &Path, size: u64) -> File {
 
 impl Rig {
     fn new(standby_size: u64) -> Rig {
+        Rig::with(SIZE, standby_size, None)
+    }
+
+    /// A rig for a volume of `size` bytes; the primary's image at
+    /// `primary_path` (created there if missing), or in the rig's own
+    /// temporary directory.
+    fn with(size: u64, standby_size: u64, primary_path: Option<&Path>) -> Rig {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -134,7 +144,10 @@ impl Rig {
                 Duration::from_secs(5),
             );
         }
-        let primary_image = image(&dir.path().join("primary.img"), SIZE);
+        let primary_image = match primary_path {
+            Some(path) => image(path, size),
+            None => image(&dir.path().join("primary.img"), size),
+        };
         let (asked_tx, asked) = mpsc::channel();
         let (answer, answers) = mpsc::channel();
         let coordinator = Arc::new(FakeCoordinator {
@@ -143,7 +156,7 @@ impl Rig {
         });
         let cfg = SinkConfig {
             primary: PrimaryConfig {
-                identity: identity(SIZE),
+                identity: identity(size),
                 max_inflight_bytes: 256 << 10,
                 max_inflight_writes: 64,
                 fsync_bound: Duration::from_millis(500),
@@ -162,15 +175,17 @@ impl Rig {
             node: "pc2".into(),
             addr: standby_tunnels.local_addr().unwrap(),
         };
-        let sink = ReplicatingSink::start(
-            cfg,
-            primary_image.try_clone().unwrap(),
-            primary_tunnels,
-            peer,
-            coordinator,
-            rt.handle().clone(),
-        )
-        .unwrap();
+        let sink = Arc::new(
+            ReplicatingSink::start(
+                cfg,
+                primary_image.try_clone().unwrap(),
+                primary_tunnels,
+                peer,
+                coordinator,
+                rt.handle().clone(),
+            )
+            .unwrap(),
+        );
         Rig {
             _rt: rt,
             dir,
@@ -297,6 +312,78 @@ fn a_standby_of_another_size_is_refused_with_the_reason() {
     rig.fsync();
 }
 
+fn require_local_stack(test: &str) -> bool {
+    match check_prerequisites() {
+        Ok(()) => true,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: {why}, and CI must not skip it")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> std::process::Output {
+    Command::new(cmd).args(args).output().unwrap()
+}
+
+/// The real stack on the primary (FUSE image, loop device, ext4) with the
+/// ReplicatingSink: after a file's fsync returns, a copy of the standby's
+/// image taken at that moment (what a promotion would find) replays its
+/// journal, checks clean and holds the file; after the detach both images
+/// are equal.
+#[test]
+fn ext4_on_the_fuse_stack_replicates_through_the_sink() {
+    const TEST: &str = "ext4_on_the_fuse_stack_replicates_through_the_sink";
+    if !require_local_stack(TEST) {
+        return;
+    }
+    const VOL: u64 = 64 << 20;
+    let state = tempfile::tempdir().unwrap();
+    let config = VolumeConfig::new("data", VOL, state.path());
+    std::fs::create_dir_all(config.dir()).unwrap();
+    let rig = Rig::with(VOL, VOL, Some(&config.image_path()));
+    rig.wait_in_sync();
+    let sink = rig.sink.clone();
+    let mut volume = LocalVolume::attach(&config, sink.clone()).unwrap();
+    let mnt = volume.mount_point().to_path_buf();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    {
+        let mut f = File::create(mnt.join("record.bin")).unwrap();
+        f.write_all(&content).unwrap();
+        f.sync_all().unwrap();
+        File::open(&mnt).unwrap().sync_all().unwrap();
+    }
+    // What the standby holds now, as a promotion would find it.
+    let promo = state.path().join("promoted.img");
+    std::fs::copy(rig.dir.path().join("standby.img"), &promo).unwrap();
+    let promo_s = promo.to_str().unwrap();
+    let replay = run("e2fsck", &["-p", promo_s]);
+    assert!(
+        matches!(replay.status.code(), Some(0 | 1)),
+        "e2fsck -p on the standby's copy: {replay:?}"
+    );
+    let check = run("e2fsck", &["-f", "-n", promo_s]);
+    assert!(check.status.success(), "e2fsck -fn: {check:?}");
+    let cat = run("debugfs", &["-R", "cat /record.bin", promo_s]);
+    assert!(
+        cat.stdout == content,
+        "the file is not on the standby's image"
+    );
+
+    volume.detach().unwrap();
+    drop(volume);
+    sink.fsync().unwrap();
+    let primary = std::fs::read(config.image_path()).unwrap();
+    assert!(
+        primary == rig.standby_image(),
+        "the images differ after detach"
+    );
+    assert_eq!(sink.status().standing, Standing::InSync);
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
@@ -315,7 +402,7 @@ fn fsync_latency_through_the_sink_vs_local() {
     let mut rng = Rng(42);
     let (mut local, mut replicated, mut part) = (vec![], vec![], vec![]);
     for i in 0..2 * N {
-        let sink: &dyn WriteSink = if i % 2 == 0 { &LocalSink } else { &rig.sink };
+        let sink: &dyn WriteSink = if i % 2 == 0 { &LocalSink } else { &*rig.sink };
         let offset = rng.below(SIZE / 4096) * 4096;
         let data = [rng.next_u64() as u8; 4096];
         let start = Instant::now();
