@@ -6,6 +6,10 @@
 //! the FUSE server does; after every fsync the sink returns, the standby's
 //! image holds every write made before it (with no concurrent writer, the
 //! two images are then equal over every written range).
+//!
+//! `ext4_on_the_fuse_stack_replicates_through_the_sink` needs root,
+//! /dev/fuse, losetup, mkfs.ext4, e2fsck and debugfs: with CI=true a
+//! missing prerequisite fails it, elsewhere it is skipped with the reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
@@ -313,7 +317,14 @@ fn a_standby_of_another_size_is_refused_with_the_reason() {
 }
 
 fn require_local_stack(test: &str) -> bool {
-    match check_prerequisites() {
+    let debugfs = || match Command::new("debugfs").arg("-V").output() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("debugfs cannot run: {e}")),
+    };
+    match check_prerequisites()
+        .map_err(|e| e.to_string())
+        .and_then(|()| debugfs())
+    {
         Ok(()) => true,
         Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{test}: {why}, and CI must not skip it")

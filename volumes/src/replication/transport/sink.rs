@@ -86,6 +86,9 @@ struct State {
     resync: Option<SourceResync>,
     link: Option<Link>,
     links_opened: u64,
+    /// A coordinator call is under way: a retry the primary asks for
+    /// meanwhile is skipped (it asks again at its next retry time).
+    asking: bool,
     closed: bool,
     last_error: Option<String>,
     last_refusal: Option<String>,
@@ -133,6 +136,7 @@ impl ReplicatingSink {
                 resync: None,
                 link: None,
                 links_opened: 0,
+                asking: false,
                 closed: false,
                 last_error: None,
                 last_refusal: None,
@@ -320,7 +324,10 @@ impl Shared {
             match action {
                 Action::Send(m) => self.send(st, &m),
                 Action::AskCoordinatorToOutdateStandby { epoch, request } => {
-                    self.ask_coordinator(epoch, request);
+                    if !st.asking {
+                        st.asking = true;
+                        self.ask_coordinator(epoch, request);
+                    }
                 }
                 Action::ReportStandbyUpToDate { epoch } => {
                     let sh = self.clone();
@@ -345,6 +352,7 @@ impl Shared {
             warn!(%group, epoch, request, "standby not answering: asking the coordinator to outdate it");
             let answer = sh.coordinator.outdate_standby(&group, epoch, request);
             let mut st = sh.lock();
+            st.asking = false;
             match answer {
                 Ok(OutdateAnswer::Outdated) => {
                     info!(%group, epoch, "standby outdated: going on alone");
