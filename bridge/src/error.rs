@@ -74,6 +74,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The peer refused to open a channel (no handler for that name, ...).
+    #[error("agent '{peer}' refused channel '{channel}': {reason}")]
+    ChannelRefused {
+        peer: String,
+        channel: String,
+        reason: String,
+    },
+
     /// A malformed or oversized record on a tunnel stream.
     #[error(transparent)]
     Frame(#[from] FrameError),

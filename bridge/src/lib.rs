@@ -13,6 +13,8 @@
 //! * Patterns: REQ/REP and DEALER/ROUTER (`reqrep`), PUB/SUB (`pubsub`), PUSH/PULL towards
 //!   the service (`pushpull`) and from it to workers on other hosts (`distribute`), raw TCP
 //!   (`tcp`).
+//! * [`Channel`]s: named streams on the same tunnel connection for other protocols (volume
+//!   replication), served by [`Tunnels::serve_channel`] and opened by [`Tunnels::open_channel`].
 //! * [`Counters`]: per-bridge traffic and round-trip counters, which the agent reports.
 //!
 //! What it must not do: send anything between hosts in clear text; let a peer reach anything
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod bridge;
+mod channel;
 mod counters;
 mod distribute;
 mod error;
@@ -39,6 +42,7 @@ mod tcp;
 mod tunnel;
 
 pub use bridge::{Bridge, BridgeSpec, Pattern};
+pub use channel::{Channel, ChannelFuture};
 pub use counters::{CounterSnapshot, Counters};
 pub use error::{ConnectCause, Error, FailureKind, Result};
 pub use frame::FrameError;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::channel::{self, Channels};
 use crate::frame::{Kind, Record};
 use crate::stream::{self, write_record};
 use crate::tunnel::ALPN;
@@ -64,6 +65,7 @@ pub(crate) struct ServeCtx {
     pub(crate) exports: Exports,
     pub(crate) max_record: usize,
     pub(crate) node: String,
+    pub(crate) channels: Channels,
 }
 
 /// What a hello record asks for.
@@ -100,10 +102,10 @@ pub(crate) async fn serve_stream(
     ctx: Arc<ServeCtx>,
     peer: String,
     mut send: SendStream,
-    recv: RecvStream,
+    mut recv: RecvStream,
 ) {
-    let mut reader = stream::reader(recv, ctx.max_record);
-    let first = match stream::next(&mut reader).await {
+    // Read byte-exactly: a channel's stream is handed on raw after its hello.
+    let first = match channel::read_one(&mut recv, channel::MAX_OPENING_RECORD).await {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
@@ -111,6 +113,11 @@ pub(crate) async fn serve_stream(
             return;
         }
     };
+    if let Some(name) = channel::channel_name(&first) {
+        channel::serve(&ctx.channels, &ctx.node, peer, name, send, recv).await;
+        return;
+    }
+    let reader = stream::reader(recv, ctx.max_record);
     let refuse = |reason: String| Record::new(Kind::Refused, vec![Bytes::from(reason)]);
     let hello = match parse_hello(&first) {
         Ok(h) => h,

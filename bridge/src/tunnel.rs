@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::channel::Channels;
 use crate::error::{ConnectCause, Error, Result};
 use crate::frame::DEFAULT_MAX_RECORD;
 use crate::service::{self, Exports, ServeCtx};
@@ -134,6 +135,7 @@ impl Tunnels {
             exports: Exports::default(),
             max_record: config.max_record,
             node: identity.name.clone(),
+            channels: Channels::default(),
         });
         let inner = Arc::new(Inner {
             endpoint,
@@ -168,6 +170,11 @@ impl Tunnels {
     /// The services this agent serves to bridges on other agents.
     pub fn exports(&self) -> &Exports {
         &self.inner.serve.exports
+    }
+
+    /// The channel handlers served on this endpoint.
+    pub(crate) fn channels(&self) -> &Channels {
+        &self.inner.serve.channels
     }
 
     /// The largest record on a stream.

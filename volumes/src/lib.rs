@@ -7,7 +7,9 @@
 //!   as a single file, attached as a loop device, with ext4 on it.
 //! - [`replication`]: the protocol between the primary and the standby
 //!   (writes tagged with sequence number and epoch, fsync barriers, disk
-//!   states, resync by block checksums).
+//!   states, resync by block checksums), and its transport over a channel
+//!   of the agents' QUIC tunnel (`replication::transport`: the standby's
+//!   channel handler and the primary's `ReplicatingSink`).
 //!
 //! Not yet wired into the agent, the coordinator or the topology.
 #![forbid(unsafe_code)]

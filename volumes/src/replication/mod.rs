@@ -11,8 +11,12 @@
 //! - [`state`]: disk states and epochs, persisted atomically per replica.
 //! - [`resync`]: block checksums, diffs, full and checksum resync.
 //!
-//! Not here: the transport (frames over the QUIC tunnel), the FUSE server
-//! that calls the primary, and the coordinator's records.
+//! - [`transport`]: the frames over a channel of the agents' QUIC tunnel:
+//!   the standby's channel handler and the primary's [`ReplicatingSink`],
+//!   the FUSE server's `WriteSink`.
+//!
+//! Not here: the coordinator's records (reached through the
+//! [`transport::Coordinator`] seam).
 
 pub mod dirty;
 mod error;
@@ -21,6 +25,7 @@ pub mod primary;
 pub mod resync;
 pub mod standby;
 pub mod state;
+pub mod transport;
 pub mod wire;
 
 pub use dirty::DirtyBlocks;
@@ -30,4 +35,5 @@ pub use primary::{Action, FsyncState, FsyncTicket, Primary, PrimaryConfig, Stand
 pub use resync::SourceResync;
 pub use standby::Standby;
 pub use state::{DiskState, VolumeIdentity, VolumeMeta};
+pub use transport::{Coordinator, OutdateAnswer, ReplicatingSink, SinkConfig, SinkStatus};
 pub use wire::{Message, RefuseReason};
