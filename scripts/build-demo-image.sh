@@ -14,7 +14,8 @@
 #
 # Run the image:  podman run --rm -d -p 5555:5555 localhost/mesh-demo:latest
 # Modes and settings through the environment: -e DEMO_MODE=memory
-# -e DEMO_NAME=memory-a -v DIR:/data (memory mode keeps its log in /data).
+# -e DEMO_NAME=memory-a -v DIR:/data (memory mode keeps its log in /data;
+# -e DEMO_MODE=sqlite keeps a SQLite database there instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

@@ -11,6 +11,18 @@
 //! - `memory`: a REP socket over a key-value store in `DEMO_DATA_DIR`
 //!   (`put KEY VALUE` -> `ok` only once the write is fsynced, `get KEY` ->
 //!   value or `missing`, `count`, `health`, `whoami`).
+//! - `sqlite`: the memory mode's protocol over a SQLite database in
+//!   `DEMO_DATA_DIR` (`mesh-demo-kv.sqlite`, statically linked SQLite,
+//!   `journal_mode=WAL`, `synchronous=FULL`): every `put` is one
+//!   transaction, answered `ok` only after its COMMIT returned.
+//! - `sqlite-check`: one-shot, reads the sqlite mode's database in
+//!   `DEMO_DATA_DIR` read-only (committed transactions still in its WAL
+//!   count, as after a crash; it must exist) and prints one JSON line,
+//!   `{"path", "integrity_ok", "integrity_check", "records", "keys"}`
+//!   (`integrity_check`: the rows of `PRAGMA integrity_check`, `["ok"]`
+//!   when sound; `keys`: sorted, lossy UTF-8); exit 0 when integrity is
+//!   ok, 1 otherwise, and 1 with no JSON (the reason on stderr) when the
+//!   database cannot be read.
 //! - `pub`: a PUB socket that publishes `[topic, "<name> <seq>"]` on every
 //!   topic of `--topics`/`DEMO_TOPICS` (comma list, default `events`), seq
 //!   counting from 0 per topic. `--rate-hz`/`DEMO_RATE_HZ` rounds per
@@ -70,8 +82,9 @@
 //! What it must not do: depend on the mesh's crates (they would put QUIC,
 //! gRPC and Podman into the static image's build; the bridge's error
 //! prefix is a checked copy, [`load::BRIDGE_ERROR_PREFIX`]); need anything
-//! in its container but its own file, its endpoints and, for `memory`,
-//! `DEMO_DATA_DIR`; acknowledge a `put` before it is on disk; let a client
+//! in its container but its own file, its endpoints and, for `memory`
+//! and `sqlite`, `DEMO_DATA_DIR`; acknowledge a `put` before it is on
+//! disk (committed, for `sqlite`); let a client
 //! run pass with a wrong, missing or out-of-order answer.
 #![forbid(unsafe_code)]
 
@@ -88,6 +101,7 @@ mod load;
 mod memory;
 mod publish;
 mod serve;
+mod sqlite;
 mod store;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -98,6 +112,10 @@ enum Mode {
     Router,
     /// REP socket over a durable key-value store.
     Memory,
+    /// REP socket over the same store kept in SQLite (WAL, synchronous=FULL).
+    Sqlite,
+    /// One-shot: integrity and keys of the sqlite mode's database, as JSON.
+    SqliteCheck,
     /// PUB socket publishing numbered messages, REP socket for health.
     Pub,
     /// PUSH socket handing numbered messages to PULL workers, REP socket
@@ -111,7 +129,7 @@ enum Mode {
 #[command(
     name = "mesh-demo-service",
     version,
-    about = "Demo ZeroMQ service for the mesh: health, echo, router, a durable key-value store, a publisher, and a load client"
+    about = "Demo ZeroMQ service for the mesh: health, echo, router, a durable key-value store (log or SQLite), a publisher, and a load client"
 )]
 struct Args {
     /// What the service does.
@@ -123,7 +141,7 @@ struct Args {
     /// Service name, the reply to `whoami` and a field of every log line.
     #[arg(long, env = "DEMO_NAME", default_value = "mesh-demo")]
     name: String,
-    /// Where the memory mode keeps its log.
+    /// Where the memory mode keeps its log and the sqlite mode its database.
     #[arg(long, env = "DEMO_DATA_DIR", default_value = "/data")]
     data_dir: PathBuf,
     /// pub: the REP endpoint answering the health probe.
@@ -192,6 +210,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.mode == Mode::Client {
         return run_client(&args);
     }
+    if args.mode == Mode::SqliteCheck {
+        return run_sqlite_check(&args);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -240,6 +261,22 @@ fn run_client(args: &Args) -> anyhow::Result<ExitCode> {
         .and_then(|()| stdout.flush())
         .context("cannot print the report")?;
     Ok(if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The sqlite-check mode: one JSON line when the database could be read,
+/// exit 0 only when its integrity check is ok.
+fn run_sqlite_check(args: &Args) -> anyhow::Result<ExitCode> {
+    let report = sqlite::check(&args.data_dir)?;
+    let line = serde_json::to_string(&report).context("cannot write the report")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("cannot print the report")?;
+    Ok(if report.integrity_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -297,6 +334,15 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
             })
             .await
         }
+        Mode::Sqlite => {
+            let mut store = sqlite::SqliteStore::open(&args.data_dir)?;
+            let socket = serve::bind_rep(&args.bind).await?;
+            serve::serve_rep(socket, |frames| {
+                let request = memory::parse(frames);
+                vec![memory::handle(&mut store, &args.name, request)]
+            })
+            .await
+        }
         Mode::Pub | Mode::Push => {
             let config = publish::Config {
                 bind: args.bind.clone(),
@@ -312,7 +358,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
                 publish::serve_push(&config).await
             }
         }
-        Mode::Client => anyhow::bail!("the client mode serves nothing"),
+        Mode::Client | Mode::SqliteCheck => anyhow::bail!("a one-shot mode serves nothing"),
     }
 }
 
@@ -350,6 +396,13 @@ mod tests {
         assert_eq!(args.mode, Mode::Memory);
         assert_eq!(args.bind, "tcp://127.0.0.1:7000");
         assert!(Args::try_parse_from(["mesh-demo-service", "--mode", "bogus"]).is_err());
+        for (name, mode) in [
+            ("sqlite", Mode::Sqlite),
+            ("sqlite-check", Mode::SqliteCheck),
+        ] {
+            let args = Args::try_parse_from(["mesh-demo-service", "--mode", name]).unwrap();
+            assert_eq!(args.mode, mode);
+        }
     }
 
     #[test]

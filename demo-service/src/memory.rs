@@ -2,8 +2,35 @@
 //! `health`, `whoami`, either as separate frames (`["put", key, value]`,
 //! the canonical form, any bytes) or as one text frame (`"put k v"`, for
 //! quick hand-typed probes; the value is the rest of the line).
+//!
+//! The same protocol over two stores: the memory mode's fsynced log
+//! ([`Store`]) and the sqlite mode's database
+//! ([`crate::sqlite::SqliteStore`]).
 
 use super::store::Store;
+
+/// A durable key-value store: `put` returns `Ok` only once the write is
+/// on disk, so its `ok` reply is an acknowledgement a crash cannot undo.
+pub trait Backend {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// Distinct keys.
+    fn count(&self) -> Result<u64, String>;
+}
+
+impl Backend for Store {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        Store::put(self, key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(Store::get(self, key).map(<[u8]>::to_vec))
+    }
+
+    fn count(&self) -> Result<u64, String> {
+        Ok(Store::count(self) as u64)
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
@@ -76,20 +103,25 @@ fn arity(command: &[u8]) -> usize {
 
 /// Applies a request; the reply is always exactly one frame, so a REQ
 /// client is never left waiting. Errors start with `error: `.
-pub fn handle(store: &mut Store, name: &str, request: Request) -> Vec<u8> {
+pub fn handle(store: &mut impl Backend, name: &str, request: Request) -> Vec<u8> {
+    let failed = |what: &str, why: String| {
+        tracing::error!(error = %why, "{what} failed");
+        format!("error: {why}").into_bytes()
+    };
     match request {
         Request::Health => b"ok".to_vec(),
         Request::WhoAmI => name.as_bytes().to_vec(),
-        Request::Count => store.count().to_string().into_bytes(),
-        Request::Get(key) => store
-            .get(&key)
-            .map_or_else(|| b"missing".to_vec(), <[u8]>::to_vec),
+        Request::Count => match store.count() {
+            Ok(n) => n.to_string().into_bytes(),
+            Err(why) => failed("count", why),
+        },
+        Request::Get(key) => match store.get(&key) {
+            Ok(value) => value.unwrap_or_else(|| b"missing".to_vec()),
+            Err(why) => failed("get", why),
+        },
         Request::Put(key, value) => match store.put(&key, &value) {
             Ok(()) => b"ok".to_vec(),
-            Err(why) => {
-                tracing::error!(error = %why, "put failed");
-                format!("error: {why}").into_bytes()
-            }
+            Err(why) => failed("put", why),
         },
         Request::Invalid(why) => format!("error: {why}").into_bytes(),
     }

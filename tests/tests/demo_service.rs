@@ -1,8 +1,8 @@
 //! `mesh-demo-service`, the ZeroMQ service the demo mesh runs in
 //! containers, as a native process on loopback (no Podman, no root):
 //! REP health and multipart echo, a ROUTER serving REQ and DEALER clients
-//! at once, and the memory mode keeping every acknowledged write across a
-//! SIGKILL. Clients use the `zeromq` crate, as the mesh's bridge will.
+//! at once, and the memory and sqlite modes keeping every acknowledged
+//! write across a SIGKILL. Clients use the `zeromq` crate, as the mesh's bridge will.
 //! Then the pub mode (numbered messages, health on a second socket) and
 //! the client mode's load patterns against the service and against test
 //! servers that misbehave on purpose, judged by its JSON report.
@@ -241,6 +241,112 @@ async fn memory_keeps_every_acknowledged_write_across_sigkill() {
     assert_eq!(reply, owned(&[b"missing"]));
     let reply = call(&mut socket, &[b"put", b"only-key"]).await;
     assert!(reply[0].starts_with(b"error: put takes 2"), "{reply:?}");
+}
+
+/// The sqlite mode under a stream of numbered writes, SIGKILLed in the
+/// middle of it (a write in flight), then read back by the sqlite-check
+/// mode as a failover test reads the standby's copy: integrity ok, every
+/// acknowledged key present, nothing present that was never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_every_acknowledged_write_across_sigkill_mid_stream() {
+    const BEFORE_KILL: usize = 200;
+    let data = tempfile::Builder::new()
+        .prefix("mesh-demo-sqlite-")
+        .tempdir()
+        .unwrap();
+    let port = free_port();
+    let mut service = start("sqlite", port, Some(data.path()));
+    let mut socket = req(port).await;
+    assert_eq!(call(&mut socket, &[b"health"]).await, owned(&[b"ok"]));
+
+    // The writer puts key-0, key-1, ... back to back until the service is
+    // gone; `acked` counts the puts answered `ok`, `sent` the ones tried.
+    let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(0usize);
+    let (killed_tx, mut killed_rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(async move {
+        let mut sent = 0usize;
+        loop {
+            let key = format!("key-{sent}");
+            let request = message(&[b"put", key.as_bytes(), b"value"]);
+            // Counted before it goes: a send cut short may still arrive.
+            sent += 1;
+            // A send to a peer that is gone may wait for one: the kill ends it.
+            let delivered = tokio::select! {
+                biased;
+                result = socket.send(request) => result.is_ok(),
+                _ = killed_rx.wait_for(|killed| *killed) => false,
+            };
+            if !delivered {
+                break;
+            }
+            // A reply already there is taken even once the kill is known.
+            let reply = tokio::select! {
+                biased;
+                reply = socket.recv() => reply,
+                _ = killed_rx.wait_for(|killed| *killed) => break,
+            };
+            match reply {
+                Ok(reply) => assert_eq!(frames(reply), owned(&[b"ok"]), "put {key}"),
+                Err(_) => break,
+            }
+            acked_tx.send_modify(|n| *n += 1);
+        }
+        (*acked_tx.borrow(), sent)
+    });
+
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        acked_rx.wait_for(|n| *n >= BEFORE_KILL),
+    )
+    .await
+    .expect("the first writes were not acknowledged in time")
+    .unwrap();
+    service.kill();
+    // The writer may have stopped already (its socket saw the peer go).
+    killed_tx.send_replace(true);
+    let (acked, sent) = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .expect("the writer did not stop after the kill")
+        .unwrap();
+    assert!(
+        acked >= BEFORE_KILL && sent <= acked + 1,
+        "{acked} acked, {sent} sent"
+    );
+    eprintln!("{acked} puts acknowledged, {sent} sent before the kill");
+
+    let output = tokio::task::spawn_blocking({
+        let dir = data.path().to_path_buf();
+        move || {
+            let mut cmd = demo_command();
+            cmd.args(["--mode", "sqlite-check", "--data-dir"]).arg(dir);
+            cmd.output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}\n{stderr}",
+        output.status
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["integrity_ok"], json!(true), "{report}");
+    assert_eq!(report["integrity_check"], json!(["ok"]), "{report}");
+    let keys: std::collections::BTreeSet<String> =
+        serde_json::from_value(report["keys"].clone()).unwrap();
+    for i in 0..acked {
+        assert!(
+            keys.contains(&format!("key-{i}")),
+            "acknowledged key-{i} lost: {report}"
+        );
+    }
+    // The one write in flight at the kill may or may not have committed.
+    let sent_keys: std::collections::BTreeSet<String> =
+        (0..sent).map(|i| format!("key-{i}")).collect();
+    assert!(keys.is_subset(&sent_keys), "{report}");
+    assert_eq!(report["records"], json!(keys.len()));
 }
 
 // ---------------------------------------------------------------------
