@@ -103,6 +103,8 @@ mod publish;
 mod serve;
 mod sqlite;
 mod store;
+#[cfg(test)]
+mod test_dir;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {

@@ -184,24 +184,7 @@ mod tests {
     use super::*;
     use crate::memory;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!(
-                "mesh-demo-sqlite-{tag}-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     fn key(i: usize) -> String {
         format!("key-{i:04}")
@@ -209,7 +192,7 @@ mod tests {
 
     #[test]
     fn puts_survive_a_reopen_and_the_check_finds_them_all() {
-        let dir = TempDir::new("reopen");
+        let dir = TempDir::new("sqlite-reopen");
         {
             let mut store = SqliteStore::open(&dir.0).unwrap();
             for i in 0..20 {
@@ -244,8 +227,8 @@ mod tests {
     /// files as they are, WAL not checkpointed, the writer still open.
     #[test]
     fn a_copy_taken_while_open_has_every_acknowledged_write() {
-        let dir = TempDir::new("copy");
-        let copy = TempDir::new("copy-dst");
+        let dir = TempDir::new("sqlite-copy");
+        let copy = TempDir::new("sqlite-copy-dst");
         let mut store = SqliteStore::open(&dir.0).unwrap();
         for i in 0..50 {
             store.put(key(i).as_bytes(), &[7; 100]).unwrap();
@@ -267,7 +250,7 @@ mod tests {
     /// one that was answered `ok` is visible to a fresh connection.
     #[test]
     fn a_write_is_acknowledged_only_after_its_commit() {
-        let dir = TempDir::new("ack");
+        let dir = TempDir::new("sqlite-ack");
         let mut store = SqliteStore::open_with(&dir.0, Duration::ZERO).unwrap();
         let put = |k: &str| memory::Request::Put(k.into(), b"v".to_vec());
 
@@ -298,7 +281,7 @@ mod tests {
 
     #[test]
     fn check_refuses_a_missing_database_and_flags_a_corrupt_one() {
-        let dir = TempDir::new("check");
+        let dir = TempDir::new("sqlite-check");
         std::fs::create_dir_all(&dir.0).unwrap();
         assert!(check(&dir.0).is_err());
         assert!(

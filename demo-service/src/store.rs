@@ -193,24 +193,7 @@ pub fn crc32(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!(
-                "mesh-demo-store-{tag}-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            TempDir(dir)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TempDir;
 
     #[test]
     fn crc32_matches_the_standard_check_value() {
@@ -238,7 +221,7 @@ mod tests {
 
     #[test]
     fn puts_survive_a_reopen_and_a_torn_tail_is_cut_off() {
-        let dir = TempDir::new("reopen");
+        let dir = TempDir::new("store-reopen");
         {
             let mut store = Store::open(&dir.0).unwrap();
             store.put(b"k1", b"v1").unwrap();
@@ -265,7 +248,7 @@ mod tests {
 
     #[test]
     fn oversized_fields_are_refused() {
-        let dir = TempDir::new("oversized");
+        let dir = TempDir::new("store-oversized");
         let mut store = Store::open(&dir.0).unwrap();
         let big = vec![0u8; MAX_FIELD + 1];
         assert!(store.put(b"k", &big).is_err());
