@@ -21,6 +21,7 @@ mod import;
 mod nodes;
 mod place;
 mod table;
+mod volumes;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -56,6 +57,9 @@ enum Command {
     /// Coordinator version, uptime, node counts, and the applied
     /// topology's groups with their hosts and health.
     Status,
+    /// Managed volumes: size, use, primary and standby with their disk
+    /// states (resync progress), replication lag, epoch, last fsync.
+    Volumes,
     /// Plan a topology against the live mesh (a diff per host, with
     /// reasons); --apply rolls it out in dependency order.
     Place(place::PlaceArgs),
@@ -194,18 +198,33 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             let json = nodes::status_json(&response);
             let topology = place::topology_status(&mut client).await?;
+            let volume_rows = volumes::list(&mut client).await?;
             match cli.output {
                 Output::Json => {
                     let mut value = serde_json::to_value(&json)?;
                     if let Some(map) = value.as_object_mut() {
                         map.insert("topology".into(), place::topology_json(&topology));
+                        map.insert("volumes".into(), volumes::to_json(&volume_rows));
                     }
                     println!("{}", serde_json::to_string_pretty(&value)?)
                 }
                 Output::Table => {
                     print!("{}", nodes::status_text(&json));
                     print!("{}", place::topology_text(&topology));
+                    print!("{}", volumes::summary(&volume_rows));
                 }
+            }
+            Ok(())
+        }
+        Command::Volumes => {
+            let mut client = admin::connect(&cli.admin).await?;
+            let rows = volumes::list(&mut client).await?;
+            match cli.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&volumes::to_json(&rows))?
+                ),
+                Output::Table => print!("{}", volumes::table(&rows)),
             }
             Ok(())
         }

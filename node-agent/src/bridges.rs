@@ -150,6 +150,9 @@ pub struct BridgeHost {
     /// Where local bridge endpoints listen.
     listen_ip: IpAddr,
     state: Mutex<State>,
+    /// Every peer's tunnel endpoint, from the latest directory (read
+    /// without waiting for an apply under way).
+    peers: std::sync::Mutex<BTreeMap<String, SocketAddr>>,
 }
 
 impl BridgeHost {
@@ -171,7 +174,23 @@ impl BridgeHost {
             service_ip,
             listen_ip: endpoint_ip,
             state: Mutex::new(State::default()),
+            peers: std::sync::Mutex::default(),
         }))
+    }
+
+    /// This host's tunnel endpoint, for other users of its connections
+    /// (replicated volumes open channels on them).
+    pub fn tunnels(&self) -> Tunnels {
+        self.tunnels.clone()
+    }
+
+    /// Where `node`'s tunnel endpoint is, as the latest directory says.
+    pub fn peer_addr(&self, node: &str) -> Option<SocketAddr> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .copied()
     }
 
     /// The UDP port of the tunnel endpoint.
@@ -192,6 +211,11 @@ impl BridgeHost {
         if directory.generation != 0 && directory.generation < state.directory.generation {
             return;
         }
+        *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = directory
+            .peers
+            .iter()
+            .filter_map(|p| Some((p.node.clone(), p.address.parse().ok()?)))
+            .collect();
         let failed_before = std::mem::take(&mut state.failed);
         let wanted = roles(&directory, &self.node, self.service_ip, self.listen_ip);
         // Exports: exactly the services that run here.

@@ -32,7 +32,21 @@ pub struct FileConfig {
     pub podman: PodmanSection,
     #[serde(default)]
     pub bridge: BridgeSection,
+    #[serde(default)]
+    pub volumes: VolumesSection,
 }
+
+/// `[volumes]`: managed and replicated volumes.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumesSection {
+    /// How long an fsync waits for an unreachable standby before the
+    /// primary asks the coordinator to outdate it [default 5000].
+    pub fsync_bound_ms: Option<u64>,
+}
+
+/// How long an fsync waits for an unreachable standby by default.
+pub const DEFAULT_FSYNC_BOUND: Duration = Duration::from_secs(5);
 
 /// `[bridge]`: the QUIC tunnel endpoint and where local bridge endpoints listen.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -109,6 +123,8 @@ pub struct Config {
     pub podman: PodmanSettings,
     /// None: bridges disabled.
     pub bridge: Option<BridgeSettings>,
+    /// The fsync bound of replicated volumes (see [`VolumesSection`]).
+    pub volume_fsync_bound: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -247,8 +263,19 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
             endpoint_address,
         })
     };
+    let volume_fsync_bound = match file.volumes.fsync_bound_ms {
+        None => DEFAULT_FSYNC_BOUND,
+        Some(ms) if (100..=600_000).contains(&ms) => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(ConfigError::field(
+                "volumes.fsync_bound_ms",
+                format!("{ms} is out of range; use 100 to 600000 (milliseconds)"),
+            ))
+        }
+    };
     Ok(Config {
         bridge,
+        volume_fsync_bound,
         node,
         coordinator,
         advertise_address: over

@@ -24,5 +24,6 @@ pub mod inventory;
 pub mod manager;
 pub mod runtime;
 pub mod session;
+pub mod volumes;
 
 pub use session::Agent;

@@ -13,7 +13,10 @@ use mesh_node_agent::runtime::create::GpuFacts;
 use mesh_node_agent::runtime::podman::PodmanRuntime;
 use mesh_node_agent::runtime::service::{supervise, ServiceConfig};
 use mesh_node_agent::session::ManagerLink;
+use mesh_node_agent::volumes::coordinator::CoordinatorLink;
+use mesh_node_agent::volumes::{VolumeHost, VolumeHostConfig, VolumeLink, VolumeMounts};
 use mesh_node_agent::Agent;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -177,6 +180,19 @@ fn main() -> anyhow::Result<()> {
     let mesh = tls.identity().mesh.clone();
     let agent = Agent::new(config.clone(), &tls, inventory)?;
     // One thread is plenty for an agent and keeps its footprint small.
+    let coordinator_tls = tls.client_config(
+        mesh_certs::PeerExpectation {
+            mesh: mesh.clone(),
+            role: mesh_certs::Role::Coordinator,
+        },
+        &[mesh_proto::transport::ALPN_H2],
+    )?;
+    let volumes_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mesh-volumes")
+        .enable_all()
+        .build()?;
+    let volumes_handle = volumes_runtime.handle().clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -205,17 +221,7 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let podman = PodmanRuntime::new(&socket, gpu_facts);
-        let (manager, report) = Manager::new(
-            podman,
-            ManagerConfig {
-                mesh,
-                state_dir: config.state_dir.clone(),
-                tick: Duration::from_millis(500),
-            },
-        );
-        let (inputs, inputs_rx) = tokio::sync::mpsc::channel(16);
-        let manager_task = tokio::spawn(manager.run(inputs_rx, shutdown.clone()));
-        let mut agent = agent.with_manager(ManagerLink { inputs, report });
+        let mut bridges = None;
         if let Some(b) = &config.bridge {
             match mesh_node_agent::bridges::BridgeHost::bind(
                 &tls,
@@ -227,17 +233,60 @@ fn main() -> anyhow::Result<()> {
                 Ok(host) => {
                     tracing::info!(listen = %b.listen, port = host.tunnel_port(), "bridge tunnel endpoint listening");
                     host.spawn_retries(shutdown.clone());
-                    agent = agent.with_bridges(host);
+                    bridges = Some(host);
                 }
                 Err(e) => tracing::warn!(error = %e, "bridges disabled on this host: the tunnel endpoint could not start; set [bridge] listen or --tunnel-listen"),
             }
+        }
+        // Volumes: attach, serve and report; their replication runs on a
+        // runtime of its own.
+        let mounts = VolumeMounts::default();
+        let (assignments, assignments_rx) = tokio::sync::watch::channel(Vec::new());
+        let coordinator_link = Arc::new(CoordinatorLink::new(
+            &config.coordinator,
+            coordinator_tls.clone(),
+            volumes_handle.clone(),
+        ));
+        let (volume_host, volume_states) = VolumeHost::new(
+            VolumeHostConfig {
+                state_dir: config.state_dir.clone(),
+                fsync_bound: config.volume_fsync_bound,
+                every: Duration::from_secs(1),
+            },
+            bridges.clone(),
+            coordinator_link,
+            mounts.clone(),
+            volumes_handle.clone(),
+        );
+        let volumes_task = tokio::spawn(volume_host.run(assignments_rx, shutdown.clone()));
+        let (manager, report) = Manager::new(
+            podman,
+            ManagerConfig {
+                mesh,
+                state_dir: config.state_dir.clone(),
+                tick: Duration::from_millis(500),
+            },
+        );
+        let manager = manager.with_volumes(VolumeLink {
+            assignments,
+            mounts,
+        });
+        let (inputs, inputs_rx) = tokio::sync::mpsc::channel(16);
+        let manager_task = tokio::spawn(manager.run(inputs_rx, shutdown.clone()));
+        let mut agent = agent
+            .with_manager(ManagerLink { inputs, report })
+            .with_volumes(volume_states);
+        if let Some(host) = bridges {
+            agent = agent.with_bridges(host);
         }
         if let Err(e) = agent.spawn(shutdown).await {
             tracing::error!(error = %e, "cannot start the session thread");
         }
         let _ = manager_task.await;
+        let _ = volumes_task.await;
         tracing::info!("agent stopped");
     });
+    volumes_runtime.shutdown_background();
     Ok(())
 }
 

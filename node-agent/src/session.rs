@@ -58,6 +58,7 @@ pub struct Agent {
     options: ConnectOptions,
     manager: Option<ManagerLink>,
     bridges: Option<Arc<crate::bridges::BridgeHost>>,
+    volumes: Option<watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>>,
 }
 
 impl Agent {
@@ -79,6 +80,7 @@ impl Agent {
             options: ConnectOptions::default(),
             manager: None,
             bridges: None,
+            volumes: None,
         })
     }
 
@@ -92,6 +94,15 @@ impl Agent {
     /// Bridges: the directory goes to `host`, and checks run there.
     pub fn with_bridges(mut self, host: Arc<crate::bridges::BridgeHost>) -> Agent {
         self.bridges = Some(host);
+        self
+    }
+
+    /// Volumes: their states ride on every heartbeat.
+    pub fn with_volumes(
+        mut self,
+        states: watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>,
+    ) -> Agent {
+        self.volumes = Some(states);
         self
     }
 
@@ -224,6 +235,7 @@ impl Agent {
                         inventory: Some(work.inventory.borrow().clone()),
                         containers: self.manager.as_ref().map(|m| m.report.borrow().clone()),
                         directory_generation: work.applier.applied_directory(),
+                        volumes: self.volumes.as_ref().map(|v| v.borrow().clone()).unwrap_or_default(),
                     }))};
                     // A full queue means the connection is stalled: skip
                     // this beat rather than pile up stale inventory.

@@ -31,21 +31,19 @@ pub fn container_spec(s: &ServiceSpec) -> Result<ContainerSpec, String> {
             let v = match v {
                 VolumeEntry::Mount(m) => m,
                 VolumeEntry::Managed(m) => {
-                    return Err(format!(
-                        "volume '{}' ({} MiB{}) is a volume the mesh makes; the agents do not make \
-                         managed or replicated volumes yet (issue #11 is in progress): mount a \
-                         named volume or host path with \"SOURCE:{}\" for now",
-                        m.name,
-                        m.size_mib,
-                        if m.replicate { ", replicated" } else { "" },
-                        m.target
-                    ))
+                    return Ok(VolumeMount {
+                        source: String::new(),
+                        target: m.target.clone(),
+                        read_only: false,
+                        managed: m.name.clone(),
+                    })
                 }
             };
             parse_volume(v).map(|v| VolumeMount {
                 source: v.source,
                 target: v.target,
                 read_only: v.read_only,
+                managed: String::new(),
             })
         })
         .collect::<Result<Vec<_>, String>>()
@@ -121,7 +119,7 @@ mod tests {
     use mesh_topology::service::ManagedVolume;
 
     #[test]
-    fn a_volume_the_agents_cannot_make_yet_is_refused_with_the_way_out() {
+    fn a_managed_volume_becomes_a_mount_of_its_name() {
         let s = ServiceSpec {
             name: "memory-orchestrator".into(),
             image: "img".into(),
@@ -137,11 +135,12 @@ mod tests {
             ],
             ..Default::default()
         };
-        let err = container_spec(&s).unwrap_err();
-        assert!(
-            err.starts_with("memory-orchestrator: volume 'memory-data' (1024 MiB, replicated)"),
-            "{err}"
-        );
-        assert!(err.contains("\"SOURCE:/data\""), "{err}");
+        let spec = container_spec(&s).unwrap();
+        assert_eq!(spec.volumes.len(), 2);
+        assert_eq!(spec.volumes[0].source, "models");
+        assert!(spec.volumes[0].managed.is_empty());
+        assert_eq!(spec.volumes[1].managed, "memory-data");
+        assert_eq!(spec.volumes[1].target, "/data");
+        assert!(spec.volumes[1].source.is_empty());
     }
 }

@@ -131,7 +131,7 @@ pub fn validate(spec: &ContainerSpec) -> Result<(), Vec<String>> {
                 v.target
             ));
         }
-        if v.source.is_empty() {
+        if v.source.is_empty() && v.managed.is_empty() {
             problems.push(format!("{n}: volume for '{}' has no source", v.target));
         }
     }

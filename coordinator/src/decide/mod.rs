@@ -7,3 +7,4 @@ pub mod liveness;
 pub mod planning;
 pub mod rollout;
 pub mod sync;
+pub mod volumes;

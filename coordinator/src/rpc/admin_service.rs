@@ -10,8 +10,9 @@ use mesh_proto::v1::{
     rollout_event, ApplyTopologyRequest, CheckRequest, CheckResponse, CommandAction, CommandResult,
     ContainerCommand, Directory, GetDirectoryRequest, GetStatusRequest, GetStatusResponse,
     GetTopologyRequest, Hold, ListContainersRequest, ListContainersResponse, ListNodesRequest,
-    ListNodesResponse, NodeContainers, PlanTopologyRequest, RolloutEvent, RolloutSummary,
-    RunCommandRequest, SetContainersRequest, SetContainersResponse, TopologyPlan, TopologyStatus,
+    ListNodesResponse, ListVolumesRequest, ListVolumesResponse, NodeContainers,
+    PlanTopologyRequest, RolloutEvent, RolloutSummary, RunCommandRequest, SetContainersRequest,
+    SetContainersResponse, TopologyPlan, TopologyStatus,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -85,6 +86,7 @@ impl AdminService for AdminApi {
                 topology_api::host_names(&prepared.topology),
                 topology_api::unplaced(&prepared.plan),
                 crate::decide::directory::bridge_defs(&prepared.topology),
+                crate::decide::volumes::volume_defs(&prepared.topology),
             )
             .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         tracing::info!(parent: &span, rollout = id, groups = prepared.plan.placements.len(), "topology applied and persisted");
@@ -129,6 +131,18 @@ impl AdminService for AdminApi {
             .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "ListVolumes", &s.metrics)?;
+        let (defs, _) = s.topology.volume_view();
+        let volumes =
+            crate::rpc::volumes_api::rows(&defs, &s.volumes.records(), &s.volumes.reports());
+        Ok(Response::new(ListVolumesResponse { volumes }))
     }
 
     async fn get_directory(

@@ -10,7 +10,10 @@ use mesh_certs::Role;
 use mesh_proto::v1::agent_message::Body as AgentBody;
 use mesh_proto::v1::agent_service_server::AgentService;
 use mesh_proto::v1::coordinator_message::Body as CoordBody;
-use mesh_proto::v1::{AgentMessage, CoordinatorMessage, HeartbeatAck, Registered};
+use mesh_proto::v1::{
+    AgentMessage, CoordinatorMessage, HeartbeatAck, Registered, VolumeEventRequest,
+    VolumeEventResponse,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -113,6 +116,27 @@ impl AgentService for AgentApi {
         tokio::spawn(serve_stream(shared.clone(), node, session, inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn volume_event(
+        &self,
+        request: Request<VolumeEventRequest>,
+    ) -> Result<Response<VolumeEventResponse>, Status> {
+        let shared = &self.shared;
+        let identity = auth::require(
+            &request,
+            Role::Agent,
+            &shared.mesh,
+            "VolumeEvent",
+            &shared.metrics,
+        )?;
+        let req = request.into_inner();
+        let _span = tracing::info_span!("volume_event", node = %identity.name, group = %req.group, volume = %req.volume).entered();
+        // The record is committed before the answer leaves; a blocking
+        // commit is short (one redb transaction).
+        let answer = shared.volumes.event(&identity.name, &req);
+        tracing::info!(kind = ?req.kind(), answer = ?answer.answer(), "volume event");
+        Ok(Response::new(answer))
+    }
 }
 
 async fn serve_stream(
@@ -141,6 +165,7 @@ async fn serve_stream(
                     directory: (hb.directory_generation != 0).then_some(hb.directory_generation),
                     desired: hb.containers.as_ref().map(|c| c.desired_generation),
                 };
+                shared.volumes.report(&node, hb.volumes);
                 let result = shared.registry().heartbeat(
                     &node,
                     session,

@@ -7,3 +7,4 @@ pub mod agent_service;
 pub mod auth;
 pub mod server;
 pub mod topology_api;
+pub mod volumes_api;

@@ -165,10 +165,11 @@ pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
     let source = applied.source_name.clone();
     let hosts = host_names(&topology);
     let bridges = crate::decide::directory::bridge_defs(&topology);
+    let volumes = crate::decide::volumes::volume_defs(&topology);
     // Already stored: begin() writes it again, harmlessly.
     shared
         .topology
-        .begin(applied, planned, hosts, unplaced, bridges)
+        .begin(applied, planned, hosts, unplaced, bridges, volumes)
         .map_err(|e| e.to_string())?;
     Ok(Some(source))
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use mesh_proto::v1::{ContainerSpec, DesiredContainers, Hold};
+use mesh_proto::v1::{ContainerSpec, DesiredContainers, Hold, VolumeAssignment};
 
 use crate::decide::holds::{self, NodeHolds};
 pub use crate::state::numbering::next_generation;
@@ -18,6 +18,8 @@ use crate::state::store::{GenerationKey, Store, StoreError};
 pub struct DesiredStore {
     sets: Mutex<BTreeMap<String, DesiredContainers>>,
     holds: Mutex<BTreeMap<String, NodeHolds>>,
+    /// node -> the volumes it holds (part of every set sent to it).
+    volumes: Mutex<BTreeMap<String, Vec<VolumeAssignment>>>,
     numbering: Numbering,
     store: Option<Arc<Store>>,
 }
@@ -39,6 +41,7 @@ impl DesiredStore {
         Ok(DesiredStore {
             sets: Mutex::new(BTreeMap::new()),
             holds: Mutex::new(holds),
+            volumes: Mutex::default(),
             numbering,
             store,
         })
@@ -55,7 +58,38 @@ impl DesiredStore {
     ) -> Result<DesiredContainers, StoreError> {
         let mut sets = lock(&self.sets);
         let containers = holds::with_holds(containers, &self.holds_of(node));
-        self.replace(&mut sets, node, containers, now_unix_ms)
+        let volumes = self.volumes_of(node);
+        self.replace(&mut sets, node, containers, volumes, now_unix_ms)
+    }
+
+    /// Makes `volumes` the volumes `node` holds; a change is a new
+    /// generation of its set (returned to be sent), with the same containers.
+    pub fn set_volumes(
+        &self,
+        node: &str,
+        volumes: Vec<VolumeAssignment>,
+        now_unix_ms: u64,
+    ) -> Result<Option<DesiredContainers>, StoreError> {
+        let mut sets = lock(&self.sets);
+        if self.volumes_of(node) == volumes {
+            return Ok(None);
+        }
+        let containers = sets
+            .get(node)
+            .map(|d| d.containers.clone())
+            .unwrap_or_default();
+        let desired = self.replace(&mut sets, node, containers, volumes.clone(), now_unix_ms)?;
+        let mut all = lock(&self.volumes);
+        if volumes.is_empty() {
+            all.remove(node);
+        } else {
+            all.insert(node.to_string(), volumes);
+        }
+        Ok(Some(desired))
+    }
+
+    pub fn volumes_of(&self, node: &str) -> Vec<VolumeAssignment> {
+        lock(&self.volumes).get(node).cloned().unwrap_or_default()
     }
 
     fn replace(
@@ -63,6 +97,7 @@ impl DesiredStore {
         sets: &mut BTreeMap<String, DesiredContainers>,
         node: &str,
         containers: Vec<ContainerSpec>,
+        volumes: Vec<VolumeAssignment>,
         now_unix_ms: u64,
     ) -> Result<DesiredContainers, StoreError> {
         let previous = sets.get(node).map_or(0, |d| d.generation);
@@ -71,6 +106,7 @@ impl DesiredStore {
         let desired = DesiredContainers {
             generation,
             containers,
+            volumes,
         };
         sets.insert(node.to_string(), desired.clone());
         Ok(desired)
@@ -111,7 +147,8 @@ impl DesiredStore {
             return Ok(None);
         }
         let containers = holds::with_holds(current.containers.clone(), &node_holds);
-        self.replace(&mut sets, node, containers, now_unix_ms)
+        let volumes = current.volumes.clone();
+        self.replace(&mut sets, node, containers, volumes, now_unix_ms)
             .map(Some)
     }
 

@@ -10,5 +10,6 @@ pub mod sessions;
 pub mod shared;
 pub mod store;
 pub mod topology_state;
+pub mod volumes;
 
 pub use shared::{Shared, VERSION};

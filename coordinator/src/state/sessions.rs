@@ -214,7 +214,7 @@ mod tests {
     fn set(generation: u64) -> DesiredContainers {
         DesiredContainers {
             generation,
-            containers: vec![],
+            ..Default::default()
         }
     }
 

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mesh_proto::v1::Hold;
+
+use crate::decide::volumes::{RecordKey, VolumeRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,9 @@ const APPLIED_KEY: &str = "applied-topology";
 const GENERATIONS: TableDefinition<&str, u64> = TableDefinition::new("generations");
 /// (node, container) -> the operator's hold (a `Hold` number, never NONE).
 const HOLDS: TableDefinition<(&str, &str), i32> = TableDefinition::new("holds");
+/// (group, volume) -> its record (JSON): primary, standby, epoch, and
+/// whether the standby is Outdated.
+const VOLUMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("volumes");
 
 /// What a generation numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +206,47 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Durably records `records` in one transaction (committed before
+    /// this returns).
+    pub fn save_volumes(&self, records: &[VolumeRecord]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(VOLUMES).map_err(|e| self.io(e))?;
+            for r in records {
+                let bytes = serde_json::to_vec(r).map_err(|e| self.io(e))?;
+                table
+                    .insert((r.group.as_str(), r.name.as_str()), bytes.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Every volume record.
+    pub fn load_volumes(&self) -> Result<BTreeMap<RecordKey, VolumeRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = match txn.open_table(VOLUMES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(self.io(e)),
+        };
+        let mut out = BTreeMap::new();
+        for row in table.iter().map_err(|e| self.io(e))? {
+            let (k, v) = row.map_err(|e| self.io(e))?;
+            let (group, name) = k.value();
+            let record: VolumeRecord =
+                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    key: format!("volume {group}/{name}"),
+                    message: e.to_string(),
+                })?;
+            out.insert(record.key(), record);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +287,33 @@ mod tests {
         assert_eq!(holds.len(), 1, "{holds:?}");
         assert_eq!(holds["pc2"]["mem"], Hold::Stopped);
         assert_eq!(holds["pc2"]["llm"], Hold::Killed);
+    }
+
+    #[test]
+    fn volume_records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = VolumeRecord {
+            group: "memory".into(),
+            name: "db".into(),
+            size_bytes: 1 << 26,
+            replicate: true,
+            primary: "mainpc".into(),
+            standby: "pc2".into(),
+            epoch: 1,
+            standby_outdated: false,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.load_volumes().unwrap().is_empty());
+            store.save_volumes(std::slice::from_ref(&r)).unwrap();
+            let mut outdated = r.clone();
+            outdated.standby_outdated = true;
+            store.save_volumes(&[outdated]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load_volumes().unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert!(loaded[&r.key()].standby_outdated);
     }
 
     #[test]

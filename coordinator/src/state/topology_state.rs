@@ -28,6 +28,7 @@ pub struct Active {
     pub id: u64,
     pub applied: Applied,
     pub bridges: Vec<crate::decide::directory::BridgeDef>,
+    pub volumes: Vec<crate::decide::volumes::VolumeDef>,
     pub rollout: Controller,
 }
 
@@ -81,6 +82,7 @@ impl TopologyState {
         hosts: Vec<String>,
         unplaced: Vec<UnplacedGroup>,
         bridges: Vec<crate::decide::directory::BridgeDef>,
+        volumes: Vec<crate::decide::volumes::VolumeDef>,
     ) -> Result<(u64, broadcast::Receiver<Tagged>), StoreError> {
         if let Some(store) = &self.store {
             store.save_applied(&applied)?;
@@ -108,6 +110,7 @@ impl TopologyState {
             id,
             applied,
             bridges,
+            volumes,
             rollout: Controller::new(planned, hosts, unplaced, now, timeout),
         });
         Ok((id, receiver))
@@ -159,6 +162,21 @@ impl TopologyState {
             .filter_map(|p| p.host.clone().map(|h| (p.service.clone(), h)))
             .collect();
         (a.bridges.clone(), hosts, a.rollout.healthy())
+    }
+
+    /// The applied topology's managed volumes and where its groups are
+    /// placed.
+    pub fn volume_view(
+        &self,
+    ) -> (
+        Vec<crate::decide::volumes::VolumeDef>,
+        BTreeMap<String, String>,
+    ) {
+        let guard = lock(&self.active);
+        let Some(a) = guard.as_ref() else {
+            return Default::default();
+        };
+        (a.volumes.clone(), a.applied.placement.clone())
     }
 
     /// Groups, their hosts and health, for `meshctl status`.
@@ -224,6 +242,47 @@ pub fn usable_reports(reports: Vec<(String, Option<mesh_proto::v1::ContainerRepo
                 .map(|r| (node, r.containers))
         })
         .collect()
+}
+
+/// Decides which node holds which volume, persists what changed in the
+/// records, then sends every node whose volumes changed its new set.
+pub fn refresh_volumes(shared: &crate::state::Shared, now_unix_ms: u64) {
+    let (defs, placement) = shared.topology.volume_view();
+    let snapshot = shared
+        .registry()
+        .snapshot(crate::state::registry::Now::system());
+    let ready: BTreeSet<String> = snapshot
+        .iter()
+        .filter(|n| n.state() == mesh_proto::v1::NodeState::Ready)
+        .map(|n| n.name.clone())
+        .collect();
+    let records = shared.volumes.records();
+    let plan = crate::decide::volumes::plan(&defs, &placement, &ready, &records);
+    if let Err(e) = shared.volumes.save(plan.records) {
+        // Nothing is sent on an unrecorded decision; the next tick retries.
+        tracing::error!(error = %e, "volumes: cannot record the volume assignments");
+        return;
+    }
+    let nodes: BTreeSet<String> = snapshot
+        .iter()
+        .map(|n| n.name.clone())
+        .chain(plan.assignments.keys().cloned())
+        .collect();
+    for node in nodes {
+        let list = plan.assignments.get(&node).cloned().unwrap_or_default();
+        match shared.desired.set_volumes(&node, list, now_unix_ms) {
+            Ok(None) => {}
+            Ok(Some(d)) => {
+                let delivered = shared
+                    .sync_node(&node, Instant::now())
+                    .contains(&crate::decide::sync::Kind::Desired);
+                tracing::info!(node = %node, generation = d.generation, volumes = d.volumes.len(), delivered, "volumes: assignments updated");
+            }
+            Err(e) => {
+                tracing::error!(node = %node, error = %e, "volumes: cannot number the desired set")
+            }
+        }
+    }
 }
 
 /// Pushes each changed desired set to its node.

@@ -43,8 +43,23 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             }
             let result = match action {
                 Action::Create => {
+                    let resolved = match self.resolve_mounts(spec) {
+                        Ok(r) => r,
+                        Err(waiting) => {
+                            // Not a failure: created once its volume is attached.
+                            if let Some(t) = self.tracked.get_mut(name) {
+                                t.problem = Some(Problem {
+                                    failure: ContainerFailure::NotCreatedYet,
+                                    text: waiting.clone(),
+                                });
+                            }
+                            return Some(waiting);
+                        }
+                    };
                     self.writes += 1;
-                    let created = self.runtime.create(&self.config.mesh, spec, generation);
+                    let created = self
+                        .runtime
+                        .create(&self.config.mesh, &resolved, generation);
                     created.await.map(|_| ())
                 }
                 Action::Start => {

@@ -75,6 +75,8 @@ pub struct Manager<R: ContainerRuntime + Clone + 'static> {
     /// Background operations report here when they end.
     finished_tx: mpsc::UnboundedSender<Finished>,
     finished_rx: mpsc::UnboundedReceiver<Finished>,
+    /// Where managed volumes are assigned and found (None: no volumes here).
+    volumes: Option<crate::volumes::VolumeLink>,
 }
 
 /// A background operation on a container ended.
@@ -113,8 +115,47 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             observed: Vec::new(),
             finished_tx,
             finished_rx,
+            volumes: None,
         };
         (manager, rx)
+    }
+
+    /// Managed volumes: each desired set's assignments go to `link`, and
+    /// containers mount the volumes it has attached.
+    pub fn with_volumes(mut self, link: crate::volumes::VolumeLink) -> Manager<R> {
+        self.volumes = Some(link);
+        self.push_assignments();
+        self
+    }
+
+    fn push_assignments(&self) {
+        if let (Some(link), Some(d)) = (&self.volumes, &self.desired) {
+            link.assignments.send_if_modified(|current| {
+                let changed = *current != d.volumes;
+                if changed {
+                    *current = d.volumes.clone();
+                }
+                changed
+            });
+        }
+    }
+
+    /// `spec` as Podman should create it: managed mounts resolved to their
+    /// volumes' mount points, or why it must wait.
+    pub(crate) fn resolve_mounts(
+        &self,
+        spec: &mesh_proto::v1::ContainerSpec,
+    ) -> Result<mesh_proto::v1::ContainerSpec, String> {
+        if !crate::volumes::VolumeMounts::uses(spec) {
+            return Ok(spec.clone());
+        }
+        match &self.volumes {
+            Some(link) => link.mounts.resolve(spec),
+            None => Err(format!(
+                "{} mounts a managed volume, but this agent runs without volumes",
+                spec.name
+            )),
+        }
     }
 
     pub async fn run(mut self, mut inputs: mpsc::Receiver<Input>, shutdown: CancellationToken) {
@@ -167,6 +208,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             }
         }
         self.desired = Some(desired);
+        self.push_assignments();
     }
 }
 

@@ -55,6 +55,19 @@ pub fn create_opts(
             range: None,
         }));
     }
+    if let Some(v) = spec
+        .volumes
+        .iter()
+        .find(|v| !v.managed.is_empty() && !v.source.starts_with('/'))
+    {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "{}: the managed volume '{}' is not attached on this host",
+            spec.name, v.managed
+        )));
+    }
+    // A managed volume arrives resolved to its mount point (an absolute
+    // source); it is bind-mounted with rslave propagation, so a volume
+    // re-attached under a running container shows up inside it.
     let (binds, named): (Vec<_>, Vec<_>) =
         spec.volumes.iter().partition(|v| v.source.starts_with('/'));
     if !named.is_empty() {
@@ -74,10 +87,12 @@ pub fn create_opts(
             _type: Some("bind".into()),
             source: Some(v.source.clone()),
             destination: Some(v.target.clone()),
-            options: Some(if v.read_only {
-                vec!["ro".into()]
-            } else {
-                vec!["rw".into()]
+            options: Some({
+                let mut o = vec![if v.read_only { "ro" } else { "rw" }.to_string()];
+                if !v.managed.is_empty() {
+                    o.push("rslave".into());
+                }
+                o
             }),
             uid_mappings: None,
             gid_mappings: None,
@@ -173,11 +188,13 @@ mod tests {
                     source: "data".into(),
                     target: "/data".into(),
                     read_only: false,
+                    ..Default::default()
                 },
                 VolumeMount {
                     source: "/etc/models".into(),
                     target: "/models".into(),
                     read_only: true,
+                    ..Default::default()
                 },
             ],
             resources: Some(Resources {

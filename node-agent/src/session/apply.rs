@@ -157,7 +157,7 @@ mod tests {
     fn desired(generation: u64) -> DesiredContainers {
         DesiredContainers {
             generation,
-            containers: vec![],
+            ..Default::default()
         }
     }
 

@@ -69,6 +69,7 @@ fn validation_reports_every_problem() {
         source: "data".into(),
         target: "relative".into(),
         read_only: false,
+        ..Default::default()
     });
     s.resources = Some(Resources {
         cpus: -1.0,

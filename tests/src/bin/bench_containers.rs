@@ -168,6 +168,7 @@ async fn main() -> Result<()> {
             .send(Input::Desired(DesiredContainers {
                 generation,
                 containers: vec![web_spec(&name, args.probe_ms)],
+                ..Default::default()
             }))
             .await?;
         loop {
@@ -192,7 +193,7 @@ async fn main() -> Result<()> {
         inputs
             .send(Input::Desired(DesiredContainers {
                 generation,
-                containers: vec![],
+                ..Default::default()
             }))
             .await?;
         let base_name = format!("base{i}");
@@ -235,6 +236,7 @@ async fn main() -> Result<()> {
     manager.set_desired(DesiredContainers {
         generation: 1_000_000,
         containers: specs,
+        ..Default::default()
     });
     let setup = Instant::now();
     manager.pass().await;

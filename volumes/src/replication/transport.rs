@@ -138,6 +138,19 @@ pub fn serve_standby<I: Image + Send + 'static>(
     standby: Standby<I>,
     write_timeout: Duration,
 ) -> Arc<StandbyHandle<I>> {
+    serve_standby_from(tunnels, volume_id, standby, write_timeout, None)
+}
+
+/// [`serve_standby`], accepting streams only from the agent `primary`
+/// (the node name its certificate proves) when one is given: another
+/// agent of the mesh cannot write this standby's image.
+pub fn serve_standby_from<I: Image + Send + 'static>(
+    tunnels: &Tunnels,
+    volume_id: &str,
+    standby: Standby<I>,
+    write_timeout: Duration,
+    primary: Option<String>,
+) -> Arc<StandbyHandle<I>> {
     let handle = Arc::new(StandbyHandle {
         standby: Mutex::new(standby),
         session: AtomicU64::new(0),
@@ -145,17 +158,26 @@ pub fn serve_standby<I: Image + Send + 'static>(
     });
     let h = handle.clone();
     tunnels.serve_channel(&channel_name(volume_id), move |ch| {
-        serve_standby_stream(h.clone(), ch)
+        serve_standby_stream(h.clone(), ch, primary.clone())
     });
     handle
 }
 
-async fn serve_standby_stream<I: Image + Send + 'static>(h: Arc<StandbyHandle<I>>, ch: Channel) {
+async fn serve_standby_stream<I: Image + Send + 'static>(
+    h: Arc<StandbyHandle<I>>,
+    ch: Channel,
+    primary: Option<String>,
+) {
     let Channel {
         peer,
         mut send,
         mut recv,
     } = ch;
+    if let Some(expected) = primary.filter(|p| *p != peer) {
+        warn!(%peer, %expected, "refused a replication stream: only the volume's primary may write it");
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+        return;
+    }
     let session = h.session.fetch_add(1, Ordering::SeqCst) + 1;
     info!(%peer, session, "replication stream from the primary");
     // Whatever an earlier stream had open is over.

@@ -10,7 +10,7 @@ fn directory(generation: u64) -> Directory {
 fn desired(generation: u64) -> DesiredContainers {
     DesiredContainers {
         generation,
-        containers: vec![],
+        ..Default::default()
     }
 }
 

@@ -40,6 +40,7 @@ pub fn desired(generation: u64, containers: Vec<ContainerSpec>) -> DesiredContai
     DesiredContainers {
         generation,
         containers,
+        ..Default::default()
     }
 }
 

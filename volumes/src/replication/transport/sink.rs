@@ -74,6 +74,13 @@ pub struct SinkStatus {
     pub last_error: Option<String>,
     /// The last reason the standby refused the session.
     pub last_refusal: Option<String>,
+    /// Writes and bytes sent and not yet acknowledged by the standby.
+    pub inflight_writes: u64,
+    pub inflight_bytes: u64,
+    /// Blocks the resync of the standby has covered, of all, while one runs.
+    pub resync: Option<(u64, u64)>,
+    /// How long the last fsync through the sink took.
+    pub last_fsync: Option<Duration>,
 }
 
 struct Link {
@@ -93,6 +100,7 @@ struct State {
     closed: bool,
     last_error: Option<String>,
     last_refusal: Option<String>,
+    last_fsync: Option<Duration>,
 }
 
 struct Shared {
@@ -141,6 +149,7 @@ impl ReplicatingSink {
                 closed: false,
                 last_error: None,
                 last_refusal: None,
+                last_fsync: None,
             }),
             changed: Condvar::new(),
             reconnect: Notify::new(),
@@ -166,6 +175,15 @@ impl ReplicatingSink {
             fenced: st.primary.is_fenced(),
             last_error: st.last_error.clone(),
             last_refusal: st.last_refusal.clone(),
+            inflight_writes: st.primary.inflight_writes() as u64,
+            inflight_bytes: st.primary.inflight_bytes(),
+            resync: st.resync.as_ref().map(|r| {
+                (
+                    r.done_blocks(),
+                    self.shared.cfg.primary.identity.total_blocks(),
+                )
+            }),
+            last_fsync: st.last_fsync,
         }
     }
 
@@ -239,11 +257,15 @@ impl WriteSink for ReplicatingSink {
     fn fsync(&self) -> io::Result<()> {
         let sh = &self.shared;
         let mut st = sh.lock();
-        let ticket = st.primary.fsync(Instant::now()).map_err(to_io)?;
+        let started = Instant::now();
+        let ticket = st.primary.fsync(started).map_err(to_io)?;
         sh.drive(&mut st);
         loop {
             match st.primary.fsync_state(ticket).map_err(to_io)? {
-                FsyncState::Durable => return Ok(()),
+                FsyncState::Durable => {
+                    st.last_fsync = Some(started.elapsed());
+                    return Ok(());
+                }
                 FsyncState::Waiting => {
                     st = sh.wait(st);
                     sh.drive(&mut st);

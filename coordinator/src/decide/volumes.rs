@@ -1,0 +1,212 @@
+//! Managed volumes: which host holds each one and in what role, and what
+//! the coordinator records about them. Pure functions of the topology's
+//! volumes, the placement, which nodes are Ready and the records.
+//!
+//! - The primary is the host the volume was created on (its record), or,
+//!   for a new volume, its group's host.
+//! - A replicated volume's standby is the recorded one while it stays in
+//!   the group's fallbacks; else the first Ready fallback that is not the
+//!   primary. A standby that is down stays the standby: the primary
+//!   outdates it (through the coordinator) and resyncs it when it returns.
+//! - A standby new to an existing volume starts Outdated (the primary goes
+//!   on alone and resyncs it); the standby of a new volume does not (both
+//!   images are empty).
+//! - Only the primary may change a record, and only at the record's epoch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mesh_proto::v1::{
+    VolumeAssignment, VolumeEventAnswer, VolumeEventKind, VolumeEventRequest, VolumeRole,
+};
+use mesh_topology::model::Topology;
+use mesh_topology::service::VolumeEntry;
+use serde::{Deserialize, Serialize};
+
+const MIB: u64 = 1024 * 1024;
+
+/// A managed volume as the applied topology declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeDef {
+    pub group: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub replicate: bool,
+    pub import: String,
+    /// The group's failover fallbacks, in order.
+    pub fallbacks: Vec<String>,
+}
+
+/// What the coordinator keeps about a volume (in its store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub group: String,
+    pub name: String,
+    pub size_bytes: u64,
+    pub replicate: bool,
+    pub primary: String,
+    /// Empty: no standby (not replicated, or none was ever Ready).
+    pub standby: String,
+    pub epoch: u64,
+    /// The primary went on without the standby: it misses writes.
+    pub standby_outdated: bool,
+}
+
+pub type RecordKey = (String, String);
+
+impl VolumeRecord {
+    pub fn key(&self) -> RecordKey {
+        (self.group.clone(), self.name.clone())
+    }
+}
+
+/// Every managed volume of `t`, once per group and name (services of one
+/// group that name the same volume share it).
+pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
+    let mut out: Vec<VolumeDef> = Vec::new();
+    for g in &t.groups {
+        let group = g.name.get_ref();
+        let fallbacks = g
+            .failover
+            .as_ref()
+            .map(|f| f.fallbacks.clone())
+            .unwrap_or_default();
+        for s in &g.services {
+            for v in &s.get_ref().volumes {
+                let VolumeEntry::Managed(m) = v else { continue };
+                if out.iter().any(|d| d.group == *group && d.name == m.name) {
+                    continue;
+                }
+                out.push(VolumeDef {
+                    group: group.clone(),
+                    name: m.name.clone(),
+                    size_bytes: m.size_mib * MIB,
+                    replicate: m.replicate,
+                    import: m.import.clone(),
+                    fallbacks: fallbacks.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What [`plan`] decided.
+#[derive(Debug, Default, PartialEq)]
+pub struct VolumePlan {
+    /// New or changed records: persisted before any assignment is sent.
+    pub records: Vec<VolumeRecord>,
+    /// node -> the volumes it holds.
+    pub assignments: BTreeMap<String, Vec<VolumeAssignment>>,
+}
+
+pub fn plan(
+    defs: &[VolumeDef],
+    placement: &BTreeMap<String, String>,
+    ready: &BTreeSet<String>,
+    records: &BTreeMap<RecordKey, VolumeRecord>,
+) -> VolumePlan {
+    let mut out = VolumePlan::default();
+    for d in defs {
+        let key = (d.group.clone(), d.name.clone());
+        let existing = records.get(&key);
+        let Some(primary) = existing
+            .map(|r| r.primary.clone())
+            .or_else(|| placement.get(&d.group).cloned())
+        else {
+            continue;
+        };
+        let mut record = existing.cloned().unwrap_or_else(|| VolumeRecord {
+            group: d.group.clone(),
+            name: d.name.clone(),
+            size_bytes: d.size_bytes,
+            replicate: d.replicate,
+            primary: primary.clone(),
+            standby: String::new(),
+            epoch: 1,
+            standby_outdated: false,
+        });
+        record.size_bytes = d.size_bytes;
+        record.replicate = d.replicate;
+        if d.replicate {
+            let keep = !record.standby.is_empty()
+                && record.standby != primary
+                && d.fallbacks.contains(&record.standby);
+            if !keep {
+                let next = d
+                    .fallbacks
+                    .iter()
+                    .find(|h| **h != primary && ready.contains(*h))
+                    .cloned()
+                    .unwrap_or_default();
+                if next != record.standby {
+                    // An existing volume's new standby misses everything.
+                    record.standby_outdated = existing.is_some() && !next.is_empty();
+                    record.standby = next;
+                }
+            }
+        } else {
+            record.standby.clear();
+            record.standby_outdated = false;
+        }
+        if existing != Some(&record) {
+            out.records.push(record.clone());
+        }
+        let assignment = |role: VolumeRole, peer: &str| VolumeAssignment {
+            group: record.group.clone(),
+            name: record.name.clone(),
+            size_bytes: record.size_bytes,
+            role: role as i32,
+            replicate: record.replicate,
+            peer: peer.to_string(),
+            epoch: record.epoch,
+            standby_outdated: record.standby_outdated,
+            import_from: if role == VolumeRole::Primary {
+                d.import.clone()
+            } else {
+                String::new()
+            },
+        };
+        out.assignments
+            .entry(primary.clone())
+            .or_default()
+            .push(assignment(VolumeRole::Primary, &record.standby));
+        if !record.standby.is_empty() {
+            out.assignments
+                .entry(record.standby.clone())
+                .or_default()
+                .push(assignment(VolumeRole::Standby, &primary));
+        }
+    }
+    out
+}
+
+/// The answer to a primary's event, and the record to persist first.
+pub fn on_event(
+    record: Option<&VolumeRecord>,
+    caller: &str,
+    req: &VolumeEventRequest,
+) -> (VolumeEventAnswer, Option<VolumeRecord>) {
+    let Some(record) = record else {
+        return (VolumeEventAnswer::NotPrimary, None);
+    };
+    if record.primary != caller {
+        return (VolumeEventAnswer::NotPrimary, None);
+    }
+    if req.epoch < record.epoch {
+        return (VolumeEventAnswer::NewerEpoch, None);
+    }
+    let outdated = match req.kind() {
+        VolumeEventKind::OutdateStandby => true,
+        VolumeEventKind::StandbyUpToDate => false,
+        VolumeEventKind::Unspecified => return (VolumeEventAnswer::Unspecified, None),
+    };
+    if record.standby_outdated == outdated {
+        return (VolumeEventAnswer::Recorded, None);
+    }
+    let mut next = record.clone();
+    next.standby_outdated = outdated;
+    (VolumeEventAnswer::Recorded, Some(next))
+}
+
+#[cfg(test)]
+mod tests;

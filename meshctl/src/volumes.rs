@@ -1,0 +1,229 @@
+//! `meshctl volumes`: managed volumes, their replicas and replication, and
+//! the one-line-per-group summary of `meshctl status`.
+
+use anyhow::Result;
+use mesh_proto::v1::admin_service_client::AdminServiceClient;
+use mesh_proto::v1::{
+    DiskState, ListVolumesRequest, ReplicationStanding, VolumeReplica, VolumeRow,
+};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+use crate::table::render;
+
+pub async fn list(client: &mut AdminServiceClient<Channel>) -> Result<Vec<VolumeRow>> {
+    Ok(client
+        .list_volumes(ListVolumesRequest {})
+        .await
+        .map_err(crate::admin::call_error)?
+        .into_inner()
+        .volumes)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes / (1024 * 1024))
+}
+
+/// "UpToDate", "Outdated", "Inconsistent 42%", "?" (not reported).
+pub fn disk_text(r: &VolumeReplica) -> String {
+    match r.disk() {
+        DiskState::UpToDate => "UpToDate".into(),
+        DiskState::Outdated => "Outdated".into(),
+        DiskState::Inconsistent => {
+            match (r.resync_done_blocks * 100).checked_div(r.resync_total_blocks) {
+                Some(pct) => format!("Inconsistent {pct}%"),
+                None => "Inconsistent".into(),
+            }
+        }
+        DiskState::Unspecified if !r.reported => "not reported".into(),
+        DiskState::Unspecified => "?".into(),
+    }
+}
+
+pub fn standing_text(s: ReplicationStanding) -> &'static str {
+    match s {
+        ReplicationStanding::Unspecified => "-",
+        ReplicationStanding::Local => "local",
+        ReplicationStanding::InSync => "in sync",
+        ReplicationStanding::Resyncing => "resyncing",
+        ReplicationStanding::OutdatePending => "standby silent",
+        ReplicationStanding::Alone => "alone",
+        ReplicationStanding::Fenced => "fenced",
+    }
+}
+
+fn replica_text(r: &VolumeReplica) -> String {
+    format!("{} {}", r.node, disk_text(r))
+}
+
+pub fn to_json(rows: &[VolumeRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|v| {
+                json!({
+                    "group": v.group,
+                    "volume": v.name,
+                    "size_bytes": v.size_bytes,
+                    "used_bytes": v.used_bytes,
+                    "replicate": v.replicate,
+                    "primary": v.primary,
+                    "standby": v.standby,
+                    "epoch": v.epoch,
+                    "standing": standing_text(v.standing()),
+                    "standby_outdated": v.standby_outdated,
+                    "lag_writes": v.lag_writes,
+                    "lag_bytes": v.lag_bytes,
+                    "last_fsync_us": v.last_fsync_us,
+                    "replicas": v.replicas.iter().map(|r| json!({
+                        "node": r.node,
+                        "role": r.role().as_str_name(),
+                        "disk": disk_text(r),
+                        "resync_done_blocks": r.resync_done_blocks,
+                        "resync_total_blocks": r.resync_total_blocks,
+                        "reported": r.reported,
+                        "error": r.error,
+                    })).collect::<Vec<_>>(),
+                    "problem": v.problem,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn table(rows: &[VolumeRow]) -> String {
+    if rows.is_empty() {
+        return "no managed volumes (declare them in a topology: volumes = [{ name, target, size_mib, replicate }])\n".into();
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|v| {
+            let replica = |i: usize| v.replicas.get(i).map(replica_text).unwrap_or("-".into());
+            vec![
+                v.group.clone(),
+                v.name.clone(),
+                mib(v.size_bytes),
+                mib(v.used_bytes),
+                replica(0),
+                if v.replicate {
+                    replica(1)
+                } else {
+                    "(local)".into()
+                },
+                standing_text(v.standing()).into(),
+                format!("{} writes / {} B", v.lag_writes, v.lag_bytes),
+                v.epoch.to_string(),
+                if v.last_fsync_us == 0 {
+                    "-".into()
+                } else {
+                    format!("{:.2} ms", v.last_fsync_us as f64 / 1000.0)
+                },
+            ]
+        })
+        .collect();
+    let mut out = render(
+        &[
+            "GROUP",
+            "VOLUME",
+            "SIZE",
+            "USED",
+            "PRIMARY",
+            "STANDBY",
+            "REPLICATION",
+            "LAG",
+            "EPOCH",
+            "FSYNC",
+        ],
+        &body,
+    );
+    for v in rows.iter().filter(|v| !v.problem.is_empty()) {
+        out.push_str(&format!("{}/{}: {}\n", v.group, v.name, v.problem));
+    }
+    out
+}
+
+/// One line per group with volumes, for `meshctl status`.
+pub fn summary(rows: &[VolumeRow]) -> String {
+    let mut groups: Vec<&str> = rows.iter().map(|v| v.group.as_str()).collect();
+    groups.dedup();
+    let mut out = String::new();
+    for g in groups {
+        let vols: Vec<&VolumeRow> = rows.iter().filter(|v| v.group == g).collect();
+        let protected = vols.iter().all(|v| {
+            !v.replicate
+                || (v.standing() == ReplicationStanding::InSync
+                    && v.replicas.iter().all(|r| r.disk() == DiskState::UpToDate))
+        });
+        let parts: Vec<String> = vols
+            .iter()
+            .map(|v| {
+                let standby = v
+                    .replicas
+                    .get(1)
+                    .map(|r| format!(" -> {}", replica_text(r)))
+                    .unwrap_or_default();
+                format!("{} on {}{standby}", v.name, v.primary)
+            })
+            .collect();
+        out.push_str(&format!(
+            "volumes of {g}: {} ({})\n",
+            if protected {
+                "protected"
+            } else {
+                "NOT fully protected"
+            },
+            parts.join(", ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_proto::v1::VolumeRole;
+
+    fn row(standby_disk: DiskState) -> VolumeRow {
+        VolumeRow {
+            group: "memory".into(),
+            name: "db".into(),
+            size_bytes: 1 << 30,
+            used_bytes: 3 << 20,
+            replicate: true,
+            primary: "mainpc".into(),
+            standby: "pc2".into(),
+            epoch: 1,
+            standing: ReplicationStanding::InSync as i32,
+            replicas: vec![
+                VolumeReplica {
+                    node: "mainpc".into(),
+                    role: VolumeRole::Primary as i32,
+                    disk: DiskState::UpToDate as i32,
+                    reported: true,
+                    ..Default::default()
+                },
+                VolumeReplica {
+                    node: "pc2".into(),
+                    role: VolumeRole::Standby as i32,
+                    disk: standby_disk as i32,
+                    resync_done_blocks: 25,
+                    resync_total_blocks: 100,
+                    reported: true,
+                    ..Default::default()
+                },
+            ],
+            last_fsync_us: 1540,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn table_shows_states_lag_and_fsync() {
+        let t = table(&[row(DiskState::Inconsistent)]);
+        assert!(t.contains("pc2 Inconsistent 25%"), "{t}");
+        assert!(t.contains("mainpc UpToDate"), "{t}");
+        assert!(t.contains("1024 MiB"), "{t}");
+        assert!(t.contains("1.54 ms"), "{t}");
+        assert!(summary(&[row(DiskState::Inconsistent)]).contains("NOT fully protected"));
+        assert!(summary(&[row(DiskState::UpToDate)]).starts_with("volumes of memory: protected"));
+    }
+}
