@@ -13,6 +13,8 @@
 //! - [`binaries`]: where the workspace's binaries were built.
 //! - [`moves`]: a bridged service moved between hosts by re-applying a
 //!   topology, and the wait until every host's bridge follows it.
+//! - [`volumes`]: a replicated volume's mesh, the hard kill of its
+//!   primary host, and the checker of the standby's image.
 //! - [`wait`]: polling with a deadline that names what was awaited.
 //!
 //! Everything is named per test and per process, so tests run in parallel.
@@ -34,6 +36,7 @@ pub mod netns;
 pub mod pki;
 pub mod podman;
 pub mod process;
+pub mod volumes;
 pub mod wait;
 
 /// Tests that need root and namespaces call this first. In CI (CI=true)

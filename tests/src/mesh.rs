@@ -363,6 +363,15 @@ impl Drop for MeshFixture {
         }
         for node in self.hosts.keys() {
             crate::podman::release_state(&self.state_dir(node).join("podman"), self.podman(node));
+            // The volumes of a killed agent: their mounts and loop devices.
+            match mesh_volumes::local::cleanup_stale(&self.state_dir(node)) {
+                Ok(cleaned) => {
+                    for c in cleaned {
+                        eprintln!("{node}: cleaned up {c}");
+                    }
+                }
+                Err(e) => eprintln!("{node}: volume cleanup: {e}"),
+            }
         }
     }
 }

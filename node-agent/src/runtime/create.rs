@@ -22,6 +22,17 @@ pub struct GpuFacts {
     pub gpu_count: u32,
 }
 
+/// The spec as the coordinator sent it: a managed mount without the mount
+/// point the agent resolved it to, so the container's spec-hash label is
+/// the desired spec's and the container is not recreated for it.
+fn as_desired(spec: &ContainerSpec) -> ContainerSpec {
+    let mut s = spec.clone();
+    for v in s.volumes.iter_mut().filter(|v| !v.managed.is_empty()) {
+        v.source.clear();
+    }
+    s
+}
+
 pub fn create_opts(
     mesh: &str,
     spec: &ContainerSpec,
@@ -37,7 +48,7 @@ pub fn create_opts(
     let mut builder: ContainerCreateOptsBuilder = ContainerCreateOpts::builder()
         .name(container_name(&spec.name))
         .image(&spec.image)
-        .labels(ownership_labels(mesh, spec, generation))
+        .labels(ownership_labels(mesh, &as_desired(spec), generation))
         .env(env);
     if !spec.command.is_empty() {
         builder = builder.command(spec.command.clone());
@@ -167,6 +178,38 @@ mod tests {
 
     fn json(opts: &ContainerCreateOpts) -> serde_json::Value {
         serde_json::from_slice(&opts.serialize_vec().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_resolved_managed_mount_is_an_rslave_bind_labelled_with_the_desired_hash() {
+        let desired = ContainerSpec {
+            name: "memory-db".into(),
+            group: "memory".into(),
+            image: "img".into(),
+            volumes: vec![VolumeMount {
+                target: "/data".into(),
+                managed: "memory-data".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let refused = create_opts("home", &desired, 1, GpuFacts::default()).unwrap_err();
+        assert!(refused.to_string().contains("not attached"), "{refused}");
+        let mut resolved = desired.clone();
+        resolved.volumes[0].source = "/state/volumes/memory.memory-data/mnt".into();
+        let j = json(&create_opts("home", &resolved, 1, GpuFacts::default()).unwrap());
+        assert_eq!(
+            j["mounts"][0]["source"],
+            "/state/volumes/memory.memory-data/mnt"
+        );
+        assert_eq!(
+            j["mounts"][0]["options"],
+            serde_json::json!(["rw", "rslave"])
+        );
+        assert_eq!(
+            j["labels"][crate::containers::spec::LABEL_SPEC_HASH],
+            crate::containers::spec::spec_hash(&desired)
+        );
     }
 
     #[test]

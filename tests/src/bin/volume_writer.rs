@@ -1,0 +1,75 @@
+//! `volume-writer`: the client of the volume kill test. Sends numbered
+//! writes (`put key-N value`) to a demo service in sqlite or memory mode,
+//! one at a time over REQ, and prints `sent N` before each and `acked N`
+//! after each `ok` reply, flushed at once, so whoever reads its output
+//! knows every write the service acknowledged even if this process is
+//! killed. Stops after COUNT writes, or when a reply does not come within
+//! the timeout (the service's host was killed).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use zeromq::{ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The service, e.g. tcp://10.77.0.2:7150.
+    #[arg(long)]
+    connect: String,
+    /// How many writes; 0: until a reply does not come.
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// The first key number.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    #[arg(long, default_value_t = 3000)]
+    timeout_ms: u64,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut options = SocketOptions::default();
+    options.connect_timeout(Duration::from_secs(15));
+    let mut socket = ReqSocket::with_options(options);
+    socket
+        .connect(&args.connect)
+        .await
+        .with_context(|| format!("connecting to {}", args.connect))?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let out = std::io::stdout();
+    let mut n = args.first;
+    loop {
+        if args.count != 0 && n >= args.first + args.count {
+            return Ok(());
+        }
+        let key = format!("key-{n}");
+        let mut msg = ZmqMessage::from(b"put".to_vec());
+        msg.push_back(key.into_bytes().into());
+        msg.push_back(b"value".to_vec().into());
+        writeln!(out.lock(), "sent {n}")?;
+        match tokio::time::timeout(timeout, socket.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("send of key-{n}: {e}"),
+            Err(_) => bail!("send of key-{n}: no progress within {timeout:?}"),
+        }
+        let reply = match tokio::time::timeout(timeout, socket.recv()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => bail!("reply to key-{n}: {e}"),
+            Err(_) => bail!("reply to key-{n}: none within {timeout:?}"),
+        };
+        let first = reply.get(0).map(|f| f.to_vec()).unwrap_or_default();
+        if first != b"ok" {
+            bail!(
+                "key-{n} refused: {}",
+                String::from_utf8_lossy(&first).into_owned()
+            );
+        }
+        let mut o = out.lock();
+        writeln!(o, "acked {n}")?;
+        o.flush()?;
+        n += 1;
+    }
+}

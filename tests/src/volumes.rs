@@ -1,0 +1,368 @@
+//! Replicated volumes in a mesh of `mainpc` (coordinator, the writer),
+//! `pc2` (the primary) and `pc3` (the standby): the topology, waiting for
+//! the replicas, the hard kill of the primary host, and the checker that
+//! reads the standby's image as a failover would.
+//!
+//! The checker: copy the standby's image, let `e2fsck` replay the ext4
+//! journal and then find the filesystem clean, mount the copy read-only
+//! and run the demo service's `sqlite-check` on it: SQLite's
+//! `integrity_check` must say ok, and every key the writer saw
+//! acknowledged must be there.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::binaries;
+use crate::mesh::MeshFixture;
+use crate::podman::DEMO_IMAGE;
+use crate::process::{self, Proc};
+use crate::wait;
+
+pub const HOSTS: [&str; 3] = ["mainpc", "pc2", "pc3"];
+pub const PRIMARY: &str = "pc2";
+pub const STANDBY: &str = "pc3";
+pub const GROUP: &str = "memory";
+pub const VOLUME: &str = "memory-data";
+pub const PORT: u16 = 7150;
+
+/// The SQLite memory service on pc2 with a replicated volume; pc3 is its
+/// failover fallback, so its standby.
+pub const TOPOLOGY: &str = r#"
+[[hosts]]
+name = "mainpc"
+labels = { role = "mainpc" }
+[[hosts]]
+name = "pc2"
+labels = { role = "pc2" }
+[[hosts]]
+name = "pc3"
+labels = { role = "pc3" }
+
+[[groups]]
+name = "memory"
+constraints = { role = "pc2" }
+failover = { policy = "singleton", fallbacks = ["pc3"] }
+[[groups.services]]
+name = "memory-db"
+image = "IMAGE"
+env = { DEMO_MODE = "sqlite", DEMO_NAME = "memory-db", DEMO_DATA_DIR = "/data" }
+ports = ["7150:5555"]
+volumes = [{ name = "memory-data", target = "/data", size_mib = 64, replicate = true }]
+[groups.services.health]
+zmq = { port = 5555 }
+interval_ms = 200
+"#;
+
+/// Applies [`TOPOLOGY`] and waits for the rollout.
+pub fn apply(mesh: &MeshFixture) {
+    let file = mesh.state.path().join("volumes.toml");
+    std::fs::write(&file, TOPOLOGY.replace("IMAGE", DEMO_IMAGE)).expect("write topology");
+    let out = mesh.meshctl(
+        "mainpc",
+        &[
+            "place",
+            &file.to_string_lossy(),
+            "--apply",
+            "--timeout",
+            "180",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "apply: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `meshctl volumes -o json`.
+pub fn volumes_json(mesh: &MeshFixture) -> Result<Value, String> {
+    let out = mesh.meshctl("mainpc", &["volumes", "-o", "json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// The row of the test's volume.
+pub fn row(v: &Value) -> Option<&Value> {
+    v.as_array()?
+        .iter()
+        .find(|r| r["group"] == GROUP && r["volume"] == VOLUME)
+}
+
+/// Waits until the primary replicates in sync to an UpToDate standby.
+pub fn wait_in_sync(mesh: &MeshFixture, limit: Duration) -> Value {
+    wait::until(
+        "the volume to be in sync on both replicas",
+        limit,
+        Duration::from_millis(300),
+        || {
+            let v = volumes_json(mesh)?;
+            let Some(r) = row(&v) else {
+                return Err(format!("no row yet: {v}"));
+            };
+            let disks: Vec<&str> = r["replicas"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["disk"].as_str()).collect())
+                .unwrap_or_default();
+            if r["standing"] == "in sync" && disks == ["UpToDate", "UpToDate"] {
+                Ok(Some(r.clone()))
+            } else {
+                Err(r.to_string())
+            }
+        },
+    )
+}
+
+/// Starts the writer on mainpc against the service's published port on
+/// the primary.
+pub fn start_writer(mesh: &MeshFixture, first: u64) -> Proc {
+    let mut cmd = process::command(Some(mesh.host("mainpc")), &binaries::path("volume-writer"));
+    cmd.arg("--connect")
+        .arg(format!("tcp://{}:{PORT}", mesh.host(PRIMARY).address))
+        .arg("--first")
+        .arg(first.to_string());
+    Proc::spawn("volume-writer", cmd)
+}
+
+/// The keys the writer saw acknowledged, and how many it sent.
+pub fn writer_tally(writer: &Proc) -> (BTreeSet<u64>, u64) {
+    let logs = writer.logs();
+    let mut acked = BTreeSet::new();
+    let mut sent = 0;
+    for line in logs.lines() {
+        if let Some(n) = line.strip_prefix("acked ") {
+            if let Ok(n) = n.trim().parse() {
+                acked.insert(n);
+            }
+        } else if line.starts_with("sent ") {
+            sent += 1;
+        }
+    }
+    (acked, sent)
+}
+
+/// Kills the primary host hard: its agent (and with it the FUSE server of
+/// the volume), its containers and its Podman service, all with SIGKILL;
+/// then cleans up the dead mounts and deletes its image, so nothing of
+/// the primary's copy can be read afterwards.
+pub fn kill_primary_host(mesh: &mut MeshFixture) {
+    if let Some(agent) = mesh.agents.get_mut(PRIMARY) {
+        agent.kill();
+    }
+    let _ = process::run({
+        let mut c = mesh.podman(PRIMARY);
+        c.args(["kill", "--signal", "KILL", "--all"]);
+        c
+    });
+    let podman_dir = mesh.state_dir(PRIMARY).join("podman");
+    let _ = Command::new("pkill")
+        .arg("-KILL")
+        .arg("-f")
+        .arg(podman_dir.to_string_lossy().as_ref())
+        .status();
+    let state = mesh.state_dir(PRIMARY);
+    if let Err(e) = mesh_volumes::local::cleanup_stale(&state) {
+        eprintln!("cleanup after the kill: {e}");
+    }
+    let image = image_path(&state);
+    std::fs::remove_file(&image)
+        .unwrap_or_else(|e| panic!("deleting the primary's image {}: {e}", image.display()));
+}
+
+pub fn image_path(state_dir: &Path) -> PathBuf {
+    state_dir
+        .join("volumes")
+        .join(format!("{GROUP}.{VOLUME}"))
+        .join("image.img")
+}
+
+/// What the checker found on a copy of the standby's image.
+#[derive(Debug)]
+pub struct Verdict {
+    pub fsck_replay_code: i32,
+    pub fsck_clean: bool,
+    pub integrity_ok: bool,
+    pub records: usize,
+    /// Acknowledged keys not on the standby.
+    pub lost: Vec<u64>,
+    pub report: String,
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        self.fsck_replay_code <= 1 && self.fsck_clean && self.integrity_ok && self.lost.is_empty()
+    }
+}
+
+/// Loop-mounted for the check; unmounted and detached on drop.
+struct Mounted {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Reads a copy of `image` (the standby's) as a promoted standby would
+/// and checks every key in `acked` is there.
+pub fn check_image(image: &Path, acked: &BTreeSet<u64>) -> Verdict {
+    let work = tempfile::Builder::new()
+        .prefix("mesh-volcheck-")
+        .tempdir()
+        .expect("temp dir");
+    let copy = work.path().join("copy.img");
+    let cp = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image)
+        .arg(&copy)
+        .output()
+        .expect("cp");
+    assert!(
+        cp.status.success(),
+        "copying {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    // Replays the journal (exit 1: fixed, which a replay is).
+    let replay = Command::new("e2fsck")
+        .args(["-p"])
+        .arg(&copy)
+        .output()
+        .expect("e2fsck");
+    let clean = Command::new("e2fsck")
+        .args(["-f", "-n"])
+        .arg(&copy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("e2fsck -n")
+        .success();
+    let mounted = Mounted {
+        dir: tempfile::Builder::new()
+            .prefix("mesh-volcheck-mnt-")
+            .tempdir()
+            .expect("temp dir"),
+    };
+    let mount = Command::new("mount")
+        .args(["-o", "loop,ro,noload"])
+        .arg(&copy)
+        .arg(mounted.dir.path())
+        .output()
+        .expect("mount");
+    assert!(
+        mount.status.success(),
+        "mounting the standby's copy: {}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    let out = Command::new(binaries::path("mesh-demo-service"))
+        .args(["--mode", "sqlite-check", "--data-dir"])
+        .arg(mounted.dir.path())
+        .env_remove("DEMO_MODE")
+        .output()
+        .expect("sqlite-check");
+    drop(mounted);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    let keys: BTreeSet<String> = serde_json::from_value(report["keys"].clone()).unwrap_or_default();
+    let lost = acked
+        .iter()
+        .copied()
+        .filter(|n| !keys.contains(&format!("key-{n}")))
+        .collect();
+    Verdict {
+        fsck_replay_code: replay.status.code().unwrap_or(-1),
+        fsck_clean: clean,
+        integrity_ok: report["integrity_ok"] == Value::Bool(true),
+        records: keys.len(),
+        lost,
+        report: format!(
+            "{}{}",
+            stdout.chars().take(400).collect::<String>(),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// What a kill round found.
+pub struct Round {
+    pub verdict: Verdict,
+    pub acked: u64,
+    /// The negative control: the same checker on a copy of the standby's
+    /// image taken halfway (as if replication had stopped there), against
+    /// every write acknowledged by the end. It must find losses.
+    pub control: Option<Verdict>,
+}
+
+/// One round: the mesh is in sync; the writer writes for `write_for`; the
+/// primary host is killed mid-stream; the standby's image is checked.
+/// With `control`, a copy of the standby's image is also taken halfway.
+pub fn kill_round(mesh: &mut MeshFixture, write_for: Duration, control: bool) -> Round {
+    let writer = start_writer(mesh, 0);
+    let standby_image = image_path(&mesh.state_dir(STANDBY));
+    let snapshot_dir = tempfile::Builder::new()
+        .prefix("mesh-volsnap-")
+        .tempdir()
+        .expect("temp dir");
+    let snapshot = snapshot_dir.path().join("halfway.img");
+    if control {
+        std::thread::sleep(write_for / 2);
+        let cp = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&standby_image)
+            .arg(&snapshot)
+            .status()
+            .expect("cp");
+        assert!(cp.success(), "copying the standby's image halfway");
+        std::thread::sleep(write_for / 2);
+    } else {
+        std::thread::sleep(write_for);
+    }
+    let (acked_before, _) = writer_tally(&writer);
+    assert!(
+        acked_before.len() > 10,
+        "the writer got only {} acknowledgements in {write_for:?}: {}",
+        acked_before.len(),
+        writer.logs()
+    );
+    kill_primary_host(mesh);
+    let mut writer = writer;
+    // It gives up 3 s after the last reply that did not come.
+    wait::until(
+        "the writer to give up",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((!writer.is_running()).then_some(())),
+    );
+    let (acked, sent) = writer_tally(&writer);
+    let verdict = check_image(&standby_image, &acked);
+    let control = control.then(|| check_image(&snapshot, &acked));
+    eprintln!(
+        "kill round: {} acknowledged of {sent} sent, {} on the standby, lost {:?}, fsck replay {} clean {}, integrity {}",
+        acked.len(),
+        verdict.records,
+        verdict.lost.iter().take(10).collect::<Vec<_>>(),
+        verdict.fsck_replay_code,
+        verdict.fsck_clean,
+        verdict.integrity_ok
+    );
+    if let Some(c) = &control {
+        eprintln!(
+            "negative control (the standby's image halfway): {} on it, {} acknowledged writes missing",
+            c.records,
+            c.lost.len()
+        );
+    }
+    Round {
+        verdict,
+        acked: acked.len() as u64,
+        control,
+    }
+}
