@@ -116,6 +116,27 @@ impl Lan {
         }
     }
 
+    /// Cuts the link between two hosts only (a blackhole route each way);
+    /// both still reach every other host.
+    pub fn cut_between(&self, a: &Host, b: &Host) {
+        for (from, to) in [(a, b), (b, a)] {
+            let dst = format!("{}/32", to.address);
+            if let Err(e) = ip(&["-n", &from.ns, "route", "add", "blackhole", &dst]) {
+                panic!("cannot cut {} from {}: {e}", from.name, to.name);
+            }
+        }
+    }
+
+    /// Undoes [`Lan::cut_between`].
+    pub fn restore_between(&self, a: &Host, b: &Host) {
+        for (from, to) in [(a, b), (b, a)] {
+            let dst = format!("{}/32", to.address);
+            if let Err(e) = ip(&["-n", &from.ns, "route", "del", "blackhole", &dst]) {
+                panic!("cannot reconnect {} to {}: {e}", from.name, to.name);
+            }
+        }
+    }
+
     /// Reconnects a host cut off with [`Lan::cut`].
     pub fn restore(&self, host: &Host) {
         let result = ip(&["-n", &host.ns, "link", "set", "eth0", "up"]);

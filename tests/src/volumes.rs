@@ -120,13 +120,15 @@ pub fn wait_in_sync(mesh: &MeshFixture, limit: Duration) -> Value {
 }
 
 /// Starts the writer on mainpc against the service's published port on
-/// the primary.
-pub fn start_writer(mesh: &MeshFixture, first: u64) -> Proc {
+/// the primary; it gives up `timeout` after a reply that does not come.
+pub fn start_writer(mesh: &MeshFixture, first: u64, timeout: Duration) -> Proc {
     let mut cmd = process::command(Some(mesh.host("mainpc")), &binaries::path("volume-writer"));
     cmd.arg("--connect")
         .arg(format!("tcp://{}:{PORT}", mesh.host(PRIMARY).address))
         .arg("--first")
-        .arg(first.to_string());
+        .arg(first.to_string())
+        .arg("--timeout-ms")
+        .arg(timeout.as_millis().to_string());
     Proc::spawn("volume-writer", cmd)
 }
 
@@ -305,7 +307,7 @@ pub struct Round {
 /// primary host is killed mid-stream; the standby's image is checked.
 /// With `control`, a copy of the standby's image is also taken halfway.
 pub fn kill_round(mesh: &mut MeshFixture, write_for: Duration, control: bool) -> Round {
-    let writer = start_writer(mesh, 0);
+    let writer = start_writer(mesh, 0, Duration::from_secs(3));
     let standby_image = image_path(&mesh.state_dir(STANDBY));
     let snapshot_dir = tempfile::Builder::new()
         .prefix("mesh-volsnap-")

@@ -62,3 +62,88 @@ fn every_acknowledged_write_is_on_the_standby_after_the_primary_host_is_killed()
         }
     }
 }
+
+/// How many writes the writer saw acknowledged so far.
+fn ack_count(writer: &mesh_tests::process::Proc) -> usize {
+    volumes::writer_tally(writer).0.len()
+}
+
+#[test]
+fn a_cut_between_primary_and_standby_stalls_writes_until_the_coordinator_outdates_the_standby() {
+    if !require_podman(
+        "a_cut_between_primary_and_standby_stalls_writes_until_the_coordinator_outdates_the_standby",
+    ) {
+        return;
+    }
+    ensure_demo_image();
+    let mut mesh = mesh();
+    volumes::apply(&mesh);
+    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
+    // It waits out the fsync bound (5 s) and the coordinator's answer.
+    let writer = volumes::start_writer(&mesh, 0, Duration::from_secs(30));
+    mesh_tests::wait::until(
+        "writes to be acknowledged",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((ack_count(&writer) > 20).then_some(())),
+    );
+
+    // The coordinator still sees both; only pc2 <-> pc3 is cut.
+    let cut_at = std::time::Instant::now();
+    mesh.lan
+        .cut_between(mesh.host(volumes::PRIMARY), mesh.host(volumes::STANDBY));
+    let at_cut = ack_count(&writer);
+    // Writes stall (at most one write in flight at the cut completes)...
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled = ack_count(&writer);
+    assert!(
+        stalled <= at_cut + 1,
+        "writes went on without the standby and without the coordinator: {at_cut} -> {stalled}"
+    );
+    // ...until the coordinator has recorded the standby Outdated; then
+    // they go on, the primary alone.
+    let row = mesh_tests::wait::until(
+        "the standby to be recorded Outdated and the primary to run alone",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let v = volumes::volumes_json(&mesh)?;
+            let r = volumes::row(&v).cloned().ok_or("no row")?;
+            Ok((r["standby_outdated"] == true && r["standing"] == "alone").then_some(r))
+        },
+    );
+    assert_eq!(row["replicas"][1]["disk"], "Outdated", "{row}");
+    mesh_tests::wait::until(
+        "writes to go on with the standby outdated",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((ack_count(&writer) > stalled + 20).then_some(())),
+    );
+    eprintln!(
+        "cut: {at_cut} acknowledged at the cut, {stalled} 2 s later, alone after {:?}",
+        cut_at.elapsed()
+    );
+
+    // Reconnected: the standby resyncs and is UpToDate again.
+    mesh.lan
+        .restore_between(mesh.host(volumes::PRIMARY), mesh.host(volumes::STANDBY));
+    let row = volumes::wait_in_sync(&mesh, Duration::from_secs(60));
+    assert_eq!(row["standby_outdated"], false, "{row}");
+
+    // And it holds every acknowledged write: kill the primary, check it.
+    std::thread::sleep(Duration::from_millis(500));
+    volumes::kill_primary_host(&mut mesh);
+    let mut writer = writer;
+    mesh_tests::wait::until(
+        "the writer to give up",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((!writer.is_running()).then_some(())),
+    );
+    let (acked, _) = volumes::writer_tally(&writer);
+    let verdict = volumes::check_image(
+        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
+        &acked,
+    );
+    assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
+}
