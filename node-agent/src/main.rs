@@ -258,6 +258,8 @@ fn main() -> anyhow::Result<()> {
             mounts.clone(),
             volumes_handle.clone(),
         );
+        let (inputs, inputs_rx) = tokio::sync::mpsc::channel(16);
+        let volume_host = volume_host.with_manager(inputs.clone());
         let volumes_task = tokio::spawn(volume_host.run(assignments_rx, shutdown.clone()));
         let (manager, report) = Manager::new(
             podman,
@@ -271,7 +273,6 @@ fn main() -> anyhow::Result<()> {
             assignments,
             mounts,
         });
-        let (inputs, inputs_rx) = tokio::sync::mpsc::channel(16);
         let manager_task = tokio::spawn(manager.run(inputs_rx, shutdown.clone()));
         let mut agent = agent
             .with_manager(ManagerLink { inputs, report })

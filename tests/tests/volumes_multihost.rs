@@ -147,3 +147,103 @@ fn a_cut_between_primary_and_standby_stalls_writes_until_the_coordinator_outdate
     );
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }
+
+/// Byte-equal images, retried while the primary's ext4 may still be
+/// writing (a journal commit replicates within milliseconds).
+fn wait_images_equal(mesh: &MeshFixture) {
+    let primary = volumes::image_path(&mesh.state_dir(volumes::PRIMARY));
+    let standby = volumes::image_path(&mesh.state_dir(volumes::STANDBY));
+    mesh_tests::wait::until(
+        "the standby's image to equal the primary's",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let same = std::process::Command::new("cmp")
+                .arg("-s")
+                .arg(&primary)
+                .arg(&standby)
+                .status()
+                .map_err(|e| e.to_string())?
+                .success();
+            Ok(same.then_some(()))
+        },
+    );
+}
+
+/// Runs the writer for keys `first..first + count` to its end; true if
+/// every one was acknowledged.
+fn write_keys(mesh: &MeshFixture, first: u64, count: u64) -> bool {
+    let mut cmd = mesh_tests::process::command(
+        Some(mesh.host("mainpc")),
+        &mesh_tests::binaries::path("volume-writer"),
+    );
+    cmd.arg("--connect")
+        .arg(format!(
+            "tcp://{}:{}",
+            mesh.host(volumes::PRIMARY).address,
+            volumes::PORT
+        ))
+        .args(["--first", &first.to_string(), "--count", &count.to_string()]);
+    mesh_tests::process::run(cmd).status.success()
+}
+
+#[test]
+fn a_standby_killed_mid_stream_resyncs_to_the_primarys_exact_content() {
+    if !require_podman("a_standby_killed_mid_stream_resyncs_to_the_primarys_exact_content") {
+        return;
+    }
+    ensure_demo_image();
+    let mut mesh = mesh();
+    volumes::apply(&mesh);
+    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
+    let mut writer = volumes::start_writer(&mesh, 0, Duration::from_secs(30));
+    mesh_tests::wait::until(
+        "writes to be acknowledged",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((ack_count(&writer) > 50).then_some(())),
+    );
+    mesh.agents.get_mut(volumes::STANDBY).unwrap().kill();
+    // The primary goes on alone once the coordinator has outdated pc3.
+    let before = ack_count(&writer);
+    mesh_tests::wait::until(
+        "writes to go on without the standby",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((ack_count(&writer) > before + 50).then_some(())),
+    );
+    mesh.start_agent(volumes::STANDBY);
+    let row = volumes::wait_in_sync(&mesh, Duration::from_secs(60));
+    assert_eq!(row["standby_outdated"], false, "{row}");
+    writer.kill();
+    wait_images_equal(&mesh);
+}
+
+#[test]
+fn a_restarted_primary_agent_reattaches_its_volume_and_goes_on_replicating() {
+    if !require_podman("a_restarted_primary_agent_reattaches_its_volume_and_goes_on_replicating") {
+        return;
+    }
+    ensure_demo_image();
+    let mut mesh = mesh();
+    volumes::apply(&mesh);
+    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
+    assert!(write_keys(&mesh, 0, 100), "the first 100 writes");
+    // The agent dies (its FUSE server with it); the container lives on
+    // with a dead mount until the new agent restarts it.
+    mesh.agents.get_mut(volumes::PRIMARY).unwrap().kill();
+    mesh.start_agent(volumes::PRIMARY);
+    volumes::wait_in_sync(&mesh, Duration::from_secs(60));
+    mesh_tests::wait::until(
+        "the service to take writes on the reattached volume",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || Ok(write_keys(&mesh, 100, 1).then_some(())),
+    );
+    assert!(write_keys(&mesh, 101, 99), "the next 99 writes");
+    volumes::kill_primary_host(&mut mesh);
+    let acked = (0..200).collect();
+    let verdict =
+        volumes::check_image(&volumes::image_path(&mesh.state_dir(volumes::STANDBY)), &acked);
+    assert!(verdict.ok(), "{verdict:?}");
+}

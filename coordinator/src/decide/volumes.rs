@@ -49,6 +49,9 @@ pub struct VolumeRecord {
     pub epoch: u64,
     /// The primary went on without the standby: it misses writes.
     pub standby_outdated: bool,
+    /// The primary has reported it attached: its image exists.
+    #[serde(default)]
+    pub attached: bool,
 }
 
 pub type RecordKey = (String, String);
@@ -99,11 +102,13 @@ pub struct VolumePlan {
     pub assignments: BTreeMap<String, Vec<VolumeAssignment>>,
 }
 
+/// `attached`: the volumes whose recorded primary reports them attached.
 pub fn plan(
     defs: &[VolumeDef],
     placement: &BTreeMap<String, String>,
     ready: &BTreeSet<String>,
     records: &BTreeMap<RecordKey, VolumeRecord>,
+    attached: &BTreeSet<RecordKey>,
 ) -> VolumePlan {
     let mut out = VolumePlan::default();
     for d in defs {
@@ -124,7 +129,9 @@ pub fn plan(
             standby: String::new(),
             epoch: 1,
             standby_outdated: false,
+            attached: false,
         });
+        record.attached |= existing.is_some() && attached.contains(&key);
         record.size_bytes = d.size_bytes;
         record.replicate = d.replicate;
         if d.replicate {
@@ -165,6 +172,7 @@ pub fn plan(
             } else {
                 String::new()
             },
+            existing: record.attached,
         };
         out.assignments
             .entry(primary.clone())
@@ -178,6 +186,71 @@ pub fn plan(
         }
     }
     out
+}
+
+/// New volumes that do not fit on their hosts, each as one line naming
+/// the volume, the host, the space it needs and what is free. Checked at
+/// plan time against the disk each agent reports (its storage path): an
+/// image is sparse, so this is the space the volume may come to use.
+/// Volumes already recorded are not checked again (their images exist).
+pub fn disk_problems(
+    defs: &[VolumeDef],
+    placement: &BTreeMap<String, String>,
+    nodes: &[mesh_proto::v1::Node],
+    records: &BTreeMap<RecordKey, VolumeRecord>,
+) -> Vec<String> {
+    let ready: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n.state() == mesh_proto::v1::NodeState::Ready)
+        .map(|n| n.name.clone())
+        .collect();
+    // host -> the new volumes it would hold
+    let mut needs: BTreeMap<String, Vec<&VolumeDef>> = BTreeMap::new();
+    for d in defs {
+        if records.contains_key(&(d.group.clone(), d.name.clone())) {
+            continue;
+        }
+        let Some(primary) = placement.get(&d.group) else {
+            continue;
+        };
+        needs.entry(primary.clone()).or_default().push(d);
+        if d.replicate {
+            if let Some(standby) = d
+                .fallbacks
+                .iter()
+                .find(|h| *h != primary && ready.contains(*h))
+            {
+                needs.entry(standby.clone()).or_default().push(d);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (host, vols) in needs {
+        let Some(disk) = nodes
+            .iter()
+            .find(|n| n.name == host)
+            .and_then(|n| n.inventory.as_ref())
+            .and_then(|i| i.disk.as_ref())
+            .filter(|d| d.error.is_empty() && d.total_bytes > 0)
+        else {
+            continue;
+        };
+        let total: u64 = vols.iter().map(|v| v.size_bytes).sum();
+        if total > disk.available_bytes {
+            let names: Vec<String> = vols
+                .iter()
+                .map(|v| format!("{}/{} ({} MiB)", v.group, v.name, v.size_bytes / MIB))
+                .collect();
+            problems.push(format!(
+                "volume {} needs {} MiB on {host}, which has {} MiB free at {}: free space there, lower size_mib, or place the group on another host",
+                names.join(", "),
+                total / MIB,
+                disk.available_bytes / MIB,
+                disk.path
+            ));
+        }
+    }
+    problems
 }
 
 /// The answer to a primary's event, and the record to persist first.

@@ -79,6 +79,15 @@ pub fn prepare(
     }
     let planned = planning::planned_services(&topology, &plan, &addresses)
         .map_err(|p| refused(source_name, p))?;
+    let disk = crate::decide::volumes::disk_problems(
+        &crate::decide::volumes::volume_defs(&topology),
+        &plan.placements,
+        &nodes,
+        &shared.volumes.records(),
+    );
+    if !disk.is_empty() {
+        return Err(refused(source_name, disk));
+    }
     let previous = match &applied {
         Some(a) => planning::parse(&a.source_name, &a.topology_toml)
             .ok()

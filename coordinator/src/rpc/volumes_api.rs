@@ -156,6 +156,7 @@ mod tests {
             standby: "pc2".into(),
             epoch: 1,
             standby_outdated: outdated,
+            attached: true,
         }
     }
 

@@ -301,6 +301,7 @@ mod tests {
             standby: "pc2".into(),
             epoch: 1,
             standby_outdated: false,
+            attached: false,
         };
         {
             let store = Store::open(dir.path()).unwrap();

@@ -257,7 +257,21 @@ pub fn refresh_volumes(shared: &crate::state::Shared, now_unix_ms: u64) {
         .map(|n| n.name.clone())
         .collect();
     let records = shared.volumes.records();
-    let plan = crate::decide::volumes::plan(&defs, &placement, &ready, &records);
+    let reports = shared.volumes.reports();
+    let attached: BTreeSet<(String, String)> = records
+        .values()
+        .filter(|r| {
+            reports.get(&r.primary).is_some_and(|list| {
+                list.iter().any(|s| {
+                    s.group == r.group
+                        && s.name == r.name
+                        && s.phase() == mesh_proto::v1::VolumePhase::Attached
+                })
+            })
+        })
+        .map(|r| r.key())
+        .collect();
+    let plan = crate::decide::volumes::plan(&defs, &placement, &ready, &records, &attached);
     if let Err(e) = shared.volumes.save(plan.records) {
         // Nothing is sent on an unrecorded decision; the next tick retries.
         tracing::error!(error = %e, "volumes: cannot record the volume assignments");

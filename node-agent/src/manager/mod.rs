@@ -25,6 +25,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 pub mod tracked;
+mod volumes;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub const HEALTH_RESOLUTION: Duration = Duration::from_millis(50);
 pub enum Input {
     Desired(DesiredContainers),
     Command(ContainerCommand, oneshot::Sender<CommandResult>),
+    /// A managed volume was attached on this host (group, volume).
+    VolumeAttached(String, String),
 }
 
 pub struct Manager<R: ContainerRuntime + Clone + 'static> {
@@ -77,6 +80,8 @@ pub struct Manager<R: ContainerRuntime + Clone + 'static> {
     finished_rx: mpsc::UnboundedReceiver<Finished>,
     /// Where managed volumes are assigned and found (None: no volumes here).
     volumes: Option<crate::volumes::VolumeLink>,
+    /// (group, volume) -> when it was last attached (unix s).
+    volume_attached_at: BTreeMap<(String, String), i64>,
 }
 
 /// A background operation on a container ended.
@@ -116,6 +121,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             finished_tx,
             finished_rx,
             volumes: None,
+            volume_attached_at: BTreeMap::new(),
         };
         (manager, rx)
     }
@@ -175,12 +181,23 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
                         self.pass().await;
                     }
                     Some(Input::Command(c, reply)) => self.command(c, reply).await,
+                    Some(Input::VolumeAttached(group, volume)) => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        self.volume_attached(&group, &volume, now);
+                        self.restart_stale_mounts();
+                        self.pass().await;
+                    }
                 },
                 Some(finished) = self.finished_rx.recv() => {
                     self.finish(finished, Instant::now());
                     self.pass().await;
                 }
-                _ = ticker.tick() => self.pass().await,
+                _ = ticker.tick() => {
+                    self.restart_stale_mounts();
+                    self.pass().await
+                }
                 _ = health_ticker.tick() => self.health_pass().await,
             }
         }

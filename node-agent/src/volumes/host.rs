@@ -93,6 +93,8 @@ pub struct VolumeHost {
     /// a tool missing), checked once at start.
     unavailable: Option<String>,
     status: watch::Sender<Vec<VolumeStatus>>,
+    /// Told of every attach, so it restarts containers on a dead mount.
+    manager: Option<tokio::sync::mpsc::Sender<crate::manager::Input>>,
 }
 
 impl VolumeHost {
@@ -130,9 +132,16 @@ impl VolumeHost {
                 failed: BTreeMap::new(),
                 unavailable,
                 status,
+                manager: None,
             },
             rx,
         )
+    }
+
+    /// Tells `manager` of every attach.
+    pub fn with_manager(mut self, manager: tokio::sync::mpsc::Sender<crate::manager::Input>) -> Self {
+        self.manager = Some(manager);
+        self
     }
 
     /// Follows the assignments until `shutdown`. Attached volumes stay as
@@ -226,7 +235,20 @@ impl VolumeHost {
         let switch = Arc::new(SwitchSink::local());
         let sink: Arc<dyn WriteSink> = switch.clone();
         let import = a.import_from.clone();
+        let existing = a.existing;
+        let standby = a.peer.clone();
         let attached = tokio::task::spawn_blocking(move || {
+            if existing && !config.image_path().exists() {
+                return Err(format!(
+                    "the image {} is missing, but this volume was attached here before; not starting an empty volume{}; put the image back (or fail the group over to its standby)",
+                    config.image_path().display(),
+                    if standby.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" that would be synced over the data on the standby {standby}")
+                    }
+                ));
+            }
             let image = open_image(&config)?;
             let volume = LocalVolume::attach(&config, sink).map_err(|e| e.to_string())?;
             let formatted = volume.report().is_some_and(|r| r.formatted);
@@ -264,6 +286,11 @@ impl VolumeHost {
                     }
                 }
                 self.held.insert(id, Held::Primary(Box::new(p)));
+                if let Some(m) = &self.manager {
+                    let _ = m
+                        .send(crate::manager::Input::VolumeAttached(a.group.clone(), a.name.clone()))
+                        .await;
+                }
             }
             Err(e) => self.fail(a, e),
         }
@@ -278,7 +305,7 @@ impl VolumeHost {
         let cfg = SinkConfig {
             primary: PrimaryConfig {
                 identity: identity(a),
-                max_inflight_bytes: 8 << 20,
+                max_inflight_bytes: 1 << 20,
                 max_inflight_writes: 256,
                 fsync_bound: self.cfg.fsync_bound,
                 coordinator_retry: Duration::from_secs(1),

@@ -6,6 +6,7 @@ mod commands;
 mod holds;
 mod lifecycle;
 mod props;
+mod volumes;
 
 use std::time::Duration;
 
