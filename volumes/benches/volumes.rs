@@ -17,7 +17,12 @@
 //! cargo bench -p mesh-volumes --bench volumes            # the full run
 //! cargo bench -p mesh-volumes --bench volumes -- --quick # a smoke run
 //! cargo bench -p mesh-volumes --bench volumes -- --only=1,3
+//! cargo bench -p mesh-volumes --bench volumes -- --window-kib=2048
 //! ```
+//!
+//! `--window-kib` sets the primaries' in-flight window (default 8 MiB, one
+//! write per 32 KiB of it): what they may have sent and not yet seen
+//! flushed, the main term of their memory.
 //!
 //! Needs root, /dev/fuse, losetup, mkfs.ext4 and Podman with runc. The
 //! standby runs in this process (its own `Tunnels` endpoint on loopback),
@@ -57,6 +62,14 @@ const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 /// The file each fsync writer overwrites at random 4 KiB offsets.
 const LATENCY_FILE: u64 = 16 * MIB;
+/// The primaries' in-flight window in bytes (`--window-kib`), set once.
+static WINDOW: AtomicU64 = AtomicU64::new(8 * MIB);
+
+/// Writes in flight allowed with a window of `bytes`: one per 32 KiB,
+/// at least 16.
+fn window_writes(bytes: u64) -> usize {
+    (bytes / (32 * KIB)).max(16) as usize
+}
 
 /// How much each figure does; `--quick` shrinks all of it.
 struct Sizes {
@@ -71,6 +84,8 @@ struct Sizes {
     resync_volume: u64,
     memory_volume: u64,
     memory_burst: u64,
+    /// The primary's in-flight window (bytes sent, not yet flushed).
+    window: u64,
 }
 
 impl Sizes {
@@ -88,6 +103,7 @@ impl Sizes {
                 resync_volume: 128 * MIB,
                 memory_volume: 64 * MIB,
                 memory_burst: 16 * MIB,
+                window: 8 * MIB,
             }
         } else {
             Sizes {
@@ -102,6 +118,7 @@ impl Sizes {
                 resync_volume: GIB,
                 memory_volume: 256 * MIB,
                 memory_burst: 64 * MIB,
+                window: 8 * MIB,
             }
         }
     }
@@ -118,7 +135,11 @@ fn main() {
         .find_map(|a| a.strip_prefix("--only="))
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect());
     let wanted = |n: u32| only.as_ref().is_none_or(|o| o.contains(&n));
-    let sizes = Sizes::new(quick);
+    let mut sizes = Sizes::new(quick);
+    if let Some(w) = args.iter().find_map(|a| a.strip_prefix("--window-kib=")) {
+        sizes.window = w.parse::<u64>().expect("--window-kib=N") * KIB;
+    }
+    WINDOW.store(sizes.window, Ordering::SeqCst);
 
     check_prerequisites().expect("the benchmark needs root, /dev/fuse, losetup and mkfs.ext4");
     let start_rss = proc_status_kib("VmRSS");
@@ -129,12 +150,20 @@ fn main() {
     let podman = Podman::new(dir.path());
 
     println!("# Replicated volumes (issue #11)\n");
+    let extra: Vec<&str> = args[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--bench")
+        .collect();
     println!(
-        "command: `cargo bench -p mesh-volumes --bench volumes{}`",
-        if quick { " -- --quick" } else { "" }
+        "command: `cargo bench -p mesh-volumes --bench volumes{}{}`",
+        if extra.is_empty() { "" } else { " -- " },
+        extra.join(" ")
     );
     println!(
-        "commit {}, kernel {}, {} CPUs; temporary files under {}\n",
+        "primary's in-flight window {} KiB ({} writes); commit {}, kernel {}, {} CPUs; temporary files under {}\n",
+        sizes.window / KIB,
+        window_writes(sizes.window),
         command_line(
             "git",
             &[
@@ -1079,8 +1108,9 @@ fn figure_memory(sizes: &Sizes, tmp: &Path, start_rss: u64) -> Vec<(String, bool
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
     println!("## 4. Memory\n");
     println!(
-        "{VOLUMES} replicated volumes of {} MiB (FUSE with 2 threads each, loop, ext4, ReplicatingSink with an 8 MiB in-flight window) on one `Tunnels` connection; one thread per volume writes {} MiB in 64 KiB write(2)s as fast as it can, fsync every 16 MiB ({} in all, {:.0} MiB/s together). The standbys of all three volumes run in this same process, so this is the primary's and the standby's memory together. Read from /proc/self/status; VmHWM was reset (clear_refs 5) once the volumes were attached.\n",
+        "{VOLUMES} replicated volumes of {} MiB (FUSE with 2 threads each, loop, ext4, ReplicatingSink with a {} KiB in-flight window) on one `Tunnels` connection; one thread per volume writes {} MiB in 64 KiB write(2)s as fast as it can, fsync every 16 MiB ({} in all, {:.0} MiB/s together). The standbys of all three volumes run in this same process, so this is the primary's and the standby's memory together. Read from /proc/self/status; VmHWM was reset (clear_refs 5) once the volumes were attached.\n",
         size / MIB,
+        WINDOW.load(Ordering::SeqCst) / KIB,
         burst / MIB,
         secs(took),
         (VOLUMES as u64 * burst) as f64 / MIB as f64 / took.as_secs_f64()
@@ -1259,8 +1289,8 @@ fn sink_config(identity: VolumeIdentity, fsync_bound: Duration) -> SinkConfig {
     SinkConfig {
         primary: PrimaryConfig {
             identity,
-            max_inflight_bytes: 8 * MIB,
-            max_inflight_writes: 256,
+            max_inflight_bytes: WINDOW.load(Ordering::SeqCst),
+            max_inflight_writes: window_writes(WINDOW.load(Ordering::SeqCst)),
             fsync_bound,
             coordinator_retry: Duration::from_secs(1),
         },
