@@ -27,10 +27,15 @@ pub fn container_name(spec_name: &str) -> String {
 /// equally in every process.
 ///
 /// The operator's hold is not part of it: holding or releasing a container
-/// never recreates it.
+/// never recreates it. Nor is where an agent found a managed volume
+/// mounted (the `source` it fills in for a `managed` mount): the desired
+/// spec and the container created from it hash alike.
 pub fn spec_hash(spec: &ContainerSpec) -> String {
     let mut shaped = spec.clone();
     shaped.hold = 0;
+    for v in shaped.volumes.iter_mut().filter(|v| !v.managed.is_empty()) {
+        v.source.clear();
+    }
     let bytes = shaped.encode_to_vec();
     // FNV-1a, 64 bit: change detection, not security.
     let h = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {

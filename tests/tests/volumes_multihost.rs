@@ -243,7 +243,9 @@ fn a_restarted_primary_agent_reattaches_its_volume_and_goes_on_replicating() {
     assert!(write_keys(&mesh, 101, 99), "the next 99 writes");
     volumes::kill_primary_host(&mut mesh);
     let acked = (0..200).collect();
-    let verdict =
-        volumes::check_image(&volumes::image_path(&mesh.state_dir(volumes::STANDBY)), &acked);
+    let verdict = volumes::check_image(
+        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
+        &acked,
+    );
     assert!(verdict.ok(), "{verdict:?}");
 }

@@ -22,17 +22,6 @@ pub struct GpuFacts {
     pub gpu_count: u32,
 }
 
-/// The spec as the coordinator sent it: a managed mount without the mount
-/// point the agent resolved it to, so the container's spec-hash label is
-/// the desired spec's and the container is not recreated for it.
-fn as_desired(spec: &ContainerSpec) -> ContainerSpec {
-    let mut s = spec.clone();
-    for v in s.volumes.iter_mut().filter(|v| !v.managed.is_empty()) {
-        v.source.clear();
-    }
-    s
-}
-
 pub fn create_opts(
     mesh: &str,
     spec: &ContainerSpec,
@@ -48,7 +37,7 @@ pub fn create_opts(
     let mut builder: ContainerCreateOptsBuilder = ContainerCreateOpts::builder()
         .name(container_name(&spec.name))
         .image(&spec.image)
-        .labels(ownership_labels(mesh, &as_desired(spec), generation))
+        .labels(ownership_labels(mesh, spec, generation))
         .env(env);
     if !spec.command.is_empty() {
         builder = builder.command(spec.command.clone());

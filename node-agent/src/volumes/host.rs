@@ -144,7 +144,10 @@ impl VolumeHost {
     }
 
     /// Tells `manager` of every attach.
-    pub fn with_manager(mut self, manager: tokio::sync::mpsc::Sender<crate::manager::Input>) -> Self {
+    pub fn with_manager(
+        mut self,
+        manager: tokio::sync::mpsc::Sender<crate::manager::Input>,
+    ) -> Self {
         self.manager = Some(manager);
         self
     }
@@ -293,7 +296,10 @@ impl VolumeHost {
                 self.held.insert(id, Held::Primary(Box::new(p)));
                 if let Some(m) = &self.manager {
                     let _ = m
-                        .send(crate::manager::Input::VolumeAttached(a.group.clone(), a.name.clone()))
+                        .send(crate::manager::Input::VolumeAttached(
+                            a.group.clone(),
+                            a.name.clone(),
+                        ))
                         .await;
                 }
             }

@@ -36,7 +36,13 @@ fn roles(p: &VolumePlan, node: &str) -> Vec<(VolumeRole, String, bool)> {
 
 #[test]
 fn a_new_replicated_volume_goes_to_the_groups_host_and_its_first_ready_fallback() {
-    let p = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc2", "pc3"]), &BTreeMap::new(), &BTreeSet::new());
+    let p = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2", "pc3"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     assert_eq!(p.records.len(), 1);
     let r = &p.records[0];
     assert_eq!(
@@ -57,15 +63,33 @@ fn a_new_replicated_volume_goes_to_the_groups_host_and_its_first_ready_fallback(
 
 #[test]
 fn the_first_fallback_down_at_creation_makes_the_next_one_standby() {
-    let p = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc3"]), &BTreeMap::new(), &BTreeSet::new());
+    let p = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc3"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     assert_eq!(p.records[0].standby, "pc3");
 }
 
 #[test]
 fn a_recorded_standby_that_goes_down_stays_the_standby() {
-    let first = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc2"]), &BTreeMap::new(), &BTreeSet::new());
+    let first = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     let recs = records(&first.records);
-    let later = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc3"]), &recs, &BTreeSet::new());
+    let later = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc3"]),
+        &recs,
+        &BTreeSet::new(),
+    );
     assert!(later.records.is_empty(), "{:?}", later.records);
     assert_eq!(
         roles(&later, "pc2"),
@@ -75,9 +99,21 @@ fn a_recorded_standby_that_goes_down_stays_the_standby() {
 
 #[test]
 fn the_primary_stays_where_the_volume_was_made_when_the_group_is_placed_elsewhere() {
-    let first = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc2"]), &BTreeMap::new(), &BTreeSet::new());
+    let first = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     let recs = records(&first.records);
-    let later = plan(&[def(true)], &placed("pc3"), &ready(&["mainpc", "pc2", "pc3"]), &recs, &BTreeSet::new());
+    let later = plan(
+        &[def(true)],
+        &placed("pc3"),
+        &ready(&["mainpc", "pc2", "pc3"]),
+        &recs,
+        &BTreeSet::new(),
+    );
     assert_eq!(
         roles(&later, "mainpc"),
         vec![(VolumeRole::Primary, "pc2".into(), false)]
@@ -87,14 +123,26 @@ fn the_primary_stays_where_the_volume_was_made_when_the_group_is_placed_elsewher
 
 #[test]
 fn a_standby_found_later_for_an_existing_volume_starts_outdated() {
-    let first = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc"]), &BTreeMap::new(), &BTreeSet::new());
+    let first = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     assert_eq!(first.records[0].standby, "");
     assert_eq!(
         roles(&first, "mainpc"),
         vec![(VolumeRole::Primary, String::new(), false)]
     );
     let recs = records(&first.records);
-    let later = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc2"]), &recs, &BTreeSet::new());
+    let later = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2"]),
+        &recs,
+        &BTreeSet::new(),
+    );
     assert_eq!(later.records[0].standby, "pc2");
     assert!(later.records[0].standby_outdated);
     assert_eq!(
@@ -105,13 +153,25 @@ fn a_standby_found_later_for_an_existing_volume_starts_outdated() {
 
 #[test]
 fn a_local_volume_has_no_standby_and_an_unplaced_group_none_at_all() {
-    let p = plan(&[def(false)], &placed("mainpc"), &ready(&["mainpc", "pc2"]), &BTreeMap::new(), &BTreeSet::new());
+    let p = plan(
+        &[def(false)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     assert_eq!(
         roles(&p, "mainpc"),
         vec![(VolumeRole::Primary, String::new(), false)]
     );
     assert!(roles(&p, "pc2").is_empty());
-    let none = plan(&[def(true)], &BTreeMap::new(), &ready(&["mainpc"]), &BTreeMap::new(), &BTreeSet::new());
+    let none = plan(
+        &[def(true)],
+        &BTreeMap::new(),
+        &ready(&["mainpc"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     assert_eq!(none, VolumePlan::default());
 }
 
@@ -203,7 +263,9 @@ fn a_new_volume_larger_than_the_free_disk_of_its_primary_or_standby_is_refused()
     let problems = disk_problems(&[def(true)], &placed("mainpc"), &nodes, &BTreeMap::new());
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
-        problems[0].starts_with("volume memory/db (64 MiB) needs 64 MiB on pc2, which has 10 MiB free at /var/lib/mesh"),
+        problems[0].starts_with(
+            "volume memory/db (64 MiB) needs 64 MiB on pc2, which has 10 MiB free at /var/lib/mesh"
+        ),
         "{}",
         problems[0]
     );
@@ -213,7 +275,13 @@ fn a_new_volume_larger_than_the_free_disk_of_its_primary_or_standby_is_refused()
 
 #[test]
 fn an_existing_volume_is_not_checked_again() {
-    let first = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc2"]), &BTreeMap::new(), &BTreeSet::new());
+    let first = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     let recs = records(&first.records);
     let nodes = vec![node("mainpc", 1), node("pc2", 1)];
     assert!(disk_problems(&[def(true)], &placed("mainpc"), &nodes, &recs).is_empty());
@@ -221,11 +289,23 @@ fn an_existing_volume_is_not_checked_again() {
 
 #[test]
 fn a_volume_its_primary_reported_attached_must_exist_from_then_on() {
-    let first = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc2"]), &BTreeMap::new(), &BTreeSet::new());
+    let first = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2"]),
+        &BTreeMap::new(),
+        &BTreeSet::new(),
+    );
     assert!(!first.assignments["mainpc"][0].existing);
     let recs = records(&first.records);
     let key = ("memory".to_string(), "db".to_string());
-    let later = plan(&[def(true)], &placed("mainpc"), &ready(&["mainpc", "pc2"]), &recs, &[key].into());
+    let later = plan(
+        &[def(true)],
+        &placed("mainpc"),
+        &ready(&["mainpc", "pc2"]),
+        &recs,
+        &[key].into(),
+    );
     assert!(later.records[0].attached);
     assert!(later.assignments["mainpc"][0].existing);
     assert!(later.assignments["pc2"][0].existing);

@@ -33,8 +33,16 @@ async fn a_container_waits_for_its_volume_and_mounts_it_once_attached() {
     m.pass().await;
     assert!(host.rt.calls_of(Op::Create).is_empty());
     let waiting = status(&report, "db");
-    assert!(waiting.error.contains("waiting for volume memory-data"), "{}", waiting.error);
-    mounts.set("memory", "memory-data", Some("/state/volumes/memory.memory-data/mnt".into()));
+    assert!(
+        waiting.error.contains("waiting for volume memory-data"),
+        "{}",
+        waiting.error
+    );
+    mounts.set(
+        "memory",
+        "memory-data",
+        Some("/state/volumes/memory.memory-data/mnt".into()),
+    );
     m.pass().await;
     assert_eq!(host.rt.calls_of(Op::Create).len(), 1);
 }
@@ -58,8 +66,18 @@ async fn a_running_container_is_restarted_once_after_its_volume_is_attached_agai
     settle().await;
     m.pass().await;
     assert_eq!(host.rt.status("mesh-db").as_deref(), Some("running"));
-    let starts = |n: &str| host.rt.calls_of(Op::Start).iter().filter(|c| c.as_str() == n).count();
-    assert_eq!(starts("mesh-db"), 2, "started, then restarted onto the new mount");
+    let starts = |n: &str| {
+        host.rt
+            .calls_of(Op::Start)
+            .iter()
+            .filter(|c| c.as_str() == n)
+            .count()
+    };
+    assert_eq!(
+        starts("mesh-db"),
+        2,
+        "started, then restarted onto the new mount"
+    );
     assert_eq!(starts("mesh-other"), 1);
     // A container that mounts no managed volume is left alone.
     assert!(host.rt.status("mesh-other").is_some());
