@@ -57,10 +57,40 @@ zmq = { port = 5555 }
 interval_ms = 200
 "#;
 
+/// [`TOPOLOGY`] with `n` services `memory-db-I`, each on its own volume
+/// `memory-data-I` of `size_mib`, published on port `PORT + I`.
+pub fn topology_with(n: usize, size_mib: u64) -> String {
+    let head = &TOPOLOGY[..TOPOLOGY
+        .find("[[groups.services]]")
+        .unwrap_or(TOPOLOGY.len())];
+    let mut t = head.to_string();
+    for i in 0..n {
+        t.push_str(&format!(
+            r#"[[groups.services]]
+name = "memory-db-{i}"
+image = "{DEMO_IMAGE}"
+env = {{ DEMO_MODE = "sqlite", DEMO_NAME = "memory-db-{i}", DEMO_DATA_DIR = "/data" }}
+ports = ["{}:5555"]
+volumes = [{{ name = "memory-data-{i}", target = "/data", size_mib = {size_mib}, replicate = true }}]
+[groups.services.health]
+zmq = {{ port = 5555 }}
+interval_ms = 200
+"#,
+            PORT as usize + i
+        ));
+    }
+    t
+}
+
 /// Applies [`TOPOLOGY`] and waits for the rollout.
 pub fn apply(mesh: &MeshFixture) {
+    apply_text(mesh, &TOPOLOGY.replace("IMAGE", DEMO_IMAGE));
+}
+
+/// Applies a topology and waits for the rollout.
+pub fn apply_text(mesh: &MeshFixture, text: &str) {
     let file = mesh.state.path().join("volumes.toml");
-    std::fs::write(&file, TOPOLOGY.replace("IMAGE", DEMO_IMAGE)).expect("write topology");
+    std::fs::write(&file, text).expect("write topology");
     let out = mesh.meshctl(
         "mainpc",
         &[

@@ -26,6 +26,9 @@ struct Args {
     first: u64,
     #[arg(long, default_value_t = 3000)]
     timeout_ms: u64,
+    /// The size of each value in KiB (0: the 5 bytes "value").
+    #[arg(long, default_value_t = 0)]
+    value_kib: usize,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,6 +43,11 @@ async fn main() -> Result<()> {
         .with_context(|| format!("connecting to {}", args.connect))?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let out = std::io::stdout();
+    let value = if args.value_kib == 0 {
+        b"value".to_vec()
+    } else {
+        vec![b'v'; args.value_kib * 1024]
+    };
     let mut n = args.first;
     loop {
         if args.count != 0 && n >= args.first + args.count {
@@ -48,7 +56,7 @@ async fn main() -> Result<()> {
         let key = format!("key-{n}");
         let mut msg = ZmqMessage::from(b"put".to_vec());
         msg.push_back(key.into_bytes().into());
-        msg.push_back(b"value".to_vec().into());
+        msg.push_back(value.clone().into());
         writeln!(out.lock(), "sent {n}")?;
         match tokio::time::timeout(timeout, socket.send(msg)).await {
             Ok(Ok(())) => {}
