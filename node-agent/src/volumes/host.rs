@@ -447,6 +447,8 @@ impl VolumeHost {
                 if let Some(b) = &self.bridges {
                     b.tunnels().stop_channel(&channel_name(id));
                 }
+                // A stream still open from the old primary applies nothing more.
+                s.handle.stop();
                 info!(volume = %id, "no longer the standby here");
                 drop(s);
             }

@@ -121,6 +121,15 @@ pub struct StandbyHandle<I: Image> {
 }
 
 impl<I: Image> StandbyHandle<I> {
+    /// Ends every stream: none applies another frame (a stream checks
+    /// before each one). Call when the replica stops being a standby, e.g.
+    /// before its image is attached as the primary's.
+    pub fn stop(&self) {
+        self.session.fetch_add(1, Ordering::SeqCst);
+        // Waits for a frame being applied now; later ones see the bump.
+        drop(self.lock());
+    }
+
     /// The standby, for inspection or promotion (stop serving first).
     pub fn lock(&self) -> MutexGuard<'_, Standby<I>> {
         self.standby
@@ -205,8 +214,19 @@ async fn serve_standby_stream<I: Image + Send + 'static>(
             return;
         }
         let sb = h.clone();
-        let replies = match tokio::task::spawn_blocking(move || sb.lock().handle(msg)).await {
-            Ok(r) => r,
+        // Checked again under the standby's lock: once `stop` returns, no
+        // frame of this stream is applied.
+        let handled = tokio::task::spawn_blocking(move || {
+            let mut standby = sb.lock();
+            (sb.session.load(Ordering::SeqCst) == session).then(|| standby.handle(msg))
+        })
+        .await;
+        let replies = match handled {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                debug!(%peer, session, "the standby stopped or a newer stream took over");
+                return;
+            }
             Err(e) => {
                 warn!(%peer, "the standby's handler failed: {e}");
                 break;
