@@ -105,6 +105,15 @@ pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
     out
 }
 
+/// How long before its lease ends a primary fences itself: a quarter of
+/// the lease, at least 400 ms. The lease is safe while the margin covers
+/// the agent's kill latency plus the clocks' drift over one lease
+/// (m >= kill + 2 * drift * L): a SIGKILL of the group's containers took
+/// under 200 ms here, and drift of monotonic clocks is parts per million.
+pub fn fence_margin(lease: std::time::Duration) -> std::time::Duration {
+    (lease / 4).max(std::time::Duration::from_millis(400))
+}
+
 /// What [`plan`] decided.
 #[derive(Debug, Default, PartialEq)]
 pub struct VolumePlan {
@@ -190,6 +199,8 @@ pub fn plan(
                 String::new()
             },
             existing: record.attached,
+            lease_ms: d.lease.as_millis() as u32,
+            fence_margin_ms: fence_margin(d.lease).as_millis() as u32,
         };
         out.assignments
             .entry(primary.clone())
