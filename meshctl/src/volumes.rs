@@ -84,6 +84,7 @@ pub fn to_json(rows: &[VolumeRow]) -> Value {
                         "error": r.error,
                     })).collect::<Vec<_>>(),
                     "problem": v.problem,
+                    "last_failover": v.last_failover,
                 })
             })
             .collect(),
@@ -137,6 +138,9 @@ pub fn table(rows: &[VolumeRow]) -> String {
     );
     for v in rows.iter().filter(|v| !v.problem.is_empty()) {
         out.push_str(&format!("{}/{}: {}\n", v.group, v.name, v.problem));
+    }
+    for v in rows.iter().filter(|v| !v.last_failover.is_empty()) {
+        out.push_str(&format!("{}/{}: last failover {}\n", v.group, v.name, v.last_failover));
     }
     out
 }

@@ -259,7 +259,9 @@ fn main() -> anyhow::Result<()> {
             volumes_handle.clone(),
         );
         let (inputs, inputs_rx) = tokio::sync::mpsc::channel(16);
-        let volume_host = volume_host.with_manager(inputs.clone());
+        let volume_host = volume_host
+            .with_manager(inputs.clone())
+            .with_lease(agent.lease());
         let volumes_task = tokio::spawn(volume_host.run(assignments_rx, shutdown.clone()));
         let (manager, report) = Manager::new(
             podman,

@@ -59,6 +59,9 @@ pub struct Agent {
     manager: Option<ManagerLink>,
     bridges: Option<Arc<crate::bridges::BridgeHost>>,
     volumes: Option<watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>>,
+    /// The send time of the newest acknowledged heartbeat: the start of
+    /// the coordinator's lease (failover groups fence themselves by it).
+    lease: Arc<watch::Sender<Option<std::time::Instant>>>,
 }
 
 impl Agent {
@@ -81,6 +84,7 @@ impl Agent {
             manager: None,
             bridges: None,
             volumes: None,
+            lease: Arc::new(watch::channel(None).0),
         })
     }
 
@@ -95,6 +99,12 @@ impl Agent {
     pub fn with_bridges(mut self, host: Arc<crate::bridges::BridgeHost>) -> Agent {
         self.bridges = Some(host);
         self
+    }
+
+    /// Where the coordinator's lease can be read (the send time of the
+    /// newest acknowledged heartbeat).
+    pub fn lease(&self) -> watch::Receiver<Option<std::time::Instant>> {
+        self.lease.subscribe()
     }
 
     /// Volumes: their states ride on every heartbeat.
@@ -222,6 +232,9 @@ impl Agent {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
         let mut last_ack = Instant::now();
+        // seq -> when it was sent, for the lease (a few beats at most).
+        let mut sent: std::collections::VecDeque<(u64, std::time::Instant)> =
+            std::collections::VecDeque::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -230,6 +243,10 @@ impl Agent {
                         return Err(SessionError::Silent(last_ack.elapsed()));
                     }
                     seq += 1;
+                    sent.push_back((seq, std::time::Instant::now()));
+                    if sent.len() > 64 {
+                        sent.pop_front();
+                    }
                     let hb = AgentMessage { body: Some(AgentBody::Heartbeat(Heartbeat {
                         seq,
                         inventory: Some(work.inventory.borrow().clone()),
@@ -245,7 +262,18 @@ impl Agent {
                 }
                 message = inbound.message() => match message {
                     Ok(Some(m)) => match m.body {
-                        Some(CoordBody::HeartbeatAck(_)) => last_ack = Instant::now(),
+                        Some(CoordBody::HeartbeatAck(ack)) => {
+                            last_ack = Instant::now();
+                            while let Some(&(s, at)) = sent.front() {
+                                if s > ack.seq {
+                                    break;
+                                }
+                                sent.pop_front();
+                                if s == ack.seq {
+                                    self.lease.send_replace(Some(at));
+                                }
+                            }
+                        }
                         Some(CoordBody::Desired(desired)) => {
                             tracing::info!(generation = desired.generation, containers = desired.containers.len(), "desired containers received");
                             work.applier.desired(desired);

@@ -82,6 +82,38 @@ interval_ms = 200
     t
 }
 
+/// [`TOPOLOGY`] with the service bridged on [`PORT`] (REQ/REP): every
+/// host reaches it at its own address on that port, wherever it runs.
+pub fn bridged_topology() -> String {
+    format!(
+        "{}\n[[bridges]]\nservice = \"memory-db\"\nport = {PORT}\npattern = \"rep\"\n",
+        TOPOLOGY.replace("IMAGE", DEMO_IMAGE)
+    )
+}
+
+/// The writer on mainpc through mainpc's own bridge endpoint.
+pub fn start_bridged_writer(mesh: &MeshFixture, first: u64, timeout: Duration) -> Proc {
+    let mut cmd = process::command(Some(mesh.host("mainpc")), &binaries::path("volume-writer"));
+    cmd.arg("--connect")
+        .arg(format!("tcp://{}:{PORT}", mesh.host("mainpc").address))
+        .arg("--first")
+        .arg(first.to_string())
+        .arg("--timeout-ms")
+        .arg(timeout.as_millis().to_string());
+    Proc::spawn("volume-writer-bridged", cmd)
+}
+
+/// Writes keys `first..first + count` through mainpc's bridge endpoint;
+/// true if every one was acknowledged.
+pub fn write_bridged(mesh: &MeshFixture, first: u64, count: u64) -> bool {
+    let mut cmd = process::command(Some(mesh.host("mainpc")), &binaries::path("volume-writer"));
+    cmd.arg("--connect")
+        .arg(format!("tcp://{}:{PORT}", mesh.host("mainpc").address))
+        .args(["--first", &first.to_string(), "--count", &count.to_string()])
+        .args(["--timeout-ms", "1000"]);
+    process::run(cmd).status.success()
+}
+
 /// Applies [`TOPOLOGY`] and waits for the rollout.
 pub fn apply(mesh: &MeshFixture) {
     apply_text(mesh, &TOPOLOGY.replace("IMAGE", DEMO_IMAGE));

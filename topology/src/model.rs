@@ -69,6 +69,9 @@ pub struct FailoverDecl {
     pub policy: String,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// How long the primary's lease lasts (ms): the coordinator promotes
+    /// the standby only after this long without a heartbeat [2000].
+    pub lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

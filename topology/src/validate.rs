@@ -286,6 +286,35 @@ impl<'a> Checker<'a> {
         groups: &BTreeSet<&str>,
     ) {
         let gname = g.name.get_ref();
+        if let Some(f) = &g.failover {
+            if !matches!(f.policy.as_str(), "singleton") {
+                self.at(
+                    &g.name,
+                    format!("group '{gname}': failover policy '{}' is unknown", f.policy),
+                    Some("use policy = \"singleton\"".into()),
+                );
+            }
+            for fb in &f.fallbacks {
+                if !hosts.contains(fb.as_str()) {
+                    let hint = nearest(fb, hosts.iter().copied())
+                        .map(|n| format!("did you mean '{n}'?"));
+                    self.at(
+                        &g.name,
+                        format!("group '{gname}': failover fallback '{fb}' is not a host of this topology"),
+                        hint,
+                    );
+                }
+            }
+            if let Some(ms) = f.lease_ms {
+                if !(500..=60_000).contains(&ms) {
+                    self.at(
+                        &g.name,
+                        format!("group '{gname}': failover lease_ms = {ms} is out of range"),
+                        Some("use 500 to 60000; the default is 2000".into()),
+                    );
+                }
+            }
+        }
         for p in &g.prefer {
             if !hosts.contains(p.get_ref().as_str()) {
                 let hint = nearest(p.get_ref(), hosts.iter().copied())

@@ -2,6 +2,7 @@
 //! tested without I/O.
 
 pub mod directory;
+pub mod failover;
 pub mod holds;
 pub mod liveness;
 pub mod planning;

@@ -34,6 +34,8 @@ pub struct VolumeDef {
     pub import: String,
     /// The group's failover fallbacks, in order.
     pub fallbacks: Vec<String>,
+    /// The group's failover lease.
+    pub lease: std::time::Duration,
 }
 
 /// What the coordinator keeps about a volume (in its store).
@@ -52,6 +54,10 @@ pub struct VolumeRecord {
     /// The primary has reported it attached: its image exists.
     #[serde(default)]
     pub attached: bool,
+    /// The host it was made on (the group's own host): after a failover it
+    /// stays a standby candidate, though it is not a fallback.
+    #[serde(default)]
+    pub home: String,
 }
 
 pub type RecordKey = (String, String);
@@ -73,6 +79,11 @@ pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
             .as_ref()
             .map(|f| f.fallbacks.clone())
             .unwrap_or_default();
+        let lease = g
+            .failover
+            .as_ref()
+            .and_then(|f| f.lease_ms)
+            .map_or(super::failover::DEFAULT_LEASE, std::time::Duration::from_millis);
         for s in &g.services {
             for v in &s.get_ref().volumes {
                 let VolumeEntry::Managed(m) = v else { continue };
@@ -86,11 +97,21 @@ pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
                     replicate: m.replicate,
                     import: m.import.clone(),
                     fallbacks: fallbacks.clone(),
+                    lease,
                 });
             }
         }
     }
     out
+}
+
+/// How long before its lease ends a primary fences itself: a quarter of
+/// the lease, at least 400 ms. The lease is safe while the margin covers
+/// the agent's kill latency plus the clocks' drift over one lease
+/// (m >= kill + 2 * drift * L): a SIGKILL of the group's containers took
+/// under 200 ms here, and drift of monotonic clocks is parts per million.
+pub fn fence_margin(lease: std::time::Duration) -> std::time::Duration {
+    (lease / 4).max(std::time::Duration::from_millis(400))
 }
 
 /// What [`plan`] decided.
@@ -130,20 +151,25 @@ pub fn plan(
             epoch: 1,
             standby_outdated: false,
             attached: false,
+            home: primary.clone(),
         });
         record.attached |= existing.is_some() && attached.contains(&key);
         record.size_bytes = d.size_bytes;
         record.replicate = d.replicate;
         if d.replicate {
+            // The volume's home host, then the fallbacks, in order.
+            let candidates: Vec<&String> = std::iter::once(&record.home)
+                .filter(|h| !h.is_empty())
+                .chain(d.fallbacks.iter())
+                .collect();
             let keep = !record.standby.is_empty()
                 && record.standby != primary
-                && d.fallbacks.contains(&record.standby);
+                && candidates.contains(&&record.standby);
             if !keep {
-                let next = d
-                    .fallbacks
+                let next = candidates
                     .iter()
-                    .find(|h| **h != primary && ready.contains(*h))
-                    .cloned()
+                    .find(|h| ***h != primary && ready.contains(**h))
+                    .map(|h| (*h).clone())
                     .unwrap_or_default();
                 if next != record.standby {
                     // An existing volume's new standby misses everything.
@@ -173,6 +199,8 @@ pub fn plan(
                 String::new()
             },
             existing: record.attached,
+            lease_ms: d.lease.as_millis() as u32,
+            fence_margin_ms: fence_margin(d.lease).as_millis() as u32,
         };
         out.assignments
             .entry(primary.clone())

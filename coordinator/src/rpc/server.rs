@@ -185,6 +185,7 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                 let now = Now::system().unix_ms.max(0) as u64;
                 shared.refresh_directory(now);
                 crate::state::topology_state::push_sets(&shared, sets, now);
+                crate::state::failover::tick(&shared);
                 crate::state::topology_state::refresh_volumes(&shared, now);
             }
         }

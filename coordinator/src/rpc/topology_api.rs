@@ -149,6 +149,28 @@ pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
     let Some(applied) = store.load_applied().map_err(|e| e.to_string())? else {
         return Ok(None);
     };
+    activate(shared, applied).map(Some)
+}
+
+/// Moves `group` to `host` in the applied topology (a failover): the
+/// placement is persisted with the rest, then the rollout re-plans, so the
+/// group's services start on `host` in dependency order and leave its
+/// old host; the directory follows the rollout's hosts.
+pub fn fail_over(shared: &Shared, group: &str, host: &str) -> Result<String, String> {
+    let Some(mut applied) = shared.topology.applied() else {
+        return Err("no topology is applied".into());
+    };
+    applied.placement.insert(group.to_string(), host.to_string());
+    if let Some(ip) = shared.registry().addresses().get(host) {
+        applied
+            .addresses
+            .entry(host.to_string())
+            .or_insert_with(|| ip.clone());
+    }
+    activate(shared, applied)
+}
+
+fn activate(shared: &Shared, applied: crate::state::store::Applied) -> Result<String, String> {
     let topology = planning::parse(&applied.source_name, &applied.topology_toml)
         .map_err(|p| format!("the stored topology no longer validates: {}", p.join("; ")))?;
     let plan = Plan {
@@ -180,7 +202,7 @@ pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
         .topology
         .begin(applied, planned, hosts, unplaced, bridges, volumes)
         .map_err(|e| e.to_string())?;
-    Ok(Some(source))
+    Ok(source)
 }
 
 pub fn applied_record(

@@ -157,6 +157,7 @@ mod tests {
             epoch: 1,
             standby_outdated: outdated,
             attached: true,
+            home: "mainpc".into(),
         }
     }
 
@@ -211,6 +212,7 @@ mod tests {
             replicate: false,
             import: String::new(),
             fallbacks: vec![],
+            lease: std::time::Duration::from_secs(2),
         }];
         let rows = rows(&defs, &records, &BTreeMap::new());
         assert_eq!(rows.len(), 2);

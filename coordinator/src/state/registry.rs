@@ -286,6 +286,14 @@ impl Registry {
         out
     }
 
+    /// node -> how long since its last heartbeat was received (monotonic).
+    pub fn silences(&self, now: std::time::Instant) -> BTreeMap<String, Duration> {
+        self.nodes
+            .iter()
+            .map(|(n, r)| (n.clone(), now.saturating_duration_since(r.last_heartbeat)))
+            .collect()
+    }
+
     pub fn is_known(&self, node: &str) -> bool {
         self.nodes.contains_key(node)
     }

@@ -302,6 +302,7 @@ mod tests {
             epoch: 1,
             standby_outdated: false,
             attached: false,
+            home: "mainpc".into(),
         };
         {
             let store = Store::open(dir.path()).unwrap();

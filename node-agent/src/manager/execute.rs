@@ -34,6 +34,19 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
         let name = spec.name.as_str();
         let podman = container_name(name);
         for action in actions {
+            // A container on a managed volume never starts without it (it
+            // would see the empty mount point).
+            if matches!(action, Action::Start | Action::Restart) {
+                if let Err(waiting) = self.resolve_mounts(spec) {
+                    if let Some(t) = self.tracked.get_mut(name) {
+                        t.problem = Some(Problem {
+                            failure: ContainerFailure::NotCreatedYet,
+                            text: waiting.clone(),
+                        });
+                    }
+                    return Some(waiting);
+                }
+            }
             if action.is_slow() {
                 if action == Action::Remove {
                     tracing::info!("spec changed; recreating");

@@ -59,6 +59,9 @@ pub enum Input {
     Command(ContainerCommand, oneshot::Sender<CommandResult>),
     /// A managed volume was attached on this host (group, volume).
     VolumeAttached(String, String),
+    /// The group's lease is gone (true: kill its containers, keep them
+    /// down) or back (false).
+    Fence(String, bool),
 }
 
 pub struct Manager<R: ContainerRuntime + Clone + 'static> {
@@ -82,6 +85,8 @@ pub struct Manager<R: ContainerRuntime + Clone + 'static> {
     volumes: Option<crate::volumes::VolumeLink>,
     /// (group, volume) -> when it was last attached (unix s).
     volume_attached_at: BTreeMap<(String, String), i64>,
+    /// Groups without a lease: their containers are killed and kept down.
+    pub(crate) fenced_groups: std::collections::BTreeSet<String>,
 }
 
 /// A background operation on a container ended.
@@ -122,6 +127,7 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             finished_rx,
             volumes: None,
             volume_attached_at: BTreeMap::new(),
+            fenced_groups: Default::default(),
         };
         (manager, rx)
     }
@@ -188,6 +194,21 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
                         self.volume_attached(&group, &volume, now);
                         self.restart_stale_mounts();
                         self.pass().await;
+                    }
+                    Some(Input::Fence(group, fenced)) => {
+                        let changed = if fenced {
+                            self.fenced_groups.insert(group.clone())
+                        } else {
+                            self.fenced_groups.remove(&group)
+                        };
+                        if changed {
+                            if fenced {
+                                tracing::warn!(%group, "fenced: no lease; killing the group's containers");
+                            } else {
+                                tracing::info!(%group, "lease back: the group's containers may run");
+                            }
+                            self.pass().await;
+                        }
                     }
                 },
                 Some(finished) = self.finished_rx.recv() => {

@@ -117,7 +117,15 @@ impl<R: ContainerRuntime + Clone + 'static> Manager<R> {
             let entered = span.enter();
             let seen = seen(spec, observed.get(&name));
             let tracked = self.tracked.entry(name.clone()).or_default();
-            let want = spec.map(|s| tracked.want(s));
+            let fenced = self.fenced_groups.contains(group);
+            let want = spec.map(|s| {
+                let mut w = tracked.want(s);
+                if fenced {
+                    // No lease for the group's volumes: killed, kept down.
+                    w.hold = Some(crate::containers::machine::Hold::Killed);
+                }
+                w
+            });
             let (machine, actions) = machine::next(&tracked.machine, seen, want, now);
             log_phase(&tracked.machine, &machine, now);
             tracked.machine = machine;

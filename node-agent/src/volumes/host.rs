@@ -100,6 +100,13 @@ pub struct VolumeHost {
     status: watch::Sender<Vec<VolumeStatus>>,
     /// Told of every attach, so it restarts containers on a dead mount.
     manager: Option<tokio::sync::mpsc::Sender<crate::manager::Input>>,
+    /// The send time of the newest heartbeat the coordinator acknowledged.
+    lease: Option<watch::Receiver<Option<Instant>>>,
+    /// Primaries fenced for want of a lease: id -> when.
+    fenced: BTreeMap<String, Instant>,
+    /// A standby released to become primary: id -> when the lease it may
+    /// have granted the old primary ends (not attached before).
+    granted_until: BTreeMap<String, Instant>,
 }
 
 impl VolumeHost {
@@ -138,9 +145,62 @@ impl VolumeHost {
                 unavailable,
                 status,
                 manager: None,
+                lease: None,
+                fenced: BTreeMap::new(),
+                granted_until: BTreeMap::new(),
             },
             rx,
         )
+    }
+
+    /// Reads the coordinator's lease from `lease` (failover groups run
+    /// only while it, or their standby's, holds).
+    pub fn with_lease(mut self, lease: watch::Receiver<Option<Instant>>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Whether the coordinator's lease (from the newest acknowledged
+    /// heartbeat) holds for `a`: its send time is younger than lease -
+    /// margin. A volume without a lease (not replicated) always holds.
+    fn heartbeat_lease(&self, a: &VolumeAssignment) -> bool {
+        let Some(limit) = lease_limit(a) else {
+            return true;
+        };
+        self.lease
+            .as_ref()
+            .and_then(|l| *l.borrow())
+            .is_some_and(|sent| sent.elapsed() < limit)
+    }
+
+    /// Fences every replicated primary whose leases (the coordinator's
+    /// and its standby's) have both run out: its containers are killed
+    /// (and kept down), then the volume is detached.
+    async fn check_leases(&mut self) {
+        let expired: Vec<(String, VolumeAssignment)> = self
+            .held
+            .iter()
+            .filter_map(|(id, h)| match h {
+                Held::Primary(p) => {
+                    let limit = lease_limit(&p.assignment)?;
+                    let grant = p.sink.as_ref().and_then(|s| s.status().last_grant);
+                    let standby_lease = grant.is_some_and(|g| g.elapsed() < limit);
+                    (!standby_lease && !self.heartbeat_lease(&p.assignment))
+                        .then(|| (id.clone(), p.assignment.clone()))
+                }
+                Held::Standby(_) => None,
+            })
+            .collect();
+        for (id, a) in expired {
+            warn!(group = %a.group, volume = %a.name, "no lease from the coordinator or the standby: fencing (killing the group's containers, detaching the volume)");
+            if let Some(m) = &self.manager {
+                let _ = m
+                    .send(crate::manager::Input::Fence(a.group.clone(), true))
+                    .await;
+            }
+            self.fenced.insert(id.clone(), Instant::now());
+            self.release(&id).await;
+        }
     }
 
     /// Tells `manager` of every attach.
@@ -162,11 +222,17 @@ impl VolumeHost {
     ) {
         let mut tick = tokio::time::interval(self.cfg.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lease_tick = tokio::time::interval(LEASE_CHECK);
+        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = assignments.changed() => if changed.is_err() { break },
                 _ = tick.tick() => {}
+                _ = lease_tick.tick() => {
+                    self.check_leases().await;
+                    continue;
+                }
             }
             let desired = assignments.borrow_and_update().clone();
             self.reconcile(&desired).await;
@@ -234,10 +300,44 @@ impl VolumeHost {
         );
     }
 
+    /// Reports `a` as not set up yet, for `why`, and tries again next time.
+    fn waiting(&mut self, a: VolumeAssignment, why: &str) {
+        let at = Instant::now()
+            .checked_sub(RETRY_AFTER)
+            .unwrap_or_else(Instant::now);
+        self.failed.insert(
+            assignment_id(&a),
+            Failure {
+                assignment: a,
+                at,
+                error: why.to_string(),
+            },
+        );
+    }
+
     async fn attach(&mut self, a: VolumeAssignment) {
         let id = assignment_id(&a);
         if !self.due(&a) {
             return;
+        }
+        if !self.heartbeat_lease(&a) {
+            // A failover group's primary starts only on a fresh lease (an
+            // agent back from a crash or a partition may have been replaced).
+            self.waiting(
+                a,
+                "waiting for a lease from the coordinator (a heartbeat acknowledgement) before attaching as the primary",
+            );
+            return;
+        }
+        if let Some(until) = self.granted_until.get(&id).copied() {
+            // This standby may have granted the old primary a lease: wait
+            // it out, so the old primary has fenced itself first.
+            let now = Instant::now();
+            if until > now {
+                info!(volume = %id, wait_ms = (until - now).as_millis() as u64, "promoted: waiting out the lease this standby granted the old primary");
+                tokio::time::sleep(until - now).await;
+            }
+            self.granted_until.remove(&id);
         }
         let config = VolumeConfig::new(&id, a.size_bytes, &self.cfg.state_dir);
         let switch = Arc::new(SwitchSink::local());
@@ -289,6 +389,9 @@ impl VolumeHost {
                 };
                 if wants_sink(&a) {
                     p.sink = self.start_sink(&a, image);
+                    if let (Some(s), Some(limit)) = (&p.sink, lease_limit(&a)) {
+                        s.start_keepalive(limit / 4);
+                    }
                     if let Some(s) = &p.sink {
                         p.switch.switch(s.clone());
                     }
@@ -447,6 +550,15 @@ impl VolumeHost {
                 if let Some(b) = &self.bridges {
                     b.tunnels().stop_channel(&channel_name(id));
                 }
+                // A stream still open from the old primary applies nothing more.
+                s.handle.stop();
+                if let (Some(g), Some(ms)) = (
+                    s.handle.last_grant(),
+                    (s.assignment.lease_ms > 0).then_some(s.assignment.lease_ms),
+                ) {
+                    self.granted_until
+                        .insert(id.to_string(), g + Duration::from_millis(u64::from(ms)));
+                }
                 info!(volume = %id, "no longer the standby here");
                 drop(s);
             }
@@ -500,6 +612,18 @@ impl VolumeHost {
         }
         self.status.send_replace(out);
     }
+}
+
+/// How often the leases of replicated primaries are checked.
+const LEASE_CHECK: Duration = Duration::from_millis(100);
+
+/// lease - margin for a replicated primary the coordinator could replace
+/// (a standby that is not Outdated); None otherwise: with no standby to
+/// promote, a lost coordinator must not stop the group.
+fn lease_limit(a: &VolumeAssignment) -> Option<Duration> {
+    (a.replicate && a.lease_ms > 0 && !a.peer.is_empty() && !a.standby_outdated).then(|| {
+        Duration::from_millis(u64::from(a.lease_ms.saturating_sub(a.fence_margin_ms)))
+    })
 }
 
 fn wants_sink(a: &VolumeAssignment) -> bool {

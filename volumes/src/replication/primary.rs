@@ -416,6 +416,19 @@ impl Primary {
     pub fn is_fenced(&self) -> bool {
         self.fenced_by.is_some()
     }
+
+    /// A Flush of everything sent so far, sent while idle so the standby's
+    /// flushed Ack renews the lease it grants this primary. None without a
+    /// session (or fenced).
+    pub fn keepalive(&self) -> Option<Message> {
+        if self.session.is_none() || self.is_fenced() {
+            return None;
+        }
+        Some(Message::Flush {
+            epoch: self.epoch,
+            seq: self.next_seq - 1,
+        })
+    }
 }
 
 mod outdate;

@@ -118,9 +118,30 @@ pub struct StandbyHandle<I: Image> {
     /// Bumped by every new stream: an older stream stops at its next frame.
     session: AtomicU64,
     write_timeout: Duration,
+    /// When this standby last sent a flushed Ack: the primary may hold a
+    /// lease from it until then plus the lease (see [`StandbyHandle::last_grant`]).
+    last_grant: Mutex<Option<std::time::Instant>>,
 }
 
 impl<I: Image> StandbyHandle<I> {
+    /// Ends every stream: none applies another frame (a stream checks
+    /// before each one). Call when the replica stops being a standby, e.g.
+    /// before its image is attached as the primary's.
+    /// When this standby last acknowledged a flush (granting the primary a
+    /// lease). A promoted standby starts the group only a full lease later.
+    pub fn last_grant(&self) -> Option<std::time::Instant> {
+        *self
+            .last_grant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn stop(&self) {
+        self.session.fetch_add(1, Ordering::SeqCst);
+        // Waits for a frame being applied now; later ones see the bump.
+        drop(self.lock());
+    }
+
     /// The standby, for inspection or promotion (stop serving first).
     pub fn lock(&self) -> MutexGuard<'_, Standby<I>> {
         self.standby
@@ -155,6 +176,7 @@ pub fn serve_standby_from<I: Image + Send + 'static>(
         standby: Mutex::new(standby),
         session: AtomicU64::new(0),
         write_timeout,
+        last_grant: Mutex::new(None),
     });
     let h = handle.clone();
     tunnels.serve_channel(&channel_name(volume_id), move |ch| {
@@ -205,8 +227,19 @@ async fn serve_standby_stream<I: Image + Send + 'static>(
             return;
         }
         let sb = h.clone();
-        let replies = match tokio::task::spawn_blocking(move || sb.lock().handle(msg)).await {
-            Ok(r) => r,
+        // Checked again under the standby's lock: once `stop` returns, no
+        // frame of this stream is applied.
+        let handled = tokio::task::spawn_blocking(move || {
+            let mut standby = sb.lock();
+            (sb.session.load(Ordering::SeqCst) == session).then(|| standby.handle(msg))
+        })
+        .await;
+        let replies = match handled {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                debug!(%peer, session, "the standby stopped or a newer stream took over");
+                return;
+            }
             Err(e) => {
                 warn!(%peer, "the standby's handler failed: {e}");
                 break;
@@ -226,6 +259,11 @@ async fn serve_standby_stream<I: Image + Send + 'static>(
                     break;
                 }
             };
+            if matches!(reply, Message::Ack { flushed: true, .. }) {
+                // Marked before it leaves: the grant can only be later.
+                *h.last_grant.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(std::time::Instant::now());
+            }
             if let Err(e) = write_frame(&mut send, &frame, h.write_timeout).await {
                 warn!(%peer, "{e}");
                 refused = true;

@@ -8,6 +8,7 @@ fn def(replicate: bool) -> VolumeDef {
         replicate,
         import: String::new(),
         fallbacks: vec!["pc2".into(), "pc3".into()],
+        lease: std::time::Duration::from_secs(2),
     }
 }
 
@@ -186,6 +187,7 @@ fn record() -> VolumeRecord {
         epoch: 3,
         standby_outdated: false,
         attached: true,
+        home: "mainpc".into(),
     }
 }
 
@@ -309,4 +311,26 @@ fn a_volume_its_primary_reported_attached_must_exist_from_then_on() {
     assert!(later.records[0].attached);
     assert!(later.assignments["mainpc"][0].existing);
     assert!(later.assignments["pc2"][0].existing);
+}
+
+#[test]
+fn after_a_failover_the_old_primary_is_the_standby_though_not_a_fallback() {
+    let mut r = record();
+    r.primary = "pc3".into();
+    r.standby = "mainpc".into();
+    r.home = "mainpc".into();
+    r.standby_outdated = true;
+    let mut d = def(true);
+    d.fallbacks = vec!["pc3".into()];
+    let recs = records(&[r]);
+    let p = plan(&[d], &placed("pc3"), &ready(&["pc3"]), &recs, &BTreeSet::new());
+    assert!(p.records.is_empty(), "{:?}", p.records);
+    assert_eq!(
+        roles(&p, "mainpc"),
+        vec![(VolumeRole::Standby, "pc3".into(), true)]
+    );
+    assert_eq!(
+        roles(&p, "pc3"),
+        vec![(VolumeRole::Primary, "mainpc".into(), true)]
+    );
 }

@@ -81,6 +81,9 @@ pub struct SinkStatus {
     pub resync: Option<(u64, u64)>,
     /// How long the last fsync through the sink took.
     pub last_fsync: Option<Duration>,
+    /// When the newest Flush the standby acknowledged was sent: the start
+    /// of the lease the standby grants (see [`ReplicatingSink::start_keepalive`]).
+    pub last_grant: Option<Instant>,
 }
 
 struct Link {
@@ -101,6 +104,9 @@ struct State {
     last_error: Option<String>,
     last_refusal: Option<String>,
     last_fsync: Option<Duration>,
+    /// Flushes sent and not yet acknowledged: (seq, when sent).
+    flushes_sent: std::collections::VecDeque<(u64, Instant)>,
+    last_grant: Option<Instant>,
 }
 
 struct Shared {
@@ -150,6 +156,8 @@ impl ReplicatingSink {
                 last_error: None,
                 last_refusal: None,
                 last_fsync: None,
+                flushes_sent: std::collections::VecDeque::new(),
+                last_grant: None,
             }),
             changed: Condvar::new(),
             reconnect: Notify::new(),
@@ -184,6 +192,7 @@ impl ReplicatingSink {
                 )
             }),
             last_fsync: st.last_fsync,
+            last_grant: st.last_grant,
         }
     }
 
@@ -203,6 +212,34 @@ impl ReplicatingSink {
                 .changed
                 .wait_timeout(st, (end - now).min(MAX_WAIT));
         }
+    }
+
+    /// Sends a keepalive Flush whenever none was sent for `every`, so an
+    /// idle primary keeps the standby's lease fresh. Stops with the sink.
+    pub fn start_keepalive(&self, every: Duration) {
+        let weak = Arc::downgrade(&self.shared);
+        self.shared.runtime.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(sh) = weak.upgrade() else { return };
+                let mut st = sh.lock();
+                if st.closed {
+                    return;
+                }
+                let recent = st
+                    .flushes_sent
+                    .back()
+                    .is_some_and(|(_, at)| at.elapsed() < every);
+                if st.link.is_none() || recent {
+                    continue;
+                }
+                if let Some(m) = st.primary.keepalive() {
+                    sh.send(&mut st, &m);
+                }
+            }
+        });
     }
 
     /// Stops replicating: the stream is closed and no new one opened.
@@ -301,6 +338,15 @@ impl Shared {
     }
 
     fn send(&self, st: &mut State, m: &Message) {
+        if let Message::Flush { seq, .. } = m {
+            if st.link.is_some() {
+                st.flushes_sent.push_back((*seq, Instant::now()));
+                // Bounded: a standby that never answers is dropped anyway.
+                if st.flushes_sent.len() > 4096 {
+                    st.flushes_sent.pop_front();
+                }
+            }
+        }
         match m.to_frame() {
             Ok(frame) => {
                 // A closed channel means the link is going down; its end
@@ -320,6 +366,7 @@ impl Shared {
         }
         st.primary.on_link_down();
         st.resync = None;
+        st.flushes_sent.clear();
         st.last_error = Some(reason);
         self.reconnect.notify_one();
     }

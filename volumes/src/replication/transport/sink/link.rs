@@ -32,6 +32,15 @@ impl Shared {
                 None => Err("block checksums outside a resync".into()),
             },
             Message::Ack { seq, flushed } => {
+                if flushed {
+                    // The standby grants a lease from the send time of the
+                    // newest Flush this Ack covers.
+                    while st.flushes_sent.front().is_some_and(|(f, _)| *f <= seq) {
+                        if let Some((_, at)) = st.flushes_sent.pop_front() {
+                            st.last_grant = Some(at);
+                        }
+                    }
+                }
                 st.primary.on_ack(seq, flushed).map_err(|e| e.to_string())
             }
             Message::Refused { reason } => {

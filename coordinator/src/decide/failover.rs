@@ -1,0 +1,171 @@
+//! When a failover group's primary host is gone, which standby takes over:
+//! a pure function of the volume records, how long each node has been
+//! silent, what the standbys report, and how long this coordinator has
+//! been up (`shared/design/FAILOVER.md` sections 2 and 3).
+//!
+//! A group is promoted only when all of these hold:
+//! - this coordinator has run for one full lease (a previous run may have
+//!   granted leases that still hold);
+//! - its primary has been silent (no heartbeat received) for the lease;
+//! - its standby heartbeats now, and reports every volume of the group
+//!   UpToDate at the group's epoch, and the coordinator has not recorded
+//!   it Outdated.
+//!
+//! A group that cannot be promoted says why ([`Blocked`]), for `meshctl`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mesh_proto::v1::{DiskState, VolumeStatus};
+
+use super::volumes::{RecordKey, VolumeRecord};
+
+/// The lease when the topology names none, and the agents' margin.
+pub const DEFAULT_LEASE: Duration = Duration::from_millis(2000);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promote {
+    pub group: String,
+    pub from: String,
+    pub to: String,
+    /// The epoch the group moves to (persisted before anything is sent).
+    pub epoch: u64,
+}
+
+/// Why a group whose primary is gone stays down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub group: String,
+    pub reason: String,
+}
+
+pub struct Inputs<'a> {
+    pub records: &'a BTreeMap<RecordKey, VolumeRecord>,
+    /// node -> time since its last heartbeat was received (absent: never
+    /// heard by this coordinator run).
+    pub silence: &'a BTreeMap<String, Duration>,
+    pub reports: &'a BTreeMap<String, Vec<VolumeStatus>>,
+    /// How long this coordinator has been up.
+    pub uptime: Duration,
+    /// group -> its lease (default [`DEFAULT_LEASE`]).
+    pub leases: &'a BTreeMap<String, Duration>,
+}
+
+pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
+    // group -> its replicated volumes' records
+    let mut groups: BTreeMap<&str, Vec<&VolumeRecord>> = BTreeMap::new();
+    for r in i.records.values().filter(|r| r.replicate) {
+        groups.entry(r.group.as_str()).or_default().push(r);
+    }
+    let mut promote = Vec::new();
+    let mut blocked = Vec::new();
+    for (group, vols) in groups {
+        let lease = i.leases.get(group).copied().unwrap_or(DEFAULT_LEASE);
+        let Some(first) = vols.first() else { continue };
+        let primary = first.primary.as_str();
+        // Never heard since this run began: silent for its whole uptime.
+        let silent = i.silence.get(primary).copied().unwrap_or(i.uptime);
+        if silent < lease {
+            continue;
+        }
+        let block = |reason: String| Blocked {
+            group: group.to_string(),
+            reason,
+        };
+        if i.uptime < lease {
+            blocked.push(block(format!(
+                "{primary} is silent, but this coordinator started {:.1} s ago: it waits one full lease ({:.1} s) before any promotion",
+                i.uptime.as_secs_f64(),
+                lease.as_secs_f64()
+            )));
+            continue;
+        }
+        let standby = first.standby.as_str();
+        if standby.is_empty() {
+            blocked.push(block(format!(
+                "{primary} is gone and the group has no standby: add a Ready host to failover.fallbacks"
+            )));
+            continue;
+        }
+        if vols.iter().any(|v| v.standby != standby || v.primary != primary) {
+            blocked.push(block(
+                "the group's volumes do not share one primary and one standby".into(),
+            ));
+            continue;
+        }
+        let standby_silent = i.silence.get(standby).copied().unwrap_or(i.uptime);
+        if standby_silent >= lease {
+            blocked.push(block(format!(
+                "{primary} is gone and the standby {standby} is not heartbeating either"
+            )));
+            continue;
+        }
+        let mut problems = Vec::new();
+        for v in &vols {
+            if v.standby_outdated {
+                problems.push(format!(
+                    "{}/{} on {standby} is Outdated (the primary wrote without it)",
+                    v.group, v.name
+                ));
+                continue;
+            }
+            let report = i
+                .reports
+                .get(standby)
+                .and_then(|l| l.iter().find(|s| s.group == v.group && s.name == v.name));
+            match report {
+                None => problems.push(format!(
+                    "{standby} does not report {}/{}",
+                    v.group, v.name
+                )),
+                Some(s) if s.disk() != DiskState::UpToDate => problems.push(format!(
+                    "{}/{} on {standby} is {:?}, not UpToDate",
+                    v.group,
+                    v.name,
+                    s.disk()
+                )),
+                Some(s) if s.epoch != v.epoch => problems.push(format!(
+                    "{}/{} on {standby} is at epoch {}, the group at {}",
+                    v.group, v.name, s.epoch, v.epoch
+                )),
+                Some(_) => {}
+            }
+        }
+        if !problems.is_empty() {
+            blocked.push(block(format!(
+                "{primary} is gone, but no valid standby: {}",
+                problems.join("; ")
+            )));
+            continue;
+        }
+        let epoch = vols.iter().map(|v| v.epoch).max().unwrap_or(0) + 1;
+        promote.push(Promote {
+            group: group.to_string(),
+            from: primary.to_string(),
+            to: standby.to_string(),
+            epoch,
+        });
+    }
+    (promote, blocked)
+}
+
+/// The records of a promotion: the standby is the primary at the new
+/// epoch, the old primary its standby, Outdated (it may have written
+/// what was never acknowledged; it is resynced when it returns).
+pub fn promoted(records: &BTreeMap<RecordKey, VolumeRecord>, p: &Promote) -> Vec<VolumeRecord> {
+    records
+        .values()
+        .filter(|r| r.group == p.group && r.replicate)
+        .map(|r| VolumeRecord {
+            primary: p.to.clone(),
+            standby: p.from.clone(),
+            epoch: p.epoch,
+            standby_outdated: true,
+            attached: true,
+            ..r.clone()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use super::*;
+use mesh_proto::v1::VolumeRole;
+
+const S: Duration = Duration::from_secs(1);
+
+fn record(outdated: bool) -> VolumeRecord {
+    VolumeRecord {
+        group: "memory".into(),
+        name: "db".into(),
+        size_bytes: 1 << 26,
+        replicate: true,
+        primary: "pc2".into(),
+        standby: "pc3".into(),
+        epoch: 4,
+        standby_outdated: outdated,
+        attached: true,
+        home: "pc2".into(),
+    }
+}
+
+fn report(disk: DiskState, epoch: u64) -> BTreeMap<String, Vec<VolumeStatus>> {
+    [(
+        "pc3".to_string(),
+        vec![VolumeStatus {
+            group: "memory".into(),
+            name: "db".into(),
+            role: VolumeRole::Standby as i32,
+            disk: disk as i32,
+            epoch,
+            ..Default::default()
+        }],
+    )]
+    .into()
+}
+
+fn run(
+    r: VolumeRecord,
+    silence: &[(&str, Duration)],
+    reports: &BTreeMap<String, Vec<VolumeStatus>>,
+    uptime: Duration,
+) -> (Vec<Promote>, Vec<Blocked>) {
+    let records = [(r.key(), r)].into();
+    let silence = silence.iter().map(|(n, d)| (n.to_string(), *d)).collect();
+    decide(&Inputs {
+        records: &records,
+        silence: &silence,
+        reports,
+        uptime,
+        leases: &BTreeMap::new(),
+    })
+}
+
+#[test]
+fn a_primary_silent_for_the_lease_is_replaced_by_its_up_to_date_standby() {
+    let (p, b) = run(
+        record(false),
+        &[("pc2", 2 * S), ("pc3", Duration::ZERO)],
+        &report(DiskState::UpToDate, 4),
+        60 * S,
+    );
+    assert!(b.is_empty(), "{b:?}");
+    assert_eq!(
+        p,
+        vec![Promote {
+            group: "memory".into(),
+            from: "pc2".into(),
+            to: "pc3".into(),
+            epoch: 5
+        }]
+    );
+}
+
+#[test]
+fn not_before_the_lease_has_passed() {
+    let (p, b) = run(
+        record(false),
+        &[("pc2", 1900 * Duration::from_millis(1)), ("pc3", Duration::ZERO)],
+        &report(DiskState::UpToDate, 4),
+        60 * S,
+    );
+    assert!(p.is_empty() && b.is_empty());
+}
+
+#[test]
+fn a_restarted_coordinator_waits_one_full_lease() {
+    // Never heard since the start 1 s ago: silent, but maybe still leased.
+    let (p, b) = run(record(false), &[("pc3", Duration::ZERO)], &report(DiskState::UpToDate, 4), S);
+    assert!(p.is_empty());
+    assert!(b[0].reason.contains("waits one full lease"), "{b:?}");
+    let (p, _) = run(record(false), &[("pc3", Duration::ZERO)], &report(DiskState::UpToDate, 4), 3 * S);
+    assert_eq!(p.len(), 1);
+}
+
+#[test]
+fn no_promotion_to_an_outdated_inconsistent_stale_or_silent_standby() {
+    let gone = [("pc2", 5 * S), ("pc3", Duration::ZERO)];
+    let cases = [
+        (run(record(true), &gone, &report(DiskState::UpToDate, 4), 60 * S), "Outdated"),
+        (run(record(false), &gone, &report(DiskState::Inconsistent, 4), 60 * S), "Inconsistent"),
+        (run(record(false), &gone, &report(DiskState::UpToDate, 3), 60 * S), "epoch 3"),
+        (run(record(false), &gone, &BTreeMap::new(), 60 * S), "does not report"),
+        (
+            run(record(false), &[("pc2", 5 * S), ("pc3", 5 * S)], &report(DiskState::UpToDate, 4), 60 * S),
+            "not heartbeating",
+        ),
+    ];
+    for ((p, b), want) in cases {
+        assert!(p.is_empty(), "{want}: {p:?}");
+        assert!(b[0].reason.contains(want), "{want}: {b:?}");
+    }
+}
+
+#[test]
+fn the_promoted_records_swap_the_roles_at_the_new_epoch() {
+    let r = record(false);
+    let records = [(r.key(), r)].into();
+    let p = Promote {
+        group: "memory".into(),
+        from: "pc2".into(),
+        to: "pc3".into(),
+        epoch: 5,
+    };
+    let out = promoted(&records, &p);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].primary.as_str(), out[0].standby.as_str(), out[0].epoch), ("pc3", "pc2", 5));
+    assert!(out[0].standby_outdated);
+    assert_eq!(out[0].home, "pc2");
+}
