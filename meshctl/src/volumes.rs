@@ -140,7 +140,10 @@ pub fn table(rows: &[VolumeRow]) -> String {
         out.push_str(&format!("{}/{}: {}\n", v.group, v.name, v.problem));
     }
     for v in rows.iter().filter(|v| !v.last_failover.is_empty()) {
-        out.push_str(&format!("{}/{}: last failover {}\n", v.group, v.name, v.last_failover));
+        out.push_str(&format!(
+            "{}/{}: last failover {}\n",
+            v.group, v.name, v.last_failover
+        ));
     }
     out
 }

@@ -28,9 +28,13 @@ pub const STANDBY: &str = "pc3";
 pub const GROUP: &str = "memory";
 pub const VOLUME: &str = "memory-data";
 pub const PORT: u16 = 7150;
+/// A lease longer than any replication test: no promotion happens.
+pub const NO_FAILOVER_LEASE_MS: u64 = 60_000;
 
 /// The SQLite memory service on pc2 with a replicated volume; pc3 is its
-/// failover fallback, so its standby.
+/// failover fallback, so its standby. LEASE is the failover lease: the
+/// replication tests take [`NO_FAILOVER_LEASE_MS`] (a host they kill is
+/// not replaced while they read the standby), the failover tests 2000.
 pub const TOPOLOGY: &str = r#"
 [[hosts]]
 name = "mainpc"
@@ -45,7 +49,7 @@ labels = { role = "pc3" }
 [[groups]]
 name = "memory"
 constraints = { role = "pc2" }
-failover = { policy = "singleton", fallbacks = ["pc3"] }
+failover = { policy = "singleton", fallbacks = ["pc3"], lease_ms = LEASE }
 [[groups.services]]
 name = "memory-db"
 image = "IMAGE"
@@ -87,7 +91,9 @@ interval_ms = 200
 pub fn bridged_topology() -> String {
     format!(
         "{}\n[[bridges]]\nservice = \"memory-db\"\nport = {PORT}\npattern = \"rep\"\n",
-        TOPOLOGY.replace("IMAGE", DEMO_IMAGE)
+        TOPOLOGY
+            .replace("IMAGE", DEMO_IMAGE)
+            .replace("LEASE", "2000")
     )
 }
 
@@ -116,7 +122,12 @@ pub fn write_bridged(mesh: &MeshFixture, first: u64, count: u64) -> bool {
 
 /// Applies [`TOPOLOGY`] and waits for the rollout.
 pub fn apply(mesh: &MeshFixture) {
-    apply_text(mesh, &TOPOLOGY.replace("IMAGE", DEMO_IMAGE));
+    apply_text(
+        mesh,
+        &TOPOLOGY
+            .replace("IMAGE", DEMO_IMAGE)
+            .replace("LEASE", &NO_FAILOVER_LEASE_MS.to_string()),
+    );
 }
 
 /// Applies a topology and waits for the rollout.

@@ -80,6 +80,9 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
         c.args(["kill", "--signal", "KILL", "--all"]);
         c
     });
-    let verdict = volumes::check_image(&volumes::image_path(&mesh.state_dir(volumes::STANDBY)), &acked);
+    let verdict = volumes::check_image(
+        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
+        &acked,
+    );
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }

@@ -296,8 +296,8 @@ impl<'a> Checker<'a> {
             }
             for fb in &f.fallbacks {
                 if !hosts.contains(fb.as_str()) {
-                    let hint = nearest(fb, hosts.iter().copied())
-                        .map(|n| format!("did you mean '{n}'?"));
+                    let hint =
+                        nearest(fb, hosts.iter().copied()).map(|n| format!("did you mean '{n}'?"));
                     self.at(
                         &g.name,
                         format!("group '{gname}': failover fallback '{fb}' is not a host of this topology"),

@@ -63,21 +63,22 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
         let lease = i.leases.get(group).copied().unwrap_or(DEFAULT_LEASE);
         let Some(first) = vols.first() else { continue };
         let primary = first.primary.as_str();
-        // Never heard since this run began: silent for its whole uptime.
-        let silent = i.silence.get(primary).copied().unwrap_or(i.uptime);
-        if silent < lease {
-            continue;
-        }
         let block = |reason: String| Blocked {
             group: group.to_string(),
             reason,
         };
-        if i.uptime < lease {
-            blocked.push(block(format!(
-                "{primary} is silent, but this coordinator started {:.1} s ago: it waits one full lease ({:.1} s) before any promotion",
-                i.uptime.as_secs_f64(),
-                lease.as_secs_f64()
-            )));
+        // Never heard since this run began: silent for its whole uptime,
+        // and never longer (a previous run's lease may still hold).
+        let heard = i.silence.get(primary).copied();
+        let silent = heard.unwrap_or(i.uptime).min(i.uptime);
+        if silent < lease {
+            if heard.is_none() {
+                blocked.push(block(format!(
+                    "{primary} has not been heard since this coordinator started {:.1} s ago: it waits one full lease ({:.1} s) before any promotion",
+                    i.uptime.as_secs_f64(),
+                    lease.as_secs_f64()
+                )));
+            }
             continue;
         }
         let standby = first.standby.as_str();
@@ -87,7 +88,10 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
             )));
             continue;
         }
-        if vols.iter().any(|v| v.standby != standby || v.primary != primary) {
+        if vols
+            .iter()
+            .any(|v| v.standby != standby || v.primary != primary)
+        {
             blocked.push(block(
                 "the group's volumes do not share one primary and one standby".into(),
             ));
@@ -114,10 +118,7 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
                 .get(standby)
                 .and_then(|l| l.iter().find(|s| s.group == v.group && s.name == v.name));
             match report {
-                None => problems.push(format!(
-                    "{standby} does not report {}/{}",
-                    v.group, v.name
-                )),
+                None => problems.push(format!("{standby} does not report {}/{}", v.group, v.name)),
                 Some(s) if s.disk() != DiskState::UpToDate => problems.push(format!(
                     "{}/{} on {standby} is {:?}, not UpToDate",
                     v.group,

@@ -79,11 +79,10 @@ pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
             .as_ref()
             .map(|f| f.fallbacks.clone())
             .unwrap_or_default();
-        let lease = g
-            .failover
-            .as_ref()
-            .and_then(|f| f.lease_ms)
-            .map_or(super::failover::DEFAULT_LEASE, std::time::Duration::from_millis);
+        let lease = g.failover.as_ref().and_then(|f| f.lease_ms).map_or(
+            super::failover::DEFAULT_LEASE,
+            std::time::Duration::from_millis,
+        );
         for s in &g.services {
             for v in &s.get_ref().volumes {
                 let VolumeEntry::Managed(m) = v else { continue };

@@ -160,7 +160,9 @@ pub fn fail_over(shared: &Shared, group: &str, host: &str) -> Result<String, Str
     let Some(mut applied) = shared.topology.applied() else {
         return Err("no topology is applied".into());
     };
-    applied.placement.insert(group.to_string(), host.to_string());
+    applied
+        .placement
+        .insert(group.to_string(), host.to_string());
     if let Some(ip) = shared.registry().addresses().get(host) {
         applied
             .addresses

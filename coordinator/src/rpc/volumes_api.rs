@@ -84,6 +84,7 @@ pub fn rows(
             },
             standby_outdated: r.standby_outdated,
             problem: problems.join("; "),
+            last_failover: String::new(),
         });
     }
     for d in defs {

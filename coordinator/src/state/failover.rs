@@ -80,7 +80,9 @@ pub fn tick(shared: &Shared) {
             tracing::error!(error = %e, "failover: cannot record the promotion; nothing changed, retrying next tick");
             continue;
         }
-        tracing::warn!("failover: primary silent for its lease; standby promoted (epoch persisted)");
+        tracing::warn!(
+            "failover: primary silent for its lease; standby promoted (epoch persisted)"
+        );
         if let Err(e) = crate::rpc::topology_api::fail_over(shared, &p.group, &p.to) {
             tracing::error!(error = %e, "failover: the group could not be re-planned onto its new primary");
         }

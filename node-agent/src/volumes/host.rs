@@ -621,9 +621,8 @@ const LEASE_CHECK: Duration = Duration::from_millis(100);
 /// (a standby that is not Outdated); None otherwise: with no standby to
 /// promote, a lost coordinator must not stop the group.
 fn lease_limit(a: &VolumeAssignment) -> Option<Duration> {
-    (a.replicate && a.lease_ms > 0 && !a.peer.is_empty() && !a.standby_outdated).then(|| {
-        Duration::from_millis(u64::from(a.lease_ms.saturating_sub(a.fence_margin_ms)))
-    })
+    (a.replicate && a.lease_ms > 0 && !a.peer.is_empty() && !a.standby_outdated)
+        .then(|| Duration::from_millis(u64::from(a.lease_ms.saturating_sub(a.fence_margin_ms))))
 }
 
 fn wants_sink(a: &VolumeAssignment) -> bool {

@@ -74,7 +74,10 @@ fn a_primary_silent_for_the_lease_is_replaced_by_its_up_to_date_standby() {
 fn not_before_the_lease_has_passed() {
     let (p, b) = run(
         record(false),
-        &[("pc2", 1900 * Duration::from_millis(1)), ("pc3", Duration::ZERO)],
+        &[
+            ("pc2", 1900 * Duration::from_millis(1)),
+            ("pc3", Duration::ZERO),
+        ],
         &report(DiskState::UpToDate, 4),
         60 * S,
     );
@@ -84,10 +87,20 @@ fn not_before_the_lease_has_passed() {
 #[test]
 fn a_restarted_coordinator_waits_one_full_lease() {
     // Never heard since the start 1 s ago: silent, but maybe still leased.
-    let (p, b) = run(record(false), &[("pc3", Duration::ZERO)], &report(DiskState::UpToDate, 4), S);
+    let (p, b) = run(
+        record(false),
+        &[("pc3", Duration::ZERO)],
+        &report(DiskState::UpToDate, 4),
+        S,
+    );
     assert!(p.is_empty());
     assert!(b[0].reason.contains("waits one full lease"), "{b:?}");
-    let (p, _) = run(record(false), &[("pc3", Duration::ZERO)], &report(DiskState::UpToDate, 4), 3 * S);
+    let (p, _) = run(
+        record(false),
+        &[("pc3", Duration::ZERO)],
+        &report(DiskState::UpToDate, 4),
+        3 * S,
+    );
     assert_eq!(p.len(), 1);
 }
 
@@ -95,12 +108,39 @@ fn a_restarted_coordinator_waits_one_full_lease() {
 fn no_promotion_to_an_outdated_inconsistent_stale_or_silent_standby() {
     let gone = [("pc2", 5 * S), ("pc3", Duration::ZERO)];
     let cases = [
-        (run(record(true), &gone, &report(DiskState::UpToDate, 4), 60 * S), "Outdated"),
-        (run(record(false), &gone, &report(DiskState::Inconsistent, 4), 60 * S), "Inconsistent"),
-        (run(record(false), &gone, &report(DiskState::UpToDate, 3), 60 * S), "epoch 3"),
-        (run(record(false), &gone, &BTreeMap::new(), 60 * S), "does not report"),
         (
-            run(record(false), &[("pc2", 5 * S), ("pc3", 5 * S)], &report(DiskState::UpToDate, 4), 60 * S),
+            run(record(true), &gone, &report(DiskState::UpToDate, 4), 60 * S),
+            "Outdated",
+        ),
+        (
+            run(
+                record(false),
+                &gone,
+                &report(DiskState::Inconsistent, 4),
+                60 * S,
+            ),
+            "Inconsistent",
+        ),
+        (
+            run(
+                record(false),
+                &gone,
+                &report(DiskState::UpToDate, 3),
+                60 * S,
+            ),
+            "epoch 3",
+        ),
+        (
+            run(record(false), &gone, &BTreeMap::new(), 60 * S),
+            "does not report",
+        ),
+        (
+            run(
+                record(false),
+                &[("pc2", 5 * S), ("pc3", 5 * S)],
+                &report(DiskState::UpToDate, 4),
+                60 * S,
+            ),
             "not heartbeating",
         ),
     ];
@@ -122,7 +162,14 @@ fn the_promoted_records_swap_the_roles_at_the_new_epoch() {
     };
     let out = promoted(&records, &p);
     assert_eq!(out.len(), 1);
-    assert_eq!((out[0].primary.as_str(), out[0].standby.as_str(), out[0].epoch), ("pc3", "pc2", 5));
+    assert_eq!(
+        (
+            out[0].primary.as_str(),
+            out[0].standby.as_str(),
+            out[0].epoch
+        ),
+        ("pc3", "pc2", 5)
+    );
     assert!(out[0].standby_outdated);
     assert_eq!(out[0].home, "pc2");
 }

@@ -323,7 +323,13 @@ fn after_a_failover_the_old_primary_is_the_standby_though_not_a_fallback() {
     let mut d = def(true);
     d.fallbacks = vec!["pc3".into()];
     let recs = records(&[r]);
-    let p = plan(&[d], &placed("pc3"), &ready(&["pc3"]), &recs, &BTreeSet::new());
+    let p = plan(
+        &[d],
+        &placed("pc3"),
+        &ready(&["pc3"]),
+        &recs,
+        &BTreeSet::new(),
+    );
     assert!(p.records.is_empty(), "{:?}", p.records);
     assert_eq!(
         roles(&p, "mainpc"),
