@@ -140,8 +140,30 @@ impl AdminService for AdminApi {
         let s = &self.shared;
         auth::require(&request, Role::Admin, &s.mesh, "ListVolumes", &s.metrics)?;
         let (defs, _) = s.topology.volume_view();
-        let volumes =
+        let mut volumes =
             crate::rpc::volumes_api::rows(&defs, &s.volumes.records(), &s.volumes.reports());
+        let blocked = s.failover.blocked();
+        let last = s.failover.last();
+        for v in &mut volumes {
+            if let Some(reason) = blocked.get(&v.group) {
+                v.problem = if v.problem.is_empty() {
+                    format!("failover blocked: {reason}")
+                } else {
+                    format!("failover blocked: {reason}; {}", v.problem)
+                };
+            }
+            if let Some(l) = last.get(&v.group) {
+                v.last_failover = format!(
+                    "{} -> {} at epoch {} (unix ms {}), {:.1} s after {}'s last heartbeat",
+                    l.promote.from,
+                    l.promote.to,
+                    l.promote.epoch,
+                    l.at_unix_ms,
+                    l.detected_after.as_secs_f64(),
+                    l.promote.from
+                );
+            }
+        }
         Ok(Response::new(ListVolumesResponse { volumes }))
     }
 
