@@ -81,7 +81,9 @@ fn main() -> anyhow::Result<()> {
         let last = volumes::row(&v)
             .map(|r| r["last_failover"].to_string())
             .unwrap_or_else(|| v.to_string());
-        mesh.agents.get_mut(volumes::STANDBY).map(|a| a.kill());
+        if let Some(a) = mesh.agents.get_mut(volumes::STANDBY) {
+            a.kill();
+        }
         let verdict = volumes::check_image(
             &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
             &acked,
