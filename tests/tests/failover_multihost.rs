@@ -86,3 +86,164 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
     );
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }
+
+fn started_mesh() -> MeshFixture {
+    let mesh = MeshFixture::start(
+        &HOSTS,
+        MeshOptions {
+            containers: true,
+            ..MeshOptions::default()
+        },
+    );
+    for host in HOSTS {
+        mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
+    }
+    volumes::apply_text(&mesh, &volumes::bridged_topology());
+    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
+    mesh_tests::wait::until(
+        "writes through mainpc's bridge endpoint",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || Ok(volumes::write_bridged(&mesh, 0, 1).then_some(())),
+    );
+    mesh
+}
+
+/// `podman inspect` of the memory service's container on `node`: a time
+/// field in unix ns (0 when never set).
+fn container_time_ns(mesh: &MeshFixture, node: &str, field: &str) -> i128 {
+    let out = mesh_tests::process::run({
+        let mut c = mesh.podman(node);
+        c.args([
+            "inspect",
+            "mesh-memory-db",
+            "--format",
+            &format!("{{{{.State.{field}.UnixNano}}}}"),
+        ]);
+        c
+    });
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_returns_as_standby() {
+    if !require_podman(
+        "the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_returns_as_standby",
+    ) {
+        return;
+    }
+    ensure_demo_image();
+    let mesh = started_mesh();
+    let writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(1500));
+    // Everything on pc2 keeps running, cut off from all.
+    mesh.lan.cut(mesh.host(volumes::PRIMARY));
+    let mut writer = writer;
+    mesh_tests::wait::until(
+        "the writer to give up",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((!writer.is_running()).then_some(())),
+    );
+    let (mut acked, _) = volumes::writer_tally(&writer);
+    acked.insert(0);
+    let next = 1_000_000;
+    mesh_tests::wait::until(
+        "a write through the same bridge endpoint, served on pc3",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || Ok(volumes::write_bridged(&mesh, next, 1).then_some(())),
+    );
+    acked.insert(next);
+    // pc2's agent killed its own container (no lease) before pc3 started one.
+    let died = mesh_tests::wait::until(
+        "pc2's agent to have killed its container",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let t = container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt");
+            Ok((t > 0).then_some(t))
+        },
+    );
+    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    assert!(started > 0, "pc3 never started the service");
+    eprintln!(
+        "unplugged: pc2's container died {} ms before pc3's started",
+        (started - died) / 1_000_000
+    );
+    assert!(
+        died < started,
+        "two writers: pc3 started the service {} ms before pc2's died",
+        (died - started) / 1_000_000
+    );
+    // Back on the LAN, pc2 becomes the standby and is resynced.
+    mesh.lan.restore(mesh.host(volumes::PRIMARY));
+    let row = mesh_tests::wait::until(
+        "pc2 back as the standby, resynced",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || {
+            let v = volumes::volumes_json(&mesh)?;
+            let r = volumes::row(&v).cloned().ok_or("no row")?;
+            let ok = r["primary"] == "pc3"
+                && r["standby"] == "pc2"
+                && r["standing"] == "in sync"
+                && r["standby_outdated"] == false;
+            Ok(ok.then_some(r))
+        },
+    );
+    assert_eq!(row["epoch"], 2, "{row}");
+    assert!(volumes::write_bridged(&mesh, next + 1, 20));
+    for k in next + 1..next + 21 {
+        acked.insert(k);
+    }
+    let mut mesh = mesh;
+    if let Some(a) = mesh.agents.get_mut(volumes::STANDBY) {
+        a.kill();
+    }
+    let verdict = volumes::check_image(
+        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
+        &acked,
+    );
+    assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
+}
+
+#[test]
+fn a_coordinator_down_longer_than_the_lease_neither_fails_over_nor_stops_the_service() {
+    if !require_podman(
+        "a_coordinator_down_longer_than_the_lease_neither_fails_over_nor_stops_the_service",
+    ) {
+        return;
+    }
+    ensure_demo_image();
+    let mut mesh = started_mesh();
+    let writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(1000));
+    mesh.coordinator.kill();
+    let count = |w: &mesh_tests::process::Proc| volumes::writer_tally(w).0.len();
+    let at_kill = count(&writer);
+    // Three leases without a coordinator: the standby's grants keep the
+    // primary going (static stability).
+    std::thread::sleep(Duration::from_secs(6));
+    let mut writer = writer;
+    assert!(writer.is_running(), "the writer stopped: {}", writer.logs());
+    let during = count(&writer);
+    assert!(
+        during > at_kill + 50,
+        "writes stalled without the coordinator: {at_kill} -> {during}"
+    );
+    mesh.restart_coordinator();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(writer.is_running(), "the writer stopped: {}", writer.logs());
+    let v = volumes::volumes_json(&mesh).unwrap();
+    let row = volumes::row(&v).unwrap();
+    assert_eq!(row["primary"], "pc2", "a failover happened: {row}");
+    assert_eq!(row["epoch"], 1, "a failover happened: {row}");
+    assert!(
+        count(&writer) > during + 50,
+        "writes stalled after the restart"
+    );
+}

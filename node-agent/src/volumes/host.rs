@@ -192,7 +192,15 @@ impl VolumeHost {
             })
             .collect();
         for (id, a) in expired {
-            warn!(group = %a.group, volume = %a.name, "no lease from the coordinator or the standby: fencing (killing the group's containers, detaching the volume)");
+            warn!(group = %a.group, volume = %a.name, "no lease from the coordinator or the standby: fencing (failing the volume's I/O, killing the group's containers, detaching the volume)");
+            // First the I/O: a writer blocked in an fsync for the standby
+            // gets EIO now and can die; nothing more is written.
+            if let Some(Held::Primary(p)) = self.held.get(&id) {
+                p.switch.switch(Arc::new(super::switch::FencedSink));
+                if let Some(s) = &p.sink {
+                    s.fence();
+                }
+            }
             if let Some(m) = &self.manager {
                 let _ = m
                     .send(crate::manager::Input::Fence(a.group.clone(), true))

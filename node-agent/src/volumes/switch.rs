@@ -51,6 +51,23 @@ impl WriteSink for SwitchSink {
     }
 }
 
+/// The target of a fenced volume: every write and fsync fails with EIO.
+pub struct FencedSink;
+
+impl WriteSink for FencedSink {
+    fn write(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(5))
+    }
+
+    fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(5))
+    }
+
+    fn fsync(&self) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(5))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

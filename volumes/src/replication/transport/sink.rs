@@ -101,6 +101,9 @@ struct State {
     /// meanwhile is skipped (it asks again at its next retry time).
     asking: bool,
     closed: bool,
+    /// Fenced by its own host (no lease): every write and fsync, waiting
+    /// or new, fails with EIO at once.
+    fenced_here: bool,
     last_error: Option<String>,
     last_refusal: Option<String>,
     last_fsync: Option<Duration>,
@@ -153,6 +156,7 @@ impl ReplicatingSink {
                 links_opened: 0,
                 asking: false,
                 closed: false,
+                fenced_here: false,
                 last_error: None,
                 last_refusal: None,
                 last_fsync: None,
@@ -242,6 +246,19 @@ impl ReplicatingSink {
         });
     }
 
+    /// Fences the volume on this host (its lease is gone): the stream is
+    /// closed, and every write and fsync, also one waiting now for the
+    /// standby, fails with EIO, so a writer blocked in an fsync returns
+    /// (and can be killed) instead of waiting for a standby that may
+    /// already be the primary.
+    pub fn fence(&self) {
+        let mut st = self.shared.lock();
+        st.fenced_here = true;
+        st.closed = true;
+        self.shared.drop_link(&mut st, "fenced: no lease".into());
+        self.shared.changed.notify_all();
+    }
+
     /// Stops replicating: the stream is closed and no new one opened.
     pub fn close(&self) {
         let mut st = self.shared.lock();
@@ -262,6 +279,9 @@ impl WriteSink for ReplicatingSink {
         let sh = &self.shared;
         let mut st = sh.lock();
         loop {
+            if st.fenced_here {
+                return Err(fenced_error());
+            }
             let now = Instant::now();
             match st
                 .primary
@@ -294,6 +314,9 @@ impl WriteSink for ReplicatingSink {
     fn fsync(&self) -> io::Result<()> {
         let sh = &self.shared;
         let mut st = sh.lock();
+        if st.fenced_here {
+            return Err(fenced_error());
+        }
         let started = Instant::now();
         let ticket = st.primary.fsync(started).map_err(to_io)?;
         sh.drive(&mut st);
@@ -305,11 +328,18 @@ impl WriteSink for ReplicatingSink {
                 }
                 FsyncState::Waiting => {
                     st = sh.wait(st);
+                    if st.fenced_here {
+                        return Err(fenced_error());
+                    }
                     sh.drive(&mut st);
                 }
             }
         }
     }
+}
+
+fn fenced_error() -> io::Error {
+    io::Error::from_raw_os_error(5) // EIO
 }
 
 fn to_io(e: crate::replication::Error) -> io::Error {
