@@ -302,6 +302,36 @@ fn a_lost_standby_holds_fsync_until_the_coordinator_outdates_it() {
 }
 
 #[test]
+fn fencing_fails_an_fsync_waiting_for_a_lost_standby_and_every_later_write() {
+    let rig = Rig::new(SIZE);
+    rig.wait_in_sync();
+    rig.standby_tunnels.close();
+    rig.write(4096, &[2u8; 4096]);
+    std::thread::scope(|scope| {
+        let (done_tx, done) = mpsc::channel();
+        let sink = &rig.sink;
+        scope.spawn(move || {
+            let r = sink.fsync();
+            done_tx.send(r.map_err(|e| e.raw_os_error())).unwrap();
+        });
+        // Waiting for the standby (the fsync bound is 500 ms)...
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(done.try_recv().is_err(), "the fsync returned without the standby");
+        // ...until the host fences the volume: EIO at once.
+        let fenced = Instant::now();
+        rig.sink.fence();
+        let result = done.recv_timeout(WAIT).expect("the fsync never returned");
+        assert_eq!(result, Err(Some(5)), "EIO");
+        assert!(fenced.elapsed() < Duration::from_millis(400), "{:?}", fenced.elapsed());
+    });
+    assert_eq!(
+        rig.sink.write(0, &[1u8; 512]).unwrap_err().raw_os_error(),
+        Some(5)
+    );
+    assert_eq!(rig.sink.fsync().unwrap_err().raw_os_error(), Some(5));
+}
+
+#[test]
 fn a_standby_of_another_size_is_refused_with_the_reason() {
     let rig = Rig::new(2 * SIZE);
     let s = rig.sink.wait_status(WAIT, |s| s.last_refusal.is_some());
