@@ -247,3 +247,65 @@ fn a_coordinator_down_longer_than_the_lease_neither_fails_over_nor_stops_the_ser
         "writes stalled after the restart"
     );
 }
+
+#[test]
+fn a_primary_agent_paused_past_its_lease_acknowledges_nothing_after_it_wakes() {
+    if !require_podman("a_primary_agent_paused_past_its_lease_acknowledges_nothing_after_it_wakes")
+    {
+        return;
+    }
+    ensure_demo_image();
+    let mesh = started_mesh();
+    // A patient writer: a reply pc2 might send after waking would be seen.
+    let writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1500));
+    let agent = mesh.agents[volumes::PRIMARY].pid().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &agent])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {agent}");
+    };
+    signal("-STOP");
+    // The coordinator promotes pc3 after the lease; the endpoint answers.
+    let next = 1_000_000;
+    mesh_tests::wait::until(
+        "a write through the same bridge endpoint, served on pc3",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || Ok(volumes::write_bridged(&mesh, next, 1).then_some(())),
+    );
+    // pc2's agent wakes up long past its lease.
+    signal("-CONT");
+    let died = mesh_tests::wait::until(
+        "pc2's agent to have fenced its container",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let t = container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt");
+            Ok((t > 0).then_some(t))
+        },
+    );
+    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    eprintln!(
+        "paused: pc2's container died {} ms after pc3's started (pc2 was frozen)",
+        (died - started) / 1_000_000
+    );
+    let mut writer = writer;
+    writer.kill();
+    let (mut acked, _) = volumes::writer_tally(&writer);
+    acked.insert(0);
+    acked.insert(next);
+    let mut mesh = mesh;
+    if let Some(a) = mesh.agents.get_mut(volumes::STANDBY) {
+        a.kill();
+    }
+    // Whatever was acknowledged, before the pause or by anyone after it,
+    // is on the new primary.
+    let verdict = volumes::check_image(
+        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
+        &acked,
+    );
+    assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
+}

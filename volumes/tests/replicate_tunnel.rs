@@ -316,13 +316,20 @@ fn fencing_fails_an_fsync_waiting_for_a_lost_standby_and_every_later_write() {
         });
         // Waiting for the standby (the fsync bound is 500 ms)...
         std::thread::sleep(Duration::from_millis(100));
-        assert!(done.try_recv().is_err(), "the fsync returned without the standby");
+        assert!(
+            done.try_recv().is_err(),
+            "the fsync returned without the standby"
+        );
         // ...until the host fences the volume: EIO at once.
         let fenced = Instant::now();
         rig.sink.fence();
         let result = done.recv_timeout(WAIT).expect("the fsync never returned");
         assert_eq!(result, Err(Some(5)), "EIO");
-        assert!(fenced.elapsed() < Duration::from_millis(400), "{:?}", fenced.elapsed());
+        assert!(
+            fenced.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            fenced.elapsed()
+        );
     });
     assert_eq!(
         rig.sink.write(0, &[1u8; 512]).unwrap_err().raw_os_error(),
