@@ -1,5 +1,6 @@
 //! `bench-failover`: issue #12's failover time, N trials (default 20) of a
-//! hard kill of the primary host, each on a fresh mesh of namespaces: the
+//! hard kill of the primary host (`--fault kill`) or of its link going
+//! down (`--fault unplug`), each on a fresh mesh of namespaces: the
 //! SQLite demo service on pc2 with a replicated volume, standby pc3, a
 //! writer on mainpc through its own bridge endpoint. Measured: from the
 //! kill to the first write acknowledged through that same endpoint (now
@@ -13,10 +14,20 @@ use mesh_tests::mesh::{MeshFixture, MeshOptions};
 use mesh_tests::podman::ensure_demo_image;
 use mesh_tests::volumes::{self, HOSTS};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Fault {
+    /// pc2's agent, containers and Podman SIGKILLed, its image deleted.
+    Kill,
+    /// pc2's link down: everything on it runs on until it fences itself.
+    Unplug,
+}
+
 #[derive(Parser, Debug)]
 struct Args {
     #[arg(long, default_value_t = 20)]
     trials: u32,
+    #[arg(long, value_enum, default_value_t = Fault::Kill)]
+    fault: Fault,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -54,7 +65,10 @@ fn main() -> anyhow::Result<()> {
         let mut writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(1000 + rand::random::<u64>() % 2000));
         let killed = Instant::now();
-        volumes::kill_primary_host(&mut mesh);
+        match args.fault {
+            Fault::Kill => volumes::kill_primary_host(&mut mesh),
+            Fault::Unplug => mesh.lan.cut(mesh.host(volumes::PRIMARY)),
+        }
         let mut probe = 1_000_000u64;
         let total = loop {
             if killed.elapsed() > Duration::from_secs(60) {
@@ -92,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             lost_rounds += 1;
         }
         println!(
-            "trial {:>2}: first acknowledged write {:.2} s after the kill; {} acknowledged, lost {}; {}",
+            "trial {:>2}: first acknowledged write {:.2} s after the fault; {} acknowledged, lost {}; {}",
             trial + 1,
             total.as_secs_f64(),
             acked.len(),
