@@ -9,8 +9,10 @@
 # (topology/examples/ai-system.toml) with --explain and a --fail pc2
 # what-if, applies it (14 real containers started in dependency order,
 # each health-checked over ZeroMQ: core and GPU services on mainpc, the
-# memory services on pc2), then cuts pc2 off the LAN to show it go Suspect
-# and Down while its containers keep running, and restores it.
+# memory services on pc2, on replicated volumes with mainpc as standby),
+# then cuts pc2 off the LAN: the memory services fail over to mainpc
+# within seconds (pc2 fences its own copies), the bridges follow, and pc2
+# comes back as the resynced standby.
 #
 # Run as root (namespaces). DEMO_HOLD=1 keeps the mesh running until Ctrl-C;
 # the default is to hold when run from a terminal. Everything it made is
@@ -46,6 +48,13 @@ cleanup() {
     for pid in $(pgrep -f "$state"); do pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null; done
     sleep 0.5
     umount -R "$state/root/overlay" 2>/dev/null || true
+    # Replicated volumes: ext4 mounts, their loop devices, the FUSE mounts.
+    local vols="$DEMO/state/$host/volumes/"
+    for m in $(awk '{print $2}' /proc/self/mounts | grep "^$vols.*/mnt$"); do umount -l "$m" 2>/dev/null || true; done
+    for dev in $(losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk -v d="$vols" 'index($2, d) == 1 {print $1}'); do
+      losetup -d "$dev" 2>/dev/null || true
+    done
+    for m in $(awk '{print $2}' /proc/self/mounts | grep "^$vols.*/fuse$"); do umount -l "$m" 2>/dev/null || true; done
   done
   for ns in demo-mainpc demo-pc2 "$LAN"; do ip netns del "$ns" 2>/dev/null || true; done
 }
@@ -185,16 +194,43 @@ echo; echo "== meshctl images"; meshctl images
 echo; echo "== meshctl logs pc2 memory-orchestrator --tail 3"
 meshctl logs pc2 memory-orchestrator --tail 3
 
-echo; echo "== cutting pc2 off the LAN (link down); heartbeats every 500 ms"
+echo; echo "== meshctl volumes: the memory services' data, replicated pc2 -> mainpc"
+wait_in_sync() { # seconds
+  local deadline=$((SECONDS + $1))
+  until meshctl volumes -o json 2>/dev/null | grep -q '"standing": "in sync"' && \
+        ! meshctl volumes -o json 2>/dev/null | grep -q '"standing": "\(resyncing\|alone\|standby silent\)"'; do
+    if [ $SECONDS -ge $deadline ]; then echo "demo: the volumes did not get in sync within $1 s" >&2; return 1; fi
+    sleep 0.5
+  done
+}
+wait_in_sync 60 || true
+meshctl volumes
+
+echo; echo "== cutting pc2 off the LAN (link down): its memory services fail over to mainpc"
 ip -n demo-pc2 link set eth0 down
-wait_state pc2 suspect 10 && echo "pc2 is suspect (3 heartbeats missed)"
+cut_at=$SECONDS
+deadline=$((SECONDS + 30))
+until meshctl volumes -o json 2>/dev/null | grep -q '"primary": "mainpc"'; do
+  if [ $SECONDS -ge $deadline ]; then echo "demo: no failover within 30 s; see $DEMO/*.log" >&2; break; fi
+  sleep 0.2
+done
+echo "promoted on mainpc $((SECONDS - cut_at)) s after the cut (lease 2 s); pc2's agent fenced its own copies"
 wait_state pc2 down 15 && echo "pc2 is down (10 heartbeats missed)"
-meshctl nodes
-echo; echo "== restoring pc2's link"
+meshctl volumes
+meshctl ps mainpc | grep -E "NAME|memory|session|knowledge" || true
+deadline=$((SECONDS + 30))
+until meshctl check >/dev/null 2>&1; do
+  if [ $SECONDS -ge $deadline ]; then break; fi
+  sleep 1
+done
+echo "(the bridges now point at mainpc: the same MESH_*_ADDR endpoints answer)"
+
+echo; echo "== restoring pc2's link: it comes back as the standby and is resynced"
 ip -n demo-pc2 link set eth0 up
-wait_state pc2 ready 30 && echo "pc2 is ready again; nothing was restarted"
-meshctl nodes
-echo; echo "== pc2's containers ran on while it was cut off (static stability)"
+wait_state pc2 ready 30 && echo "pc2 is ready again"
+wait_in_sync 90 || true
+meshctl volumes
+echo; echo "== pc2 now: its groups without failover ran on while it was cut off (static stability); the memory services stay on mainpc"
 meshctl ps pc2
 
 echo

@@ -136,7 +136,7 @@ fn memory_services_are_durable_singletons_behind_bridges() {
         assert_eq!(s.env.get("DEMO_MODE").map(String::as_str), Some("memory"));
         assert!(
             s.volumes.len() == 1
-                && matches!(&s.volumes[0], VolumeEntry::Mount(m) if m.ends_with(":/data")),
+                && matches!(&s.volumes[0], VolumeEntry::Managed(m) if m.target == "/data" && m.replicate),
             "{}",
             s.name
         );

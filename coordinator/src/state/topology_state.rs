@@ -282,7 +282,16 @@ pub fn refresh_volumes(shared: &crate::state::Shared, now_unix_ms: u64) {
         .map(|n| n.name.clone())
         .chain(plan.assignments.keys().cloned())
         .collect();
+    let (_, service_hosts, _) = shared.topology.bridge_view();
+    let container_hosts: BTreeSet<String> = service_hosts.into_values().collect();
     for node in nodes {
+        // A host the rollout has services for gets its volumes with the
+        // set the rollout makes for it: a set made here first would carry
+        // no containers (after a coordinator restart, before the rollout
+        // has adopted what runs) and the agent would remove them.
+        if container_hosts.contains(&node) && shared.desired.get(&node).is_none() {
+            continue;
+        }
         let list = plan.assignments.get(&node).cloned().unwrap_or_default();
         match shared.desired.set_volumes(&node, list, now_unix_ms) {
             Ok(None) => {}
