@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::binaries;
-use crate::mesh::MeshFixture;
+use crate::mesh::{MeshFixture, MeshOptions};
 use crate::podman::DEMO_IMAGE;
 use crate::process::{self, Proc};
 use crate::wait;
@@ -118,6 +118,37 @@ pub fn write_bridged(mesh: &MeshFixture, first: u64, count: u64) -> bool {
         .args(["--first", &first.to_string(), "--count", &count.to_string()])
         .args(["--timeout-ms", "1000"]);
     process::run(cmd).status.success()
+}
+
+/// A fresh mesh of [`HOSTS`], agents with their own Podman, every host
+/// Ready with its inventory.
+pub fn start_mesh() -> MeshFixture {
+    let mesh = MeshFixture::start(
+        &HOSTS,
+        MeshOptions {
+            containers: true,
+            ..MeshOptions::default()
+        },
+    );
+    for host in HOSTS {
+        mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
+    }
+    mesh
+}
+
+/// [`start_mesh`] with [`bridged_topology`] applied, the volume in sync,
+/// and a first write (key 0) acknowledged through mainpc's bridge endpoint.
+pub fn start_bridged_mesh() -> MeshFixture {
+    let mesh = start_mesh();
+    apply_text(&mesh, &bridged_topology());
+    wait_in_sync(&mesh, Duration::from_secs(120));
+    wait::until(
+        "writes through mainpc's bridge endpoint",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || Ok(write_bridged(&mesh, 0, 1).then_some(())),
+    );
+    mesh
 }
 
 /// Applies [`TOPOLOGY`] and waits for the rollout.

@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_demo_image, require_podman};
-use mesh_tests::volumes::{self, HOSTS};
+use mesh_tests::volumes;
 
 #[test]
 fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_the_same_endpoint() {
@@ -20,24 +20,7 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
         return;
     }
     ensure_demo_image();
-    let mut mesh = MeshFixture::start(
-        &HOSTS,
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    for host in HOSTS {
-        mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
-    }
-    volumes::apply_text(&mesh, &volumes::bridged_topology());
-    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
-    mesh_tests::wait::until(
-        "writes through mainpc's bridge endpoint",
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        || Ok(volumes::write_bridged(&mesh, 0, 1).then_some(())),
-    );
+    let mut mesh = volumes::start_bridged_mesh();
     let writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(3));
     std::thread::sleep(Duration::from_secs(2));
     let killed = Instant::now();
@@ -88,25 +71,7 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
 }
 
 fn started_mesh() -> MeshFixture {
-    let mesh = MeshFixture::start(
-        &HOSTS,
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    for host in HOSTS {
-        mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
-    }
-    volumes::apply_text(&mesh, &volumes::bridged_topology());
-    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
-    mesh_tests::wait::until(
-        "writes through mainpc's bridge endpoint",
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        || Ok(volumes::write_bridged(&mesh, 0, 1).then_some(())),
-    );
-    mesh
+    volumes::start_bridged_mesh()
 }
 
 /// `podman inspect` of the memory service's container on `node`: a time

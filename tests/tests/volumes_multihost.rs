@@ -10,22 +10,12 @@
 
 use std::time::Duration;
 
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_demo_image, require_podman};
-use mesh_tests::volumes::{self, HOSTS};
+use mesh_tests::volumes;
 
 fn mesh() -> MeshFixture {
-    let mesh = MeshFixture::start(
-        &HOSTS,
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    for host in HOSTS {
-        mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
-    }
-    mesh
+    volumes::start_mesh()
 }
 
 #[test]

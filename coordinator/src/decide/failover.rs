@@ -9,7 +9,11 @@
 //! - its primary has been silent (no heartbeat received) for the lease;
 //! - its standby heartbeats now, and reports every volume of the group
 //!   UpToDate at the group's epoch, and the coordinator has not recorded
-//!   it Outdated.
+//!   it Outdated;
+//! - the standby no longer hears the primary (its last acknowledgement of
+//!   the primary's flushes is older than lease - margin): a primary the
+//!   standby still hears is alive and may hold the standby's lease, cut
+//!   off from the coordinator only (a coordinator restart, say).
 //!
 //! A group that cannot be promoted says why ([`Blocked`]), for `meshctl`.
 
@@ -104,6 +108,8 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
             )));
             continue;
         }
+        // Past lease - margin, the primary holds no lease from the standby.
+        let hears_limit = lease.saturating_sub(super::volumes::fence_margin(lease));
         let mut problems = Vec::new();
         for v in &vols {
             if v.standby_outdated {
@@ -129,6 +135,20 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
                     "{}/{} on {standby} is at epoch {}, the group at {}",
                     v.group, v.name, s.epoch, v.epoch
                 )),
+                // The primary may still hold the lease its standby grants:
+                // it is alive, cut off from this coordinator only.
+                Some(s)
+                    if s
+                        .primary_ack_age_ms
+                        .is_some_and(|age| Duration::from_millis(age) < hears_limit) =>
+                {
+                    problems.push(format!(
+                        "{standby} still replicates {}/{} from {primary} (last acknowledged {} ms ago): {primary} is alive, only cut off from the coordinator",
+                        v.group,
+                        v.name,
+                        s.primary_ack_age_ms.unwrap_or(0)
+                    ))
+                }
                 Some(_) => {}
             }
         }

@@ -785,6 +785,10 @@ fn status_of(h: &Held) -> VolumeStatus {
                 resync_total_blocks: total,
                 epoch: meta.epoch,
                 size_bytes: a.size_bytes,
+                primary_ack_age_ms: sv
+                    .handle
+                    .last_grant()
+                    .map(|g| g.elapsed().as_millis() as u64),
                 ..Default::default()
             }
         }

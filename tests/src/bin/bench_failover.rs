@@ -10,9 +10,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
 use mesh_tests::podman::ensure_demo_image;
-use mesh_tests::volumes::{self, HOSTS};
+use mesh_tests::volumes;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Fault {
@@ -44,24 +43,7 @@ fn main() -> anyhow::Result<()> {
     let mut totals = Vec::new();
     let mut lost_rounds = 0;
     for trial in 0..args.trials {
-        let mut mesh = MeshFixture::start(
-            &HOSTS,
-            MeshOptions {
-                containers: true,
-                ..MeshOptions::default()
-            },
-        );
-        for host in HOSTS {
-            mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
-        }
-        volumes::apply_text(&mesh, &volumes::bridged_topology());
-        volumes::wait_in_sync(&mesh, Duration::from_secs(120));
-        mesh_tests::wait::until(
-            "writes through mainpc's bridge endpoint",
-            Duration::from_secs(60),
-            Duration::from_millis(200),
-            || Ok(volumes::write_bridged(&mesh, 0, 1).then_some(())),
-        );
+        let mut mesh = volumes::start_bridged_mesh();
         let mut writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(1000 + rand::random::<u64>() % 2000));
         let killed = Instant::now();

@@ -8,9 +8,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
 use mesh_tests::podman::ensure_demo_image;
-use mesh_tests::volumes::{self, HOSTS};
+use mesh_tests::volumes;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -24,16 +23,7 @@ fn main() -> anyhow::Result<()> {
     let mut failed = 0;
     let mut acked_total = 0;
     for round in 0..args.rounds {
-        let mut mesh = MeshFixture::start(
-            &HOSTS,
-            MeshOptions {
-                containers: true,
-                ..MeshOptions::default()
-            },
-        );
-        for host in HOSTS {
-            mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
-        }
+        let mut mesh = volumes::start_mesh();
         volumes::apply(&mesh);
         volumes::wait_in_sync(&mesh, Duration::from_secs(120));
         // A random moment: 1 to 4 s into the writes.

@@ -8,9 +8,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
 use mesh_tests::podman::ensure_demo_image;
-use mesh_tests::volumes::{self, HOSTS, PORT, PRIMARY, STANDBY};
+use mesh_tests::volumes::{self, PORT, PRIMARY, STANDBY};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -40,16 +39,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure_demo_image();
-    let mesh = MeshFixture::start(
-        &HOSTS,
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    for host in HOSTS {
-        mesh.wait_ready_with_inventory(host, Duration::from_secs(30));
-    }
+    let mesh = volumes::start_mesh();
     volumes::apply_text(&mesh, &volumes::topology_with(args.volumes, args.size_mib));
     mesh_tests::wait::until(
         "every volume in sync",

@@ -173,3 +173,21 @@ fn the_promoted_records_swap_the_roles_at_the_new_epoch() {
     assert!(out[0].standby_outdated);
     assert_eq!(out[0].home, "pc2");
 }
+
+#[test]
+fn a_standby_that_still_hears_its_primary_is_not_promoted() {
+    let gone = [("pc2", 5 * S), ("pc3", Duration::ZERO)];
+    let mut reports = report(DiskState::UpToDate, 4);
+    reports.get_mut("pc3").unwrap()[0].primary_ack_age_ms = Some(300);
+    let (p, b) = run(record(false), &gone, &reports, 60 * S);
+    assert!(p.is_empty(), "{p:?}");
+    assert!(b[0].reason.contains("still replicates"), "{b:?}");
+    assert!(
+        b[0].reason.contains("only cut off from the coordinator"),
+        "{b:?}"
+    );
+    // Past lease - margin (1.5 s of a 2 s lease) it may be promoted.
+    reports.get_mut("pc3").unwrap()[0].primary_ack_age_ms = Some(1600);
+    let (p, _) = run(record(false), &gone, &reports, 60 * S);
+    assert_eq!(p.len(), 1);
+}
