@@ -171,8 +171,9 @@ pub fn summary(rows: &[VolumeRow]) -> String {
                 format!("{} on {}{standby}", v.name, v.primary)
             })
             .collect();
+        let epoch = vols.iter().map(|v| v.epoch).max().unwrap_or(0);
         out.push_str(&format!(
-            "volumes of {g}: {} ({})\n",
+            "volumes of {g}: {} at epoch {epoch} ({})\n",
             if protected {
                 "protected"
             } else {
@@ -180,6 +181,21 @@ pub fn summary(rows: &[VolumeRow]) -> String {
             },
             parts.join(", ")
         ));
+        // Group-wide facts, once: why it cannot fail over, its last failover.
+        if let Some(blocked) = vols.iter().find_map(|v| {
+            v.problem
+                .split("; ")
+                .find(|p| p.starts_with("failover blocked:"))
+        }) {
+            out.push_str(&format!("  {blocked}\n"));
+        }
+        if let Some(last) = vols
+            .iter()
+            .map(|v| v.last_failover.as_str())
+            .find(|l| !l.is_empty())
+        {
+            out.push_str(&format!("  last failover: {last}\n"));
+        }
     }
     out
 }
@@ -231,6 +247,17 @@ mod tests {
         assert!(t.contains("1024 MiB"), "{t}");
         assert!(t.contains("1.54 ms"), "{t}");
         assert!(summary(&[row(DiskState::Inconsistent)]).contains("NOT fully protected"));
+        let mut failed_over = row(DiskState::UpToDate);
+        failed_over.epoch = 2;
+        failed_over.last_failover = "pc2 -> mainpc at epoch 2".into();
+        failed_over.problem = "failover blocked: pc2 is gone, but no valid standby".into();
+        let text = summary(&[failed_over]);
+        assert!(text.contains("protected at epoch 2"), "{text}");
+        assert!(text.contains("\n  failover blocked: pc2 is gone"), "{text}");
+        assert!(
+            text.contains("\n  last failover: pc2 -> mainpc at epoch 2"),
+            "{text}"
+        );
         assert!(summary(&[row(DiskState::UpToDate)]).starts_with("volumes of memory: protected"));
     }
 }
