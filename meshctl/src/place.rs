@@ -264,6 +264,12 @@ pub fn plan_text(p: &TopologyPlan) -> String {
             }
         }
     }
+    if !p.failover.is_empty() {
+        out.push_str("\nAutomatic failover:\n");
+        for line in &p.failover {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     if !p.explain.is_empty() {
         out.push_str("\nExplain:\n");
         for line in &p.explain {
@@ -294,6 +300,7 @@ pub fn plan_json(p: &TopologyPlan) -> Value {
         "source": p.source_name,
         "vram_headroom_mib": p.vram_headroom_mib,
         "failed_hosts": p.failed_hosts,
+        "failover": p.failover,
         "already_applied": p.already_applied,
         "placements": p.placements,
         "changes": p.changes.iter().map(|c| json!({
@@ -550,10 +557,20 @@ mod tests {
                 reasons: vec!["mainpc has 12.5 GiB free on GPU0".into()],
             }],
             failed_hosts: vec!["pc2".into()],
+            failover: vec![
+                "memory-system: its primary pc2 gone, failover to mainpc at epoch 2 (standby UpToDate)"
+                    .into(),
+            ],
             ..Default::default()
         };
         let text = plan_text(&p);
         assert!(text.contains("what if pc2 were gone"), "{text}");
+        assert!(
+            text.contains(
+                "\nAutomatic failover:\n  memory-system: its primary pc2 gone, failover to mainpc"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("mainpc  (2.5/16.0 CPUs, 2.0/64.0 GiB memory planned)"),
             "{text}"

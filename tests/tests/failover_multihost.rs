@@ -21,6 +21,20 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
     }
     ensure_demo_image();
     let mut mesh = volumes::start_bridged_mesh();
+    // The what-if says what failover would do.
+    let file = mesh.state.path().join("volumes.toml");
+    let out = mesh.meshctl(
+        "mainpc",
+        &["place", &file.to_string_lossy(), "--fail", "pc2"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "memory: its primary pc2 gone, failover to pc3 at epoch 2 (standby UpToDate)"
+        ),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(3));
     std::thread::sleep(Duration::from_secs(2));
     let killed = Instant::now();

@@ -170,6 +170,65 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
     (promote, blocked)
 }
 
+/// What failover would do if the `gone` hosts died now, one line per
+/// replicated group they hold (for `meshctl place --fail`): the same
+/// decision as [`decide`], with the gone hosts silent for long, every
+/// other node just heard, and their standbys no longer hearing them.
+pub fn what_if(
+    records: &BTreeMap<RecordKey, VolumeRecord>,
+    reports: &BTreeMap<String, Vec<VolumeStatus>>,
+    leases: &BTreeMap<String, Duration>,
+    nodes: &[String],
+    gone: &[String],
+) -> Vec<String> {
+    const LONG: Duration = Duration::from_secs(3600);
+    let is_gone = |n: &str| gone.iter().any(|g| g == n);
+    let silence: BTreeMap<String, Duration> = nodes
+        .iter()
+        .map(|n| (n.clone(), if is_gone(n) { LONG } else { Duration::ZERO }))
+        .collect();
+    let mut reports = reports.clone();
+    for list in reports.values_mut() {
+        for s in list.iter_mut() {
+            let primary_gone = records
+                .values()
+                .any(|r| r.group == s.group && r.name == s.name && is_gone(&r.primary));
+            if primary_gone {
+                s.primary_ack_age_ms = None;
+            }
+        }
+    }
+    let (promote, blocked) = decide(&Inputs {
+        records,
+        silence: &silence,
+        reports: &reports,
+        uptime: LONG,
+        leases,
+    });
+    let mut out = Vec::new();
+    for p in promote {
+        out.push(format!(
+            "{}: its primary {} gone, failover to {} at epoch {} (standby UpToDate)",
+            p.group, p.from, p.to, p.epoch
+        ));
+    }
+    for b in blocked {
+        out.push(format!("{}: would stay down: {}", b.group, b.reason));
+    }
+    let mut unprotected: Vec<(&str, &str)> = records
+        .values()
+        .filter(|r| r.replicate && !is_gone(&r.primary) && is_gone(&r.standby))
+        .map(|r| (r.group.as_str(), r.standby.as_str()))
+        .collect();
+    unprotected.dedup();
+    for (group, standby) in unprotected {
+        out.push(format!(
+            "{group}: keeps running, unprotected: its standby {standby} is gone"
+        ));
+    }
+    out
+}
+
 /// The records of a promotion: the standby is the primary at the new
 /// epoch, the old primary its standby, Outdated (it may have written
 /// what was never acknowledged; it is resynced when it returns).

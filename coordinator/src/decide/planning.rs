@@ -353,6 +353,7 @@ pub fn to_proto(i: &PlanInputs<'_>) -> TopologyPlan {
         already_applied: false,
         vram_headroom_mib: headroom,
         failed_hosts: i.fail.to_vec(),
+        failover: Vec::new(),
     }
 }
 

@@ -113,6 +113,20 @@ pub fn prepare(
         fail,
         explain_group,
     });
+    if !fail.is_empty() {
+        let leases = crate::decide::volumes::volume_defs(&topology)
+            .into_iter()
+            .map(|d| (d.group, d.lease))
+            .collect();
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        proto.failover = crate::decide::failover::what_if(
+            &shared.volumes.records(),
+            &shared.volumes.reports(),
+            &leases,
+            &names,
+            fail,
+        );
+    }
     proto.already_applied = applied
         .as_ref()
         .is_some_and(|a| a.topology_toml == text && a.placement == plan.placements);

@@ -191,3 +191,41 @@ fn a_standby_that_still_hears_its_primary_is_not_promoted() {
     let (p, _) = run(record(false), &gone, &reports, 60 * S);
     assert_eq!(p.len(), 1);
 }
+
+#[test]
+fn what_if_names_the_promotion_or_why_not_and_the_unprotected() {
+    let r = record(false);
+    let records: BTreeMap<RecordKey, VolumeRecord> = [(r.key(), r)].into();
+    let mut reports = report(DiskState::UpToDate, 4);
+    // The standby hears its primary now; the what-if takes the primary away.
+    reports.get_mut("pc3").unwrap()[0].primary_ack_age_ms = Some(10);
+    let nodes = vec!["pc2".to_string(), "pc3".to_string()];
+    let lines = what_if(
+        &records,
+        &reports,
+        &BTreeMap::new(),
+        &nodes,
+        &["pc2".into()],
+    );
+    assert_eq!(
+        lines,
+        vec!["memory: its primary pc2 gone, failover to pc3 at epoch 5 (standby UpToDate)"]
+    );
+    let stale = report(DiskState::Inconsistent, 4);
+    let lines = what_if(&records, &stale, &BTreeMap::new(), &nodes, &["pc2".into()]);
+    assert!(
+        lines[0].starts_with("memory: would stay down:"),
+        "{lines:?}"
+    );
+    let lines = what_if(
+        &records,
+        &reports,
+        &BTreeMap::new(),
+        &nodes,
+        &["pc3".into()],
+    );
+    assert_eq!(
+        lines,
+        vec!["memory: keeps running, unprotected: its standby pc3 is gone"]
+    );
+}
