@@ -242,8 +242,8 @@ pub fn writer_tally(writer: &Proc) -> (BTreeSet<u64>, u64) {
     let mut acked = BTreeSet::new();
     let mut sent = 0;
     for line in logs.lines() {
-        if let Some(n) = line.strip_prefix("acked ") {
-            if let Ok(n) = n.trim().parse() {
+        if let Some(rest) = line.strip_prefix("acked ") {
+            if let Some(Ok(n)) = rest.split_whitespace().next().map(str::parse) {
                 acked.insert(n);
             }
         } else if line.starts_with("sent ") {
@@ -251,6 +251,16 @@ pub fn writer_tally(writer: &Proc) -> (BTreeSet<u64>, u64) {
         }
     }
     (acked, sent)
+}
+
+/// When the writer saw each acknowledgement (ms since it started), in order.
+pub fn ack_times(writer: &Proc) -> Vec<u64> {
+    writer
+        .logs()
+        .lines()
+        .filter_map(|l| l.strip_prefix("acked "))
+        .filter_map(|rest| rest.split_whitespace().nth(1)?.parse().ok())
+        .collect()
 }
 
 /// Kills the primary host hard: its agent (and with it the FUSE server of

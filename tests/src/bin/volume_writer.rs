@@ -1,7 +1,7 @@
 //! `volume-writer`: the client of the volume kill test. Sends numbered
 //! writes (`put key-N value`) to a demo service in sqlite or memory mode,
-//! one at a time over REQ, and prints `sent N` before each and `acked N`
-//! after each `ok` reply, flushed at once, so whoever reads its output
+//! one at a time over REQ, and prints `sent N` before each and `acked N MS`
+//! (MS: milliseconds since the writer started) after each `ok` reply, flushed at once, so whoever reads its output
 //! knows every write the service acknowledged even if this process is
 //! killed. Stops after COUNT writes, or when a reply does not come within
 //! the timeout (the service's host was killed).
@@ -48,6 +48,7 @@ async fn main() -> Result<()> {
     } else {
         vec![b'v'; args.value_kib * 1024]
     };
+    let started = std::time::Instant::now();
     let mut n = args.first;
     loop {
         if args.count != 0 && n >= args.first + args.count {
@@ -76,7 +77,7 @@ async fn main() -> Result<()> {
             );
         }
         let mut o = out.lock();
-        writeln!(o, "acked {n}")?;
+        writeln!(o, "acked {n} {}", started.elapsed().as_millis())?;
         o.flush()?;
         n += 1;
     }
