@@ -253,6 +253,25 @@ pub fn writer_tally(writer: &Proc) -> (BTreeSet<u64>, u64) {
     (acked, sent)
 }
 
+/// Waits (at most 30 s) until the writer has given up or finished.
+pub fn wait_writer_gone(writer: &mut Proc) {
+    wait::until(
+        "the writer to give up",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((!writer.is_running()).then_some(())),
+    );
+}
+
+/// The checker on the standby (after a failover: the new primary): its
+/// agent is killed, so its image is read as it stands.
+pub fn check_standby_after_kill(mesh: &mut MeshFixture, acked: &BTreeSet<u64>) -> Verdict {
+    if let Some(a) = mesh.agents.get_mut(STANDBY) {
+        a.kill();
+    }
+    check_image(&image_path(&mesh.state_dir(STANDBY)), acked)
+}
+
 /// When the writer saw each acknowledgement (ms since it started), in order.
 pub fn ack_times(writer: &Proc) -> Vec<u64> {
     writer
@@ -451,12 +470,7 @@ pub fn kill_round(mesh: &mut MeshFixture, write_for: Duration, control: bool) ->
     kill_primary_host(mesh);
     let mut writer = writer;
     // It gives up 3 s after the last reply that did not come.
-    wait::until(
-        "the writer to give up",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || Ok((!writer.is_running()).then_some(())),
-    );
+    wait_writer_gone(&mut writer);
     let (acked, sent) = writer_tally(&writer);
     let verdict = check_image(&standby_image, &acked);
     let control = control.then(|| check_image(&snapshot, &acked));

@@ -40,12 +40,7 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
     let killed = Instant::now();
     volumes::kill_primary_host(&mut mesh);
     let mut writer = writer;
-    mesh_tests::wait::until(
-        "the writer to give up",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || Ok((!writer.is_running()).then_some(())),
-    );
+    volumes::wait_writer_gone(&mut writer);
     let (mut acked, _) = volumes::writer_tally(&writer);
     acked.insert(0);
     assert!(acked.len() > 10, "{}", writer.logs());
@@ -71,16 +66,12 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
     for k in next + 1..next + 51 {
         acked.insert(k);
     }
-    mesh.agents.get_mut(volumes::STANDBY).unwrap().kill();
     let _ = mesh_tests::process::run({
         let mut c = mesh.podman(volumes::STANDBY);
         c.args(["kill", "--signal", "KILL", "--all"]);
         c
     });
-    let verdict = volumes::check_image(
-        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
-        &acked,
-    );
+    let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }
 
@@ -121,12 +112,7 @@ fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_return
     // Everything on pc2 keeps running, cut off from all.
     mesh.lan.cut(mesh.host(volumes::PRIMARY));
     let mut writer = writer;
-    mesh_tests::wait::until(
-        "the writer to give up",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || Ok((!writer.is_running()).then_some(())),
-    );
+    volumes::wait_writer_gone(&mut writer);
     let (mut acked, _) = volumes::writer_tally(&writer);
     acked.insert(0);
     let next = 1_000_000;
@@ -180,13 +166,7 @@ fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_return
         acked.insert(k);
     }
     let mut mesh = mesh;
-    if let Some(a) = mesh.agents.get_mut(volumes::STANDBY) {
-        a.kill();
-    }
-    let verdict = volumes::check_image(
-        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
-        &acked,
-    );
+    let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }
 
@@ -277,14 +257,8 @@ fn a_primary_agent_paused_past_its_lease_acknowledges_nothing_after_it_wakes() {
     acked.insert(0);
     acked.insert(next);
     let mut mesh = mesh;
-    if let Some(a) = mesh.agents.get_mut(volumes::STANDBY) {
-        a.kill();
-    }
     // Whatever was acknowledged, before the pause or by anyone after it,
     // is on the new primary.
-    let verdict = volumes::check_image(
-        &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
-        &acked,
-    );
+    let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }

@@ -126,12 +126,7 @@ fn a_cut_between_primary_and_standby_stalls_writes_until_the_coordinator_outdate
     std::thread::sleep(Duration::from_millis(500));
     volumes::kill_primary_host(&mut mesh);
     let mut writer = writer;
-    mesh_tests::wait::until(
-        "the writer to give up",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || Ok((!writer.is_running()).then_some(())),
-    );
+    volumes::wait_writer_gone(&mut writer);
     let (acked, _) = volumes::writer_tally(&writer);
     let verdict = volumes::check_image(
         &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),

@@ -64,12 +64,7 @@ fn main() -> anyhow::Result<()> {
             }
             probe += 1;
         };
-        mesh_tests::wait::until(
-            "the writer to give up",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || Ok((!writer.is_running()).then_some(())),
-        );
+        volumes::wait_writer_gone(&mut writer);
         let (mut acked, _) = volumes::writer_tally(&writer);
         acked.insert(0);
         acked.insert(probe);
@@ -77,13 +72,7 @@ fn main() -> anyhow::Result<()> {
         let last = volumes::row(&v)
             .map(|r| r["last_failover"].to_string())
             .unwrap_or_else(|| v.to_string());
-        if let Some(a) = mesh.agents.get_mut(volumes::STANDBY) {
-            a.kill();
-        }
-        let verdict = volumes::check_image(
-            &volumes::image_path(&mesh.state_dir(volumes::STANDBY)),
-            &acked,
-        );
+        let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
         if !verdict.ok() {
             lost_rounds += 1;
         }
