@@ -89,11 +89,16 @@ interval_ms = 200
 /// [`TOPOLOGY`] with the service bridged on [`PORT`] (REQ/REP): every
 /// host reaches it at its own address on that port, wherever it runs.
 pub fn bridged_topology() -> String {
+    bridged_topology_with(2000)
+}
+
+/// [`bridged_topology`] with a lease of `lease_ms`.
+pub fn bridged_topology_with(lease_ms: u64) -> String {
     format!(
         "{}\n[[bridges]]\nservice = \"memory-db\"\nport = {PORT}\npattern = \"rep\"\n",
         TOPOLOGY
             .replace("IMAGE", DEMO_IMAGE)
-            .replace("LEASE", "2000")
+            .replace("LEASE", &lease_ms.to_string())
     )
 }
 
