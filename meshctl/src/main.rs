@@ -17,6 +17,7 @@ mod admin;
 mod certs_cmd;
 mod check;
 mod containers_cmd;
+mod failover_cmd;
 mod import;
 mod nodes;
 mod place;
@@ -60,6 +61,10 @@ enum Command {
     /// Managed volumes: size, use, primary and standby with their disk
     /// states (resync progress), replication lag, epoch, last fsync.
     Volumes,
+    /// Planned switchover of a replicated group to its standby: stop,
+    /// hand every write over, promote, start; prints each phase and the
+    /// downtime.
+    Failover(failover_cmd::FailoverArgs),
     /// Plan a topology against the live mesh (a diff per host, with
     /// reasons); --apply rolls it out in dependency order.
     Place(place::PlaceArgs),
@@ -227,6 +232,10 @@ async fn run(cli: Cli) -> Result<()> {
                 Output::Table => print!("{}", volumes::table(&rows)),
             }
             Ok(())
+        }
+        Command::Failover(args) => {
+            let mut client = admin::connect(&cli.admin).await?;
+            failover_cmd::run(&mut client, &args, cli.output).await
         }
         Command::Place(args) => place::run(&args, &cli.admin, cli.output).await,
         Command::Check { timeout_ms } => {

@@ -85,6 +85,18 @@ pub fn to_json(rows: &[VolumeRow]) -> Value {
                     })).collect::<Vec<_>>(),
                     "problem": v.problem,
                     "last_failover": v.last_failover,
+                    "lease_remaining_ms": v.lease_remaining_ms,
+                    "failover": v.failover.as_ref().map(|f| json!({
+                        "cause": f.cause,
+                        "from": f.from,
+                        "to": f.to,
+                        "epoch": f.epoch,
+                        "started_unix_ms": f.started_unix_ms,
+                        "done": f.done,
+                        "total_ms": f.total_ms,
+                        "error": f.error,
+                        "phases": f.phases.iter().map(|p| json!({"name": p.name, "ms": p.ms})).collect::<Vec<_>>(),
+                    })),
                 })
             })
             .collect(),
@@ -172,8 +184,20 @@ pub fn summary(rows: &[VolumeRow]) -> String {
             })
             .collect();
         let epoch = vols.iter().map(|v| v.epoch).max().unwrap_or(0);
+        let lease = vols
+            .iter()
+            .filter_map(|v| v.lease_remaining_ms)
+            .min()
+            .map(|ms| format!(", lease {:.1} s left", ms as f64 / 1000.0))
+            .unwrap_or_default();
+        let lag: u64 = vols.iter().map(|v| v.lag_bytes).sum();
+        let lag = if vols.iter().any(|v| v.replicate) {
+            format!(", lag {lag} B")
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "volumes of {g}: {} at epoch {epoch} ({})\n",
+            "volumes of {g}: {} at epoch {epoch}{lease}{lag} ({})\n",
             if protected {
                 "protected"
             } else {

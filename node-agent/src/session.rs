@@ -235,9 +235,31 @@ impl Agent {
         // seq -> when it was sent, for the lease (a few beats at most).
         let mut sent: std::collections::VecDeque<(u64, std::time::Instant)> =
             std::collections::VecDeque::new();
+        // A volume changing phase (a switchover's handover, an attach) is
+        // reported at once, not at the next beat: the coordinator waits on it.
+        let mut volumes = self.volumes.clone();
+        let mut reported_phases = volume_phases(volumes.as_ref());
         loop {
+            let volume_change = async {
+                match volumes.as_mut() {
+                    Some(v) => v.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                ok = volume_change => {
+                    if !ok {
+                        volumes = None;
+                        continue;
+                    }
+                    let now = volume_phases(volumes.as_ref());
+                    if now == reported_phases {
+                        continue;
+                    }
+                    reported_phases = now;
+                    ticker.reset_immediately();
+                }
                 _ = ticker.tick() => {
                     if last_ack.elapsed() > silence_limit {
                         return Err(SessionError::Silent(last_ack.elapsed()));
@@ -292,6 +314,28 @@ impl Agent {
             }
         }
     }
+}
+
+/// What of the volumes' states the coordinator acts on.
+fn volume_phases(
+    v: Option<&watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>>,
+) -> Vec<(String, String, i32, i32, u64, i32)> {
+    v.map(|v| {
+        v.borrow()
+            .iter()
+            .map(|s| {
+                (
+                    s.group.clone(),
+                    s.name.clone(),
+                    s.role,
+                    s.phase,
+                    s.epoch,
+                    s.disk,
+                )
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 impl Agent {

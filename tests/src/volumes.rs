@@ -114,6 +114,28 @@ pub fn start_bridged_writer(mesh: &MeshFixture, first: u64, timeout: Duration) -
     Proc::spawn("volume-writer-bridged", cmd)
 }
 
+/// A writer through mainpc's bridge endpoint that never gives up: a
+/// write without a reply within `timeout` is sent again on a new socket,
+/// so a move's downtime is the longest gap between acknowledgements.
+pub fn start_retrying_writer(mesh: &MeshFixture, first: u64, timeout: Duration) -> Proc {
+    let mut cmd = process::command(Some(mesh.host("mainpc")), &binaries::path("volume-writer"));
+    cmd.arg("--connect")
+        .arg(format!("tcp://{}:{PORT}", mesh.host("mainpc").address))
+        .args(["--first", &first.to_string(), "--retry"])
+        .arg("--timeout-ms")
+        .arg(timeout.as_millis().to_string());
+    Proc::spawn("volume-writer-retrying", cmd)
+}
+
+/// The longest pause between two acknowledgements the writer saw, ms.
+pub fn longest_gap_ms(writer: &Proc) -> u64 {
+    ack_times(writer)
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Writes keys `first..first + count` through mainpc's bridge endpoint;
 /// true if every one was acknowledged.
 pub fn write_bridged(mesh: &MeshFixture, first: u64, count: u64) -> bool {
@@ -500,4 +522,28 @@ pub fn kill_round(mesh: &mut MeshFixture, write_for: Duration, control: bool) ->
         acked: acked.len() as u64,
         control,
     }
+}
+
+/// When the last line of an agent's log containing `needle` was written
+/// (its own tracing timestamp), unix ns.
+pub fn log_time_ns(logs: &str, needle: &str) -> Option<i128> {
+    let line = logs.lines().rev().find(|l| l.contains(needle))?;
+    // Drop ANSI colours, then read the leading RFC 3339 timestamp.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let stamp = plain.split_whitespace().next()?;
+    let t =
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos())
 }

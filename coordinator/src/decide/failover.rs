@@ -53,6 +53,8 @@ pub struct Inputs<'a> {
     pub uptime: Duration,
     /// group -> its lease (default [`DEFAULT_LEASE`]).
     pub leases: &'a BTreeMap<String, Duration>,
+    /// (group, host) -> the group's images the host lacks (absent: none).
+    pub missing_images: &'a BTreeMap<(String, String), Vec<String>>,
 }
 
 pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
@@ -152,6 +154,13 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
                 Some(_) => {}
             }
         }
+        if let Some(m) = i
+            .missing_images
+            .get(&(group.to_string(), standby.to_string()))
+            .filter(|m| !m.is_empty())
+        {
+            problems.push(missing_images_problem(standby, m));
+        }
         if !problems.is_empty() {
             blocked.push(block(format!(
                 "{primary} is gone, but no valid standby: {}",
@@ -170,6 +179,14 @@ pub fn decide(i: &Inputs) -> (Vec<Promote>, Vec<Blocked>) {
     (promote, blocked)
 }
 
+/// Why a standby without the group's images is not a valid standby.
+pub fn missing_images_problem(host: &str, missing: &[String]) -> String {
+    format!(
+        "{host} lacks the group's image(s) {}: copy them there (`podman save IMAGE | ssh {host} podman load`) so it can run the group",
+        missing.join(", ")
+    )
+}
+
 /// What failover would do if the `gone` hosts died now, one line per
 /// replicated group they hold (for `meshctl place --fail`): the same
 /// decision as [`decide`], with the gone hosts silent for long, every
@@ -178,6 +195,7 @@ pub fn what_if(
     records: &BTreeMap<RecordKey, VolumeRecord>,
     reports: &BTreeMap<String, Vec<VolumeStatus>>,
     leases: &BTreeMap<String, Duration>,
+    missing_images: &BTreeMap<(String, String), Vec<String>>,
     nodes: &[String],
     gone: &[String],
 ) -> Vec<String> {
@@ -204,6 +222,7 @@ pub fn what_if(
         reports: &reports,
         uptime: LONG,
         leases,
+        missing_images,
     });
     let mut out = Vec::new();
     for p in promote {
@@ -242,6 +261,8 @@ pub fn promoted(records: &BTreeMap<RecordKey, VolumeRecord>, p: &Promote) -> Vec
             epoch: p.epoch,
             standby_outdated: true,
             attached: true,
+            handover: false,
+            clean_handover: false,
             ..r.clone()
         })
         .collect()

@@ -3,9 +3,12 @@
 
 pub mod directory;
 pub mod failover;
+pub mod failover_phases;
 pub mod holds;
+pub mod images;
 pub mod liveness;
 pub mod planning;
 pub mod rollout;
+pub mod switchover;
 pub mod sync;
 pub mod volumes;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 const MIB: u64 = 1024 * 1024;
 
 /// A managed volume as the applied topology declares it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VolumeDef {
     pub group: String,
     pub name: String,
@@ -36,10 +36,12 @@ pub struct VolumeDef {
     pub fallbacks: Vec<String>,
     /// The group's failover lease.
     pub lease: std::time::Duration,
+    /// The images the group's services run (a standby must hold them).
+    pub images: Vec<String>,
 }
 
 /// What the coordinator keeps about a volume (in its store).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
     pub group: String,
     pub name: String,
@@ -58,6 +60,14 @@ pub struct VolumeRecord {
     /// stays a standby candidate, though it is not a fallback.
     #[serde(default)]
     pub home: String,
+    /// A planned switchover is under way: the primary is to stop, flush
+    /// everything to the standby and detach (then the standby is promoted).
+    #[serde(default)]
+    pub handover: bool,
+    /// The primary took over from one that handed over cleanly: it has no
+    /// lease of the old primary's to wait out.
+    #[serde(default)]
+    pub clean_handover: bool,
 }
 
 pub type RecordKey = (String, String);
@@ -72,6 +82,7 @@ impl VolumeRecord {
 /// group that name the same volume share it).
 pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
     let mut out: Vec<VolumeDef> = Vec::new();
+    let images = super::images::group_images(t);
     for g in &t.groups {
         let group = g.name.get_ref();
         let fallbacks = g
@@ -97,11 +108,29 @@ pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
                     import: m.import.clone(),
                     fallbacks: fallbacks.clone(),
                     lease,
+                    images: images.get(group).cloned().unwrap_or_default(),
                 });
             }
         }
     }
     out
+}
+
+/// group -> the primary its replicated volumes' records name (groups
+/// whose volumes disagree are left out).
+pub fn primaries(records: &BTreeMap<RecordKey, VolumeRecord>) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for r in records.values().filter(|r| r.replicate) {
+        let e = out
+            .entry(r.group.clone())
+            .or_insert_with(|| Some(r.primary.clone()));
+        if e.as_deref() != Some(r.primary.as_str()) {
+            *e = None;
+        }
+    }
+    out.into_iter()
+        .filter_map(|(g, p)| p.map(|p| (g, p)))
+        .collect()
 }
 
 /// How long before its lease ends a primary fences itself: a quarter of
@@ -151,6 +180,7 @@ pub fn plan(
             standby_outdated: false,
             attached: false,
             home: primary.clone(),
+            ..VolumeRecord::default()
         });
         record.attached |= existing.is_some() && attached.contains(&key);
         record.size_bytes = d.size_bytes;
@@ -200,6 +230,8 @@ pub fn plan(
             existing: record.attached,
             lease_ms: d.lease.as_millis() as u32,
             fence_margin_ms: fence_margin(d.lease).as_millis() as u32,
+            handover: role == VolumeRole::Primary && record.handover,
+            clean_handover: role == VolumeRole::Primary && record.clean_handover,
         };
         out.assignments
             .entry(primary.clone())

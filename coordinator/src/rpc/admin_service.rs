@@ -12,7 +12,7 @@ use mesh_proto::v1::{
     GetTopologyRequest, Hold, ListContainersRequest, ListContainersResponse, ListNodesRequest,
     ListNodesResponse, ListVolumesRequest, ListVolumesResponse, NodeContainers,
     PlanTopologyRequest, RolloutEvent, RolloutSummary, RunCommandRequest, SetContainersRequest,
-    SetContainersResponse, TopologyPlan, TopologyStatus,
+    SetContainersResponse, SwitchoverRequest, SwitchoverResponse, TopologyPlan, TopologyStatus,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -144,7 +144,30 @@ impl AdminService for AdminApi {
             crate::rpc::volumes_api::rows(&defs, &s.volumes.records(), &s.volumes.reports());
         let blocked = s.failover.blocked();
         let last = s.failover.last();
+        let missing = crate::state::failover::missing_images_map(s, &[]);
+        let now = std::time::Instant::now();
+        let silence = s.registry().silences(now);
         for v in &mut volumes {
+            if let Some(m) = missing.get(&(v.group.clone(), v.standby.clone())) {
+                let why = format!(
+                    "standby not valid: {}",
+                    crate::decide::failover::missing_images_problem(&v.standby, m)
+                );
+                v.problem = if v.problem.is_empty() {
+                    why
+                } else {
+                    format!("{}; {why}", v.problem)
+                };
+            }
+            if let Some(lease) = defs
+                .iter()
+                .find(|d| d.group == v.group && d.replicate)
+                .map(|d| d.lease)
+            {
+                v.lease_remaining_ms = silence
+                    .get(&v.primary)
+                    .map(|s| lease.saturating_sub(*s).as_millis() as u64);
+            }
             if let Some(reason) = blocked.get(&v.group) {
                 v.problem = if v.problem.is_empty() {
                     format!("failover blocked: {reason}")
@@ -153,18 +176,31 @@ impl AdminService for AdminApi {
                 };
             }
             if let Some(l) = last.get(&v.group) {
-                v.last_failover = format!(
-                    "{} -> {} at epoch {} (unix ms {}), {:.1} s after {}'s last heartbeat",
-                    l.promote.from,
-                    l.promote.to,
-                    l.promote.epoch,
-                    l.at_unix_ms,
-                    l.detected_after.as_secs_f64(),
-                    l.promote.from
-                );
+                let record = l.to_proto(now);
+                v.last_failover = crate::rpc::volumes_api::failover_line(&record);
+                v.failover = Some(record);
             }
         }
         Ok(Response::new(ListVolumesResponse { volumes }))
+    }
+
+    async fn switchover(
+        &self,
+        request: Request<SwitchoverRequest>,
+    ) -> Result<Response<SwitchoverResponse>, Status> {
+        let s = &self.shared;
+        let caller = auth::require(&request, Role::Admin, &s.mesh, "Switchover", &s.metrics)?;
+        let req = request.into_inner();
+        let _span =
+            tracing::info_span!("switchover", group = %req.group, to = %req.to, caller = %caller)
+                .entered();
+        let m = crate::state::switchover::start(s, &req.group, &req.to)
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(SwitchoverResponse {
+            from: m.from,
+            to: m.to,
+            epoch: m.epoch,
+        }))
     }
 
     async fn get_directory(

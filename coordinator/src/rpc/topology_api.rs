@@ -123,6 +123,7 @@ pub fn prepare(
             &shared.volumes.records(),
             &shared.volumes.reports(),
             &leases,
+            &crate::state::failover::missing_images_map(shared, &[]),
             &names,
             fail,
         );
@@ -160,10 +161,49 @@ pub fn restore(shared: &Shared) -> Result<Option<String>, String> {
     let Some(store) = shared.topology.store() else {
         return Ok(None);
     };
-    let Some(applied) = store.load_applied().map_err(|e| e.to_string())? else {
+    let Some(mut applied) = store.load_applied().map_err(|e| e.to_string())? else {
         return Ok(None);
     };
+    // The volume records are written first in a promotion: a run that
+    // died before it moved the placement is finished here, so the group
+    // starts on the primary its epoch names, never on the old one.
+    for (group, host) in crate::decide::volumes::primaries(&shared.volumes.records()) {
+        let handing_over = shared
+            .volumes
+            .records()
+            .values()
+            .any(|r| r.group == group && r.handover);
+        if handing_over {
+            // A switchover under way keeps the group stopped.
+            continue;
+        }
+        if applied.placement.get(&group).is_some_and(|h| *h != host) {
+            tracing::warn!(group = %group, primary = %host, "restore: the group's volumes were promoted to {host} but its placement was not moved yet (the coordinator stopped in between); moving it now");
+            applied.placement.insert(group, host);
+        }
+    }
     activate(shared, applied).map(Some)
+}
+
+/// Test-only fault injection: with `MESH_FAULT_EXIT_AT=POINT` in the
+/// coordinator's environment, the process exits at that point (as if
+/// killed there), so tests can stop it between two steps that must both
+/// happen.
+pub fn fault_point(point: &str) {
+    if std::env::var("MESH_FAULT_EXIT_AT").is_ok_and(|p| p == point) {
+        tracing::error!(point, "MESH_FAULT_EXIT_AT: exiting here as asked");
+        std::process::exit(70);
+    }
+}
+
+/// Stops `group`'s services where they run (a switchover's first step):
+/// the applied placement, persisted, no longer places it.
+pub fn stop_group(shared: &Shared, group: &str) -> Result<String, String> {
+    let Some(mut applied) = shared.topology.applied() else {
+        return Err("no topology is applied".into());
+    };
+    applied.placement.remove(group);
+    activate(shared, applied)
 }
 
 /// Moves `group` to `host` in the applied topology (a failover): the

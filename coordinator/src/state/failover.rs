@@ -4,35 +4,32 @@
 //! topology with that one placement changed, so its services start there
 //! in dependency order and the directory re-points its bridges). The
 //! volumes' assignments follow from the records on the same tick.
+//! Planned switchovers ([`super::switchover`]) end in the same promotion.
+//! Every failover is tracked in phases ([`Tracked`]) for `meshctl`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::decide::failover::{decide, promoted, Blocked, Inputs, Promote};
-use crate::state::Shared;
+use mesh_proto::v1::{ContainerState, VolumePhase};
 
-/// A promotion that happened, for `meshctl volumes` / `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastFailover {
-    pub promote: Promote,
-    pub at_unix_ms: i64,
-    /// From the primary's last heartbeat to the promotion's records.
-    pub detected_after: Duration,
-}
+use crate::decide::failover::{decide, promoted, Blocked, Inputs, Promote};
+use crate::decide::failover_phases::{Cause, Seen, Tracked};
+use crate::state::Shared;
 
 #[derive(Debug, Default)]
 pub struct FailoverState {
-    last: Mutex<BTreeMap<String, LastFailover>>,
+    last: Mutex<BTreeMap<String, Tracked>>,
     blocked: Mutex<BTreeMap<String, String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FailoverState {
-    pub fn last(&self) -> BTreeMap<String, LastFailover> {
+    /// group -> its last (or running) failover.
+    pub fn last(&self) -> BTreeMap<String, Tracked> {
         lock(&self.last).clone()
     }
 
@@ -40,15 +37,27 @@ impl FailoverState {
     pub fn blocked(&self) -> BTreeMap<String, String> {
         lock(&self.blocked).clone()
     }
+
+    pub(crate) fn track(&self, group: &str, t: Tracked) {
+        lock(&self.last).insert(group.to_string(), t);
+    }
+
+    pub(crate) fn update(&self, group: &str, f: impl FnOnce(&mut Tracked)) {
+        if let Some(t) = lock(&self.last).get_mut(group) {
+            f(t);
+        }
+    }
 }
 
-/// One tick: promote what must be, and remember what cannot.
+/// One tick: promote what must be, drive switchovers, and follow the
+/// phases of those under way.
 pub fn tick(shared: &Shared) {
     let records = shared.volumes.records();
     if records.is_empty() {
         return;
     }
-    let silence = shared.registry().silences(Instant::now());
+    let now = Instant::now();
+    let silence = shared.registry().silences(now);
     let reports = shared.volumes.reports();
     let (defs, _) = shared.topology.volume_view();
     let leases: BTreeMap<String, Duration> =
@@ -59,6 +68,7 @@ pub fn tick(shared: &Shared) {
         reports: &reports,
         uptime: shared.started.elapsed(),
         leases: &leases,
+        missing_images: &missing_images_map(shared, &[]),
     });
     {
         let mut b = lock(&shared.failover.blocked);
@@ -74,26 +84,149 @@ pub fn tick(shared: &Shared) {
         *b = next;
     }
     for p in promote {
-        let span = tracing::info_span!("failover", group = %p.group, from = %p.from, to = %p.to, epoch = p.epoch);
-        let _e = span.enter();
-        if let Err(e) = shared.volumes.save(promoted(&records, &p)) {
-            tracing::error!(error = %e, "failover: cannot record the promotion; nothing changed, retrying next tick");
-            continue;
+        let silent = silence.get(&p.from).copied().unwrap_or_default();
+        let started = now.checked_sub(silent).unwrap_or(now);
+        let unix = crate::state::registry::Now::system().unix_ms - silent.as_millis() as i64;
+        let mut t = Tracked::new(Cause::PrimarySilent, &p.from, &p.to, p.epoch, started, unix);
+        t.mark("detect", now);
+        if promote_group(
+            shared,
+            &p,
+            promoted(&records, &p),
+            "primary silent for its lease",
+        ) {
+            t.mark("promote", Instant::now());
+            shared.failover.track(&p.group, t);
         }
-        tracing::warn!(
-            "failover: primary silent for its lease; standby promoted (epoch persisted)"
-        );
-        if let Err(e) = crate::rpc::topology_api::fail_over(shared, &p.group, &p.to) {
-            tracing::error!(error = %e, "failover: the group could not be re-planned onto its new primary");
-        }
-        let detected_after = silence.get(&p.from).copied().unwrap_or_default();
-        lock(&shared.failover.last).insert(
-            p.group.clone(),
-            LastFailover {
-                promote: p,
-                at_unix_ms: crate::state::registry::Now::system().unix_ms,
-                detected_after,
-            },
-        );
     }
+    super::switchover::drive(shared, &records, &reports, now);
+    follow(shared);
+}
+
+/// Persists `records` (the promotion), then moves the group's services.
+/// False when the records could not be written (nothing changed).
+pub(crate) fn promote_group(
+    shared: &Shared,
+    p: &Promote,
+    records: Vec<crate::decide::volumes::VolumeRecord>,
+    why: &str,
+) -> bool {
+    let span = tracing::info_span!("failover", group = %p.group, from = %p.from, to = %p.to, epoch = p.epoch);
+    let _e = span.enter();
+    if let Err(e) = shared.volumes.save(records) {
+        tracing::error!(error = %e, "failover: cannot record the promotion; nothing changed, retrying next tick");
+        return false;
+    }
+    crate::rpc::topology_api::fault_point("after-promotion-recorded");
+    tracing::warn!(reason = why, "failover: standby promoted (epoch persisted)");
+    if let Err(e) = crate::rpc::topology_api::fail_over(shared, &p.group, &p.to) {
+        tracing::error!(error = %e, "failover: the group could not be re-planned onto its new primary");
+    }
+    true
+}
+
+/// Marks the phases of every failover under way that have ended.
+fn follow(shared: &Shared) {
+    let running: Vec<(String, Tracked)> = shared
+        .failover
+        .last()
+        .into_iter()
+        .filter(|(_, t)| !t.done())
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let reports = shared.volumes.reports();
+    let records = shared.volumes.records();
+    let observed =
+        crate::state::topology_state::usable_reports(shared.registry().container_reports(None));
+    let status = shared.topology.status(&observed);
+    let directory = shared.directory();
+    let now = Instant::now();
+    for (group, t) in running {
+        let vols: Vec<_> = records.values().filter(|r| r.group == group).collect();
+        let attached = !vols.is_empty()
+            && vols.iter().all(|r| {
+                reports.get(&t.to).is_some_and(|l| {
+                    l.iter().any(|s| {
+                        s.group == r.group
+                            && s.name == r.name
+                            && s.phase() == VolumePhase::Attached
+                            && s.epoch == t.epoch
+                    })
+                })
+            });
+        let g = status.groups.iter().find(|g| g.group == group);
+        let on_target = g.is_some_and(|g| g.host == t.to && !g.services.is_empty());
+        let running = on_target
+            && g.is_some_and(|g| {
+                g.services
+                    .iter()
+                    .all(|s| s.state == ContainerState::Running as i32)
+            });
+        let healthy = on_target && g.is_some_and(|g| g.healthy);
+        let repointed = healthy
+            && g.is_some_and(|g| {
+                directory
+                    .bridges
+                    .iter()
+                    .filter(|b| g.services.iter().any(|s| s.service == b.service))
+                    .all(|b| b.host == t.to && b.healthy)
+            });
+        let seen = Seen {
+            attached,
+            running,
+            healthy,
+            repointed,
+        };
+        shared.failover.update(&group, |t| {
+            let was = t.marks.len();
+            t.advance(seen, now);
+            if t.done() && t.marks.len() != was {
+                let p = t.to_proto(now);
+                tracing::info!(group = %group, cause = %p.cause, from = %p.from, to = %p.to, epoch = p.epoch, total_ms = p.total_ms, phases = ?p.phases.iter().map(|x| (x.name.clone(), x.ms)).collect::<Vec<_>>(), "failover: the group is healthy on its new host and its bridges point there");
+            }
+        });
+    }
+}
+
+/// (group, host) -> the group's images that host lacks, for every
+/// replicated group's standby (and `extra` pairs), from the images the
+/// agents last reported.
+pub fn missing_images_map(
+    shared: &Shared,
+    extra: &[(String, String)],
+) -> BTreeMap<(String, String), Vec<String>> {
+    let (defs, _) = shared.topology.volume_view();
+    let records = shared.volumes.records();
+    let held: BTreeMap<String, Vec<mesh_proto::v1::ImageSummary>> = shared
+        .registry()
+        .container_reports(None)
+        .into_iter()
+        .filter_map(|(n, r)| r.filter(|r| r.runtime_available).map(|r| (n, r.images)))
+        .collect();
+    let pairs = records
+        .values()
+        .filter(|r| r.replicate && !r.standby.is_empty())
+        .map(|r| (r.group.clone(), r.standby.clone()))
+        .chain(extra.iter().cloned());
+    let mut out = BTreeMap::new();
+    for (group, host) in pairs {
+        let Some(def) = defs.iter().find(|d| d.group == group) else {
+            continue;
+        };
+        let m = crate::decide::images::missing(&def.images, held.get(&host).map(|v| v.as_slice()));
+        if !m.is_empty() {
+            out.insert((group, host), m);
+        }
+    }
+    out
+}
+
+/// Why `host` cannot run `group` for want of its images, if it cannot.
+pub fn missing_images(shared: &Shared, group: &str, host: &str) -> Option<String> {
+    let pair = (group.to_string(), host.to_string());
+    missing_images_map(shared, std::slice::from_ref(&pair))
+        .get(&pair)
+        .map(|m| crate::decide::failover::missing_images_problem(host, m))
 }

@@ -10,6 +10,7 @@ pub mod registry;
 pub mod sessions;
 pub mod shared;
 pub mod store;
+pub mod switchover;
 pub mod topology_state;
 pub mod volumes;
 

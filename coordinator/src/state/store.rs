@@ -303,6 +303,7 @@ mod tests {
             standby_outdated: false,
             attached: false,
             home: "mainpc".into(),
+            ..Default::default()
         };
         {
             let store = Store::open(dir.path()).unwrap();

@@ -66,9 +66,18 @@ struct Serving {
     handle: Arc<StandbyHandle<File>>,
 }
 
+/// A primary detached in a switchover, every write on the standby (or,
+/// with `error`, not: the coordinator must not promote then).
+struct HandedOver {
+    assignment: VolumeAssignment,
+    durable_seq: u64,
+    error: Option<String>,
+}
+
 enum Held {
     Primary(Box<Primary>),
     Standby(Serving),
+    HandedOver(HandedOver),
 }
 
 impl Held {
@@ -76,6 +85,7 @@ impl Held {
         match self {
             Held::Primary(p) => &p.assignment,
             Held::Standby(s) => &s.assignment,
+            Held::HandedOver(h) => &h.assignment,
         }
     }
 }
@@ -188,7 +198,7 @@ impl VolumeHost {
                     (!standby_lease && !self.heartbeat_lease(&p.assignment))
                         .then(|| (id.clone(), p.assignment.clone()))
                 }
-                Held::Standby(_) => None,
+                Held::Standby(_) | Held::HandedOver(_) => None,
             })
             .collect();
         for (id, a) in expired {
@@ -239,7 +249,11 @@ impl VolumeHost {
                 _ = tick.tick() => {}
                 _ = lease_tick.tick() => {
                     self.check_leases().await;
-                    continue;
+                    // A handover waits for the containers to go: try
+                    // again soon rather than on the next slow tick.
+                    if !self.handover_pending(&assignments.borrow()) {
+                        continue;
+                    }
                 }
             }
             let desired = assignments.borrow_and_update().clone();
@@ -264,6 +278,7 @@ impl VolumeHost {
                 Step::Attach(a) => self.attach(a).await,
                 Step::Serve(a) => self.serve(a).await,
                 Step::Repoint(a) => self.repoint(a),
+                Step::HandOver(a) => self.hand_over(a).await,
             }
         }
         // A standby whose address was unknown at attach gets its sink now.
@@ -280,6 +295,82 @@ impl VolumeHost {
         for a in waiting {
             self.repoint(a);
         }
+    }
+
+    /// Whether a primary is assigned to hand over and has not yet.
+    fn handover_pending(&self, desired: &[VolumeAssignment]) -> bool {
+        desired.iter().any(|a| {
+            a.handover
+                && matches!(self.held.get(&assignment_id(a)), Some(Held::Primary(p)) if !p.assignment.handover)
+        })
+    }
+
+    /// A switchover's step on the primary: once the group's containers
+    /// are gone, detach (the unmount's last writes still go through the
+    /// sink), wait until the standby has flushed every write, then stop
+    /// replicating and hold the volume as handed over. While containers
+    /// still use it, it stays attached and this is tried again.
+    async fn hand_over(&mut self, a: VolumeAssignment) {
+        let id = assignment_id(&a);
+        let sink = match self.held.get(&id) {
+            Some(Held::Primary(p)) => p.sink.clone(),
+            _ => return,
+        };
+        let Some(sink) = sink else {
+            warn!(group = %a.group, volume = %a.name, "cannot hand over: not replicating to the standby; the switchover waits (and is called off by the coordinator if this lasts)");
+            return;
+        };
+        let Some(Held::Primary(mut p)) = self.held.remove(&id) else {
+            return;
+        };
+        let Some(mut volume) = p.volume.take() else {
+            self.held.insert(id, Held::Primary(p));
+            return;
+        };
+        self.mounts.set(&a.group, &a.name, None);
+        let flush = sink.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Err(e) = volume.detach() {
+                return (Some(volume), Err(e.to_string()));
+            }
+            let flushed = flush
+                .fsync()
+                .map_err(|e| format!("flushing the last writes to the standby failed: {e}"));
+            (None, flushed)
+        })
+        .await;
+        let (volume, result) = match done {
+            Ok(r) => r,
+            Err(e) => (None, Err(format!("the handover task failed: {e}"))),
+        };
+        if let Some(volume) = volume {
+            // Still in use: the containers are not gone yet.
+            tracing::debug!(volume = %id, error = ?result.err(), "handover: the volume is still in use");
+            p.volume = Some(volume);
+            self.mounts
+                .set(&a.group, &a.name, Some(p.mount_point.clone()));
+            self.held.insert(id, Held::Primary(p));
+            return;
+        }
+        let durable_seq = sink.status().durable_seq;
+        sink.close();
+        p.switch.switch(Arc::new(super::switch::FencedSink));
+        match &result {
+            Ok(()) => {
+                info!(group = %a.group, volume = %a.name, durable_seq, "handed over: detached, every write flushed to the standby")
+            }
+            Err(e) => {
+                warn!(group = %a.group, volume = %a.name, error = %e, "handover incomplete: detached, but the standby may miss writes; the volume stays here")
+            }
+        }
+        self.held.insert(
+            id,
+            Held::HandedOver(HandedOver {
+                assignment: a,
+                durable_seq,
+                error: result.err(),
+            }),
+        );
     }
 
     /// Whether setting `a` up may be tried now.
@@ -339,9 +430,10 @@ impl VolumeHost {
         }
         if let Some(until) = self.granted_until.get(&id).copied() {
             // This standby may have granted the old primary a lease: wait
-            // it out, so the old primary has fenced itself first.
+            // it out, so the old primary has fenced itself first (unless it
+            // handed the volume over in a switchover).
             let now = Instant::now();
-            if until > now {
+            if until > now && !a.clean_handover {
                 info!(volume = %id, wait_ms = (until - now).as_millis() as u64, "promoted: waiting out the lease this standby granted the old primary");
                 tokio::time::sleep(until - now).await;
             }
@@ -554,6 +646,7 @@ impl VolumeHost {
             return;
         };
         match held {
+            Held::HandedOver(_) => info!(volume = %id, "handed over: released"),
             Held::Standby(s) => {
                 if let Some(b) = &self.bridges {
                     b.tunnels().stop_channel(&channel_name(id));
@@ -770,6 +863,26 @@ fn status_of(h: &Held) -> VolumeStatus {
                 );
             }
             s
+        }
+        Held::HandedOver(h) => {
+            let a = &h.assignment;
+            VolumeStatus {
+                group: a.group.clone(),
+                name: a.name.clone(),
+                role: VolumeRole::Primary as i32,
+                phase: if h.error.is_some() {
+                    VolumePhase::Failed
+                } else {
+                    VolumePhase::HandedOver
+                } as i32,
+                disk: WireDisk::UpToDate as i32,
+                epoch: a.epoch,
+                size_bytes: a.size_bytes,
+                durable_seq: h.durable_seq,
+                last_seq: h.durable_seq,
+                error: h.error.clone().unwrap_or_default(),
+                ..Default::default()
+            }
         }
         Held::Standby(sv) => {
             let a = &sv.assignment;

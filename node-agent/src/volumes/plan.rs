@@ -23,6 +23,9 @@ pub enum Step {
     Repoint(VolumeAssignment),
     /// Stop serving or detach (the id is `GROUP.NAME`).
     Release(String),
+    /// A switchover: once the containers are gone, detach, flush every
+    /// write to the standby, and hold the volume as handed over.
+    HandOver(VolumeAssignment),
 }
 
 /// The steps from `held` (id -> the assignment it was set up for) to
@@ -50,6 +53,15 @@ pub fn plan(held: &BTreeMap<String, VolumeAssignment>, desired: &[VolumeAssignme
         match held.get(id) {
             None => setups.extend(setup()),
             Some(h) if h.role != d.role || h.size_bytes != d.size_bytes => setups.extend(setup()),
+            Some(h) if d.role() == VolumeRole::Primary && d.handover != h.handover => {
+                if d.handover {
+                    setups.push(Step::HandOver((*d).clone()));
+                } else {
+                    // A switchover called off: attach again.
+                    releases.push(Step::Release(id.clone()));
+                    setups.push(Step::Attach((*d).clone()));
+                }
+            }
             Some(h) => {
                 let moved = h.peer != d.peer || h.epoch != d.epoch;
                 match d.role() {
@@ -134,6 +146,43 @@ mod tests {
         assert_eq!(
             plan(&held(&before), std::slice::from_ref(&after)),
             vec![Step::Release("memory.db".into()), Step::Serve(after)]
+        );
+    }
+
+    #[test]
+    fn a_switchover_hands_the_primary_over_and_calling_it_off_attaches_again() {
+        let before = [a("db", VolumeRole::Primary, "mainpc")];
+        let mut handing = a("db", VolumeRole::Primary, "mainpc");
+        handing.handover = true;
+        assert_eq!(
+            plan(&held(&before), std::slice::from_ref(&handing)),
+            vec![Step::HandOver(handing.clone())]
+        );
+        // Handed over: nothing more until the coordinator moves on.
+        assert!(plan(
+            &held(std::slice::from_ref(&handing)),
+            std::slice::from_ref(&handing)
+        )
+        .is_empty());
+        assert_eq!(
+            plan(&held(std::slice::from_ref(&handing)), &before),
+            vec![
+                Step::Release("memory.db".into()),
+                Step::Attach(before[0].clone())
+            ]
+        );
+        // Promoted elsewhere: the handed-over volume becomes a standby.
+        let mut standby = a("db", VolumeRole::Standby, "mainpc");
+        standby.epoch = 2;
+        assert_eq!(
+            plan(
+                &held(std::slice::from_ref(&handing)),
+                std::slice::from_ref(&standby)
+            ),
+            vec![
+                Step::Release("memory.db".into()),
+                Step::Serve(standby.clone())
+            ]
         );
     }
 

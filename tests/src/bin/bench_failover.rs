@@ -6,6 +6,14 @@
 //! kill to the first write acknowledged through that same endpoint (now
 //! served on pc3), and the coordinator's detection (the primary's silence
 //! when it promoted). Every acknowledged write is then checked on pc3.
+//!
+//! `--fault switchover`: one mesh, N planned switchovers (`meshctl
+//! failover memory`, back and forth between pc2 and pc3, each once the
+//! standby is resynced) while a retrying writer (300 ms timeout) keeps
+//! writing through mainpc's endpoint. Measured: the client's downtime
+//! (the longest pause between two acknowledgements around the move) and
+//! meshctl's own figure with its phases; at the end every acknowledged
+//! write is checked on the standby.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +27,8 @@ enum Fault {
     Kill,
     /// pc2's link down: everything on it runs on until it fences itself.
     Unplug,
+    /// Planned switchovers back and forth on one mesh.
+    Switchover,
 }
 
 #[derive(Parser, Debug)]
@@ -40,6 +50,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure_demo_image();
+    if args.fault == Fault::Switchover {
+        return switchovers(args.trials);
+    }
     let mut totals = Vec::new();
     let mut lost_rounds = 0;
     for trial in 0..args.trials {
@@ -49,7 +62,7 @@ fn main() -> anyhow::Result<()> {
         let killed = Instant::now();
         match args.fault {
             Fault::Kill => volumes::kill_primary_host(&mut mesh),
-            Fault::Unplug => mesh.lan.cut(mesh.host(volumes::PRIMARY)),
+            Fault::Unplug | Fault::Switchover => mesh.lan.cut(mesh.host(volumes::PRIMARY)),
         }
         let mut probe = 1_000_000u64;
         let total = loop {
@@ -97,6 +110,116 @@ fn main() -> anyhow::Result<()> {
     );
     if lost_rounds > 0 {
         anyhow::bail!("{lost_rounds} trials lost acknowledged writes");
+    }
+    Ok(())
+}
+
+/// Waits until `host` is the primary and the standby is resynced.
+fn wait_protected(mesh: &mesh_tests::mesh::MeshFixture, host: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = volumes::volumes_json(mesh).map_err(anyhow::Error::msg)?;
+        if let Some(r) = volumes::row(&v) {
+            if r["primary"] == host && r["standing"] == "in sync" && r["standby_outdated"] == false
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{host} not primary with a resynced standby after 120 s: {v}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn switchovers(trials: u32) -> anyhow::Result<()> {
+    let mut mesh = volumes::start_bridged_mesh();
+    let mut writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (mut client, mut reported) = (Vec::new(), Vec::new());
+    let mut primary = volumes::PRIMARY;
+    for trial in 0..trials {
+        wait_protected(&mesh, primary)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let before = volumes::ack_times(&writer).len();
+        let out = mesh.meshctl("mainpc", &["failover", "memory", "-o", "json"]);
+        if !out.status.success() {
+            anyhow::bail!(
+                "trial {}: meshctl failover: {}",
+                trial + 1,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        // Until the writer is acknowledged again, plus a little.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while volumes::ack_times(&writer).len() < before + 20 {
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "trial {}: the writer did not go on: {}",
+                    trial + 1,
+                    writer.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let times = volumes::ack_times(&writer);
+        let gap = times[before.saturating_sub(1)..]
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+            .max()
+            .unwrap_or(0);
+        primary = if primary == volumes::PRIMARY {
+            volumes::STANDBY
+        } else {
+            volumes::PRIMARY
+        };
+        let phases: Vec<String> = report["phases"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| format!("{} {}", p["name"].as_str().unwrap_or("?"), p["ms"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "trial {:>2}: to {primary}: client downtime {gap} ms (longest pause between acknowledgements); meshctl {} ms ({})",
+            trial + 1,
+            report["downtime_ms"],
+            phases.join(", ")
+        );
+        client.push(gap as f64 / 1000.0);
+        reported.push(report["downtime_ms"].as_f64().unwrap_or(0.0) / 1000.0);
+    }
+    wait_protected(&mesh, primary)?;
+    writer.kill();
+    let (acked, _) = volumes::writer_tally(&writer);
+    // The last primary's standby holds every acknowledged write.
+    let standby = if primary == volumes::PRIMARY {
+        volumes::STANDBY
+    } else {
+        volumes::PRIMARY
+    };
+    if let Some(a) = mesh.agents.get_mut(standby) {
+        a.kill();
+    }
+    let verdict = volumes::check_image(&volumes::image_path(&mesh.state_dir(standby)), &acked);
+    for v in [&mut client, &mut reported] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "{} switchovers: client downtime p50 {:.2} s, p99 {:.2} s, max {:.2} s; meshctl p50 {:.2} s, max {:.2} s; {} acknowledged writes, {} lost",
+        client.len(),
+        percentile(&client, 0.5),
+        percentile(&client, 0.99),
+        client.last().copied().unwrap_or(0.0),
+        percentile(&reported, 0.5),
+        reported.last().copied().unwrap_or(0.0),
+        acked.len(),
+        verdict.lost.len()
+    );
+    if !verdict.ok() {
+        anyhow::bail!("acknowledged writes lost: {verdict:?}");
     }
     Ok(())
 }

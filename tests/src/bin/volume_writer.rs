@@ -4,7 +4,10 @@
 //! (MS: milliseconds since the writer started) after each `ok` reply, flushed at once, so whoever reads its output
 //! knows every write the service acknowledged even if this process is
 //! killed. Stops after COUNT writes, or when a reply does not come within
-//! the timeout (the service's host was killed).
+//! the timeout (the service's host was killed). With `--retry`, a write
+//! that times out is sent again on a new socket (the lazy-pirate client
+//! of the ZeroMQ guide; `retry N` is printed), so a switchover's downtime
+//! shows as the longest gap between acknowledgements.
 
 use std::io::Write;
 use std::time::Duration;
@@ -29,18 +32,49 @@ struct Args {
     /// The size of each value in KiB (0: the 5 bytes "value").
     #[arg(long, default_value_t = 0)]
     value_kib: usize,
+    /// Send a write that timed out again, on a new socket, instead of
+    /// giving up (the writer then runs until killed or COUNT is done).
+    #[arg(long)]
+    retry: bool,
+}
+
+async fn connect(address: &str) -> Result<ReqSocket> {
+    let mut options = SocketOptions::default();
+    options.connect_timeout(Duration::from_secs(15));
+    let mut socket = ReqSocket::with_options(options);
+    socket
+        .connect(address)
+        .await
+        .with_context(|| format!("connecting to {address}"))?;
+    Ok(socket)
+}
+
+/// One write and its reply; Err says what went wrong.
+async fn put(socket: &mut ReqSocket, msg: ZmqMessage, timeout: Duration, n: u64) -> Result<()> {
+    match tokio::time::timeout(timeout, socket.send(msg)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => bail!("send of key-{n}: {e}"),
+        Err(_) => bail!("send of key-{n}: no progress within {timeout:?}"),
+    }
+    let reply = match tokio::time::timeout(timeout, socket.recv()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => bail!("reply to key-{n}: {e}"),
+        Err(_) => bail!("reply to key-{n}: none within {timeout:?}"),
+    };
+    let first = reply.get(0).map(|f| f.to_vec()).unwrap_or_default();
+    if first != b"ok" {
+        bail!(
+            "key-{n} refused: {}",
+            String::from_utf8_lossy(&first).into_owned()
+        );
+    }
+    Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let mut options = SocketOptions::default();
-    options.connect_timeout(Duration::from_secs(15));
-    let mut socket = ReqSocket::with_options(options);
-    socket
-        .connect(&args.connect)
-        .await
-        .with_context(|| format!("connecting to {}", args.connect))?;
+    let mut socket = connect(&args.connect).await?;
     let timeout = Duration::from_millis(args.timeout_ms);
     let out = std::io::stdout();
     let value = if args.value_kib == 0 {
@@ -59,22 +93,13 @@ async fn main() -> Result<()> {
         msg.push_back(key.into_bytes().into());
         msg.push_back(value.clone().into());
         writeln!(out.lock(), "sent {n}")?;
-        match tokio::time::timeout(timeout, socket.send(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("send of key-{n}: {e}"),
-            Err(_) => bail!("send of key-{n}: no progress within {timeout:?}"),
-        }
-        let reply = match tokio::time::timeout(timeout, socket.recv()).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => bail!("reply to key-{n}: {e}"),
-            Err(_) => bail!("reply to key-{n}: none within {timeout:?}"),
-        };
-        let first = reply.get(0).map(|f| f.to_vec()).unwrap_or_default();
-        if first != b"ok" {
-            bail!(
-                "key-{n} refused: {}",
-                String::from_utf8_lossy(&first).into_owned()
-            );
+        if let Err(e) = put(&mut socket, msg.clone(), timeout, n).await {
+            if !args.retry {
+                return Err(e);
+            }
+            writeln!(out.lock(), "retry {n}: {e:#}")?;
+            socket = connect(&args.connect).await?;
+            continue;
         }
         let mut o = out.lock();
         writeln!(o, "acked {n} {}", started.elapsed().as_millis())?;

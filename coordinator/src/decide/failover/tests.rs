@@ -15,6 +15,7 @@ fn record(outdated: bool) -> VolumeRecord {
         standby_outdated: outdated,
         attached: true,
         home: "pc2".into(),
+        ..Default::default()
     }
 }
 
@@ -47,6 +48,7 @@ fn run(
         reports,
         uptime,
         leases: &BTreeMap::new(),
+        missing_images: &BTreeMap::new(),
     })
 }
 
@@ -204,6 +206,7 @@ fn what_if_names_the_promotion_or_why_not_and_the_unprotected() {
         &records,
         &reports,
         &BTreeMap::new(),
+        &BTreeMap::new(),
         &nodes,
         &["pc2".into()],
     );
@@ -212,7 +215,14 @@ fn what_if_names_the_promotion_or_why_not_and_the_unprotected() {
         vec!["memory: its primary pc2 gone, failover to pc3 at epoch 5 (standby UpToDate)"]
     );
     let stale = report(DiskState::Inconsistent, 4);
-    let lines = what_if(&records, &stale, &BTreeMap::new(), &nodes, &["pc2".into()]);
+    let lines = what_if(
+        &records,
+        &stale,
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+        &nodes,
+        &["pc2".into()],
+    );
     assert!(
         lines[0].starts_with("memory: would stay down:"),
         "{lines:?}"
@@ -221,11 +231,41 @@ fn what_if_names_the_promotion_or_why_not_and_the_unprotected() {
         &records,
         &reports,
         &BTreeMap::new(),
+        &BTreeMap::new(),
         &nodes,
         &["pc3".into()],
     );
     assert_eq!(
         lines,
         vec!["memory: keeps running, unprotected: its standby pc3 is gone"]
+    );
+}
+
+#[test]
+fn a_standby_without_the_groups_images_is_not_valid() {
+    let records = [(record(false).key(), record(false))].into();
+    let silence = [
+        ("pc2".to_string(), 3 * S),
+        ("pc3".to_string(), Duration::ZERO),
+    ]
+    .into();
+    let missing = [(
+        ("memory".to_string(), "pc3".to_string()),
+        vec!["memory-orchestrator:v3".to_string()],
+    )]
+    .into();
+    let (p, b) = decide(&Inputs {
+        records: &records,
+        silence: &silence,
+        reports: &report(DiskState::UpToDate, 4),
+        uptime: 60 * S,
+        leases: &BTreeMap::new(),
+        missing_images: &missing,
+    });
+    assert!(p.is_empty());
+    assert!(
+        b[0].reason
+            .contains("pc3 lacks the group's image(s) memory-orchestrator:v3"),
+        "{b:?}"
     );
 }

@@ -9,6 +9,7 @@ fn def(replicate: bool) -> VolumeDef {
         import: String::new(),
         fallbacks: vec!["pc2".into(), "pc3".into()],
         lease: std::time::Duration::from_secs(2),
+        ..Default::default()
     }
 }
 
@@ -188,6 +189,7 @@ fn record() -> VolumeRecord {
         standby_outdated: false,
         attached: true,
         home: "mainpc".into(),
+        ..Default::default()
     }
 }
 

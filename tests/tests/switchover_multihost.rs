@@ -1,0 +1,138 @@
+//! Planned switchover (`meshctl failover GROUP`) of a singleton group with
+//! a replicated volume, in network namespaces with real agents, Podman and
+//! the SQLite demo service behind the bridge: the group moves to its
+//! standby and back while a client keeps writing through the same
+//! endpoint; nothing acknowledged is lost, the old container is gone
+//! before the new one starts, and a move to a host that is not the
+//! standby is refused with the reason. Needs root, podman, /dev/fuse and
+//! e2fsprogs: CI runs it.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use mesh_tests::mesh::MeshFixture;
+use mesh_tests::podman::{ensure_demo_image, require_podman};
+use mesh_tests::volumes;
+
+/// `podman inspect` of the memory service's container on `node`: a time
+/// field in unix ns (0 when never set or no container).
+fn container_time_ns(mesh: &MeshFixture, node: &str, field: &str) -> i128 {
+    let out = mesh_tests::process::run({
+        let mut c = mesh.podman(node);
+        c.args([
+            "inspect",
+            "mesh-memory-db",
+            "--format",
+            &format!("{{{{.State.{field}.UnixNano}}}}"),
+        ]);
+        c
+    });
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// `meshctl failover memory ARGS`; its stdout, asserting it succeeded.
+fn switch(mesh: &MeshFixture, args: &[&str]) -> String {
+    let mut all = vec!["failover", "memory"];
+    all.extend_from_slice(args);
+    let out = mesh.meshctl("mainpc", &all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "meshctl failover memory {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    text
+}
+
+/// Waits until `host` is the primary at `epoch` and the other replica is
+/// an UpToDate standby again (resynced after the move).
+fn wait_protected(mesh: &MeshFixture, host: &str, epoch: u64) {
+    mesh_tests::wait::until(
+        &format!("{host} primary at epoch {epoch} with its standby resynced"),
+        Duration::from_secs(120),
+        Duration::from_millis(300),
+        || {
+            let v = volumes::volumes_json(mesh)?;
+            let r = volumes::row(&v).cloned().ok_or("no row")?;
+            let ok = r["primary"] == host
+                && r["epoch"] == epoch
+                && r["standing"] == "in sync"
+                && r["standby_outdated"] == false;
+            Ok(ok.then_some(()))
+        },
+    );
+}
+
+#[test]
+fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
+    if !require_podman("a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing") {
+        return;
+    }
+    ensure_demo_image();
+    let mut mesh = volumes::start_bridged_mesh();
+    // Refused, nothing changed: a host that is not the standby.
+    let out = mesh.meshctl("mainpc", &["failover", "memory", "--to", "mainpc"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("mainpc is not the standby of 'memory' (its standby is pc3)"),
+        "{err}"
+    );
+    let writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = switch(&mesh, &[]);
+    assert!(
+        text.contains("switching memory over from pc2 to pc3 (epoch 1 -> 2)"),
+        "{text}"
+    );
+    assert!(text.contains("memory runs on pc3 at epoch 2"), "{text}");
+    for phase in ["stop", "promote", "mount", "start", "healthy", "re-pointed"] {
+        assert!(
+            text.contains(&format!("  {phase} ")),
+            "no {phase} phase: {text}"
+        );
+    }
+    // One writer at a time: pc2's agent could detach the volume (its
+    // container gone: nothing held the device) before pc3's container
+    // started. The agent's own timestamp; the container itself was removed.
+    let stopped = volumes::log_time_ns(
+        &mesh.agents[volumes::PRIMARY].logs(),
+        "handed over: detached, every write flushed to the standby",
+    )
+    .unwrap_or(0);
+    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    assert!(stopped > 0 && started > 0, "{stopped} {started}");
+    assert!(
+        stopped < started,
+        "two writers: pc3 started {} ms before pc2 handed the volume over",
+        (stopped - started) / 1_000_000
+    );
+    let first_gap = volumes::longest_gap_ms(&writer);
+    // And home again, once pc2 is a resynced standby.
+    wait_protected(&mesh, "pc3", 2);
+    let text = switch(&mesh, &["--to", "pc2"]);
+    assert!(text.contains("memory runs on pc2 at epoch 3"), "{text}");
+    wait_protected(&mesh, "pc2", 3);
+    // The writer rode through both moves on the same endpoint.
+    let acked_before = volumes::writer_tally(&writer).0.len();
+    mesh_tests::wait::until(
+        "the writer to go on after both moves",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((volumes::writer_tally(&writer).0.len() > acked_before + 20).then_some(())),
+    );
+    let mut writer = writer;
+    writer.kill();
+    let gap = volumes::longest_gap_ms(&writer);
+    eprintln!("switchover: longest pause between acknowledgements {first_gap} ms (first move), {gap} ms (both)");
+    let (acked, _) = volumes::writer_tally(&writer);
+    assert!(acked.len() > 50, "{}", writer.logs());
+    let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
+    assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
+}
