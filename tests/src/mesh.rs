@@ -69,6 +69,7 @@ impl MeshFixture {
             &pki,
             &options,
             &state.path().join("coordinator"),
+            &[],
         );
         let mut fixture = MeshFixture {
             agents: BTreeMap::new(),
@@ -105,12 +106,19 @@ impl MeshFixture {
     /// Stops the coordinator (SIGKILL) and starts a new one with the same
     /// state directory, as after a crash.
     pub fn restart_coordinator(&mut self) {
+        self.restart_coordinator_with_env(&[]);
+    }
+
+    /// [`Self::restart_coordinator`] with `env` added to its environment
+    /// (e.g. a fault point, `MESH_FAULT_EXIT_AT`).
+    pub fn restart_coordinator_with_env(&mut self, env: &[(&str, &str)]) {
         self.coordinator.kill();
         self.coordinator = spawn_coordinator(
             &self.hosts[&self.coordinator_host],
             &self.pki,
             &self.options,
             &self.state.path().join("coordinator"),
+            env,
         );
     }
 
@@ -337,8 +345,10 @@ fn spawn_coordinator(
     pki: &Pki,
     options: &MeshOptions,
     state_dir: &std::path::Path,
+    env: &[(&str, &str)],
 ) -> Proc {
     let mut cmd = process::command(Some(host), &binaries::path("mesh-coordinator"));
+    cmd.envs(env.iter().copied());
     cmd.arg("--listen")
         .arg(format!("0.0.0.0:{COORDINATOR_PORT}"))
         .arg("--certs-dir")

@@ -274,3 +274,61 @@ fn a_primary_agent_paused_past_its_lease_acknowledges_nothing_after_it_wakes() {
     let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }
+
+#[test]
+fn a_coordinator_killed_between_recording_a_promotion_and_moving_the_group_completes_it_after_restart(
+) {
+    if !require_podman("a_coordinator_killed_between_recording_a_promotion_and_moving_the_group_completes_it_after_restart") {
+        return;
+    }
+    ensure_demo_image();
+    let mut mesh = started_mesh();
+    // The coordinator exits right after it has persisted a promotion's
+    // records (epoch 2, pc3 primary), before it moves the group's placement.
+    mesh.restart_coordinator_with_env(&[("MESH_FAULT_EXIT_AT", "after-promotion-recorded")]);
+    volumes::wait_in_sync(&mesh, Duration::from_secs(60));
+    let writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
+    volumes::kill_primary_host(&mut mesh);
+    mesh_tests::wait::until(
+        "the coordinator to stop at the fault point",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || Ok((!mesh.coordinator.is_running()).then_some(())),
+    );
+    assert!(
+        mesh.coordinator
+            .logs()
+            .contains("MESH_FAULT_EXIT_AT: exiting here as asked"),
+        "{}",
+        mesh.coordinator.logs()
+    );
+    mesh.restart_coordinator();
+    // The restarted coordinator moves the group to the primary its
+    // records name, at the recorded epoch: no second promotion.
+    let next = 1_000_000;
+    mesh_tests::wait::until(
+        "a write through the same bridge endpoint, served on pc3",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || Ok(volumes::write_bridged(&mesh, next, 1).then_some(())),
+    );
+    assert!(
+        mesh.coordinator
+            .logs()
+            .contains("its placement was not moved yet (the coordinator stopped in between)"),
+        "{}",
+        mesh.coordinator.logs()
+    );
+    let v = volumes::volumes_json(&mesh).unwrap();
+    let row = volumes::row(&v).unwrap();
+    assert_eq!(row["primary"], "pc3", "{row}");
+    assert_eq!(row["epoch"], 2, "{row}");
+    let mut writer = writer;
+    writer.kill();
+    let (mut acked, _) = volumes::writer_tally(&writer);
+    acked.insert(0);
+    acked.insert(next);
+    let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
+    assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
+}
