@@ -22,6 +22,8 @@ pub struct MeshOptions {
     pub down_after: u32,
     /// Give every agent a Podman service of its own (in its namespace).
     pub containers: bool,
+    /// Added to every agent's environment (fault points for controls).
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Default for MeshOptions {
@@ -31,6 +33,7 @@ impl Default for MeshOptions {
             suspect_after: 3,
             down_after: 6,
             containers: false,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -181,6 +184,7 @@ impl MeshFixture {
         if self.options.containers {
             cmd.arg("--podman-own-service");
         }
+        cmd.envs(self.options.agent_env.iter().map(|(k, v)| (k, v)));
         self.agents
             .insert(name.to_string(), Proc::spawn(&format!("agent-{name}"), cmd));
     }

@@ -150,10 +150,19 @@ pub fn write_bridged(mesh: &MeshFixture, first: u64, count: u64) -> bool {
 /// A fresh mesh of [`HOSTS`], agents with their own Podman, every host
 /// Ready with its inventory.
 pub fn start_mesh() -> MeshFixture {
+    start_mesh_with_env(&[])
+}
+
+/// [`start_mesh`] with `env` added to every agent's environment.
+pub fn start_mesh_with_env(env: &[(&str, &str)]) -> MeshFixture {
     let mesh = MeshFixture::start(
         &HOSTS,
         MeshOptions {
             containers: true,
+            agent_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..MeshOptions::default()
         },
     );
@@ -166,7 +175,12 @@ pub fn start_mesh() -> MeshFixture {
 /// [`start_mesh`] with [`bridged_topology`] applied, the volume in sync,
 /// and a first write (key 0) acknowledged through mainpc's bridge endpoint.
 pub fn start_bridged_mesh() -> MeshFixture {
-    let mesh = start_mesh();
+    start_bridged_mesh_with_env(&[])
+}
+
+/// [`start_bridged_mesh`] with `env` added to every agent's environment.
+pub fn start_bridged_mesh_with_env(env: &[(&str, &str)]) -> MeshFixture {
+    let mesh = start_mesh_with_env(env);
     apply_text(&mesh, &bridged_topology());
     wait_in_sync(&mesh, Duration::from_secs(120));
     wait::until(
@@ -546,4 +560,47 @@ pub fn log_time_ns(logs: &str, needle: &str) -> Option<i128> {
     let t =
         time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
     Some(t.unix_timestamp_nanos())
+}
+
+/// The never-two-writers checker of the failover tests: the old primary's
+/// container must have died (`old_died_ns`, None: still running when
+/// looked at, at `observed_ns`) before the new one started.
+pub fn one_writer_at_a_time(
+    old_died_ns: Option<i128>,
+    new_started_ns: i128,
+    observed_ns: i128,
+) -> Result<i128, String> {
+    match old_died_ns {
+        None if observed_ns > new_started_ns => Err(format!(
+            "two writers: the old primary's container was still running {} ms after the new one started",
+            (observed_ns - new_started_ns) / 1_000_000
+        )),
+        None => Err("the new container has not started yet".into()),
+        Some(died) if died >= new_started_ns => Err(format!(
+            "two writers: the new container started {} ms before the old one died",
+            (died - new_started_ns) / 1_000_000
+        )),
+        // How long before the new start the old writer was gone.
+        Some(died) => Ok(new_started_ns - died),
+    }
+}
+
+/// Podman on `node`: whether the memory service's container is running.
+pub fn container_running(mesh: &MeshFixture, node: &str) -> bool {
+    let out = process::run({
+        let mut c = mesh.podman(node);
+        c.args([
+            "inspect",
+            "mesh-memory-db",
+            "--format",
+            "{{.State.Running}}",
+        ]);
+        c
+    });
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+/// Now, unix ns.
+pub fn now_ns() -> i128 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos()
 }

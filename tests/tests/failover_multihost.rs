@@ -135,14 +135,11 @@ fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_return
     );
     let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
     assert!(started > 0, "pc3 never started the service");
+    let before = volumes::one_writer_at_a_time(Some(died), started, volumes::now_ns())
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "unplugged: pc2's container died {} ms before pc3's started",
-        (started - died) / 1_000_000
-    );
-    assert!(
-        died < started,
-        "two writers: pc3 started the service {} ms before pc2's died",
-        (died - started) / 1_000_000
+        before / 1_000_000
     );
     // Back on the LAN, pc2 becomes the standby and is resynced.
     mesh.lan.restore(mesh.host(volumes::PRIMARY));
@@ -331,4 +328,45 @@ fn a_coordinator_killed_between_recording_a_promotion_and_moving_the_group_compl
     acked.insert(next);
     let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
+}
+
+#[test]
+fn negative_control_with_fencing_disabled_the_checker_finds_two_writers() {
+    if !require_podman("negative_control_with_fencing_disabled_the_checker_finds_two_writers") {
+        return;
+    }
+    ensure_demo_image();
+    // The same unplug as above, with the agents told not to fence.
+    let mesh = volumes::start_bridged_mesh_with_env(&[("MESH_UNSAFE_DISABLE_FENCING", "1")]);
+    mesh.lan.cut(mesh.host(volumes::PRIMARY));
+    mesh_tests::wait::until(
+        "a write through the same bridge endpoint, served on pc3",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || Ok(volumes::write_bridged(&mesh, 1_000_000, 1).then_some(())),
+    );
+    mesh_tests::wait::until(
+        "pc2's agent to pass its lease without fencing",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let logs = mesh.agents[volumes::PRIMARY].logs();
+            Ok(logs
+                .contains("MESH_UNSAFE_DISABLE_FENCING: no lease")
+                .then_some(()))
+        },
+    );
+    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    assert!(started > 0, "pc3 never started the service");
+    let observed = volumes::now_ns();
+    let died = (!volumes::container_running(&mesh, volumes::PRIMARY))
+        .then(|| container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt"));
+    let verdict = volumes::one_writer_at_a_time(died, started, observed);
+    eprintln!("negative control: {verdict:?}");
+    assert!(
+        verdict
+            .as_ref()
+            .is_err_and(|e| e.starts_with("two writers")),
+        "with fencing disabled the checker found no second writer: {verdict:?}"
+    );
 }

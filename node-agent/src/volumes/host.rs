@@ -117,6 +117,8 @@ pub struct VolumeHost {
     /// A standby released to become primary: id -> when the lease it may
     /// have granted the old primary ends (not attached before).
     granted_until: BTreeMap<String, Instant>,
+    /// Primaries whose lease ran out while fencing is disabled (logged once).
+    unfenced: std::collections::BTreeSet<String>,
 }
 
 impl VolumeHost {
@@ -158,6 +160,7 @@ impl VolumeHost {
                 lease: None,
                 fenced: BTreeMap::new(),
                 granted_until: BTreeMap::new(),
+                unfenced: Default::default(),
             },
             rx,
         )
@@ -201,6 +204,14 @@ impl VolumeHost {
                 Held::Standby(_) | Held::HandedOver(_) => None,
             })
             .collect();
+        if fencing_disabled() {
+            for (id, a) in expired {
+                if self.unfenced.insert(id) {
+                    warn!(group = %a.group, volume = %a.name, "MESH_UNSAFE_DISABLE_FENCING: no lease from the coordinator or the standby, and NOT fencing (a negative control; never in production)");
+                }
+            }
+            return;
+        }
         for (id, a) in expired {
             warn!(group = %a.group, volume = %a.name, "no lease from the coordinator or the standby: fencing (failing the volume's I/O, killing the group's containers, detaching the volume)");
             // First the I/O: a writer blocked in an fsync for the standby
@@ -713,6 +724,13 @@ impl VolumeHost {
         }
         self.status.send_replace(out);
     }
+}
+
+/// Test-only fault injection for the checker's negative control: with
+/// `MESH_UNSAFE_DISABLE_FENCING=1` a primary whose leases ran out goes on
+/// (two writers become possible, which the control must detect).
+fn fencing_disabled() -> bool {
+    std::env::var("MESH_UNSAFE_DISABLE_FENCING").is_ok_and(|v| v == "1")
 }
 
 /// How often the leases of replicated primaries are checked.

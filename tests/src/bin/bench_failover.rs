@@ -14,6 +14,12 @@
 //! (the longest pause between two acknowledgements around the move) and
 //! meshctl's own figure with its phases; at the end every acknowledged
 //! write is checked on the standby.
+//!
+//! `--fault soak`: no fault at all, for `--soak-secs` (default 600) with
+//! both cores saturated by `stress-ng --cpu 0` (apt install stress-ng) and
+//! the default lease: counted are promotions (epoch changes), fencing by
+//! the primary's agent, the writer's longest pause, and the least lease
+//! remaining the coordinator reported (sampled every second).
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +35,8 @@ enum Fault {
     Unplug,
     /// Planned switchovers back and forth on one mesh.
     Switchover,
+    /// No fault: a loaded machine must not fail over by itself.
+    Soak,
 }
 
 #[derive(Parser, Debug)]
@@ -37,6 +45,9 @@ struct Args {
     trials: u32,
     #[arg(long, value_enum, default_value_t = Fault::Kill)]
     fault: Fault,
+    /// How long the soak runs, seconds.
+    #[arg(long, default_value_t = 600)]
+    soak_secs: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -50,8 +61,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure_demo_image();
-    if args.fault == Fault::Switchover {
-        return switchovers(args.trials);
+    match args.fault {
+        Fault::Switchover => return switchovers(args.trials),
+        Fault::Soak => return soak(Duration::from_secs(args.soak_secs)),
+        Fault::Kill | Fault::Unplug => {}
     }
     let mut totals = Vec::new();
     let mut lost_rounds = 0;
@@ -62,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         let killed = Instant::now();
         match args.fault {
             Fault::Kill => volumes::kill_primary_host(&mut mesh),
-            Fault::Unplug | Fault::Switchover => mesh.lan.cut(mesh.host(volumes::PRIMARY)),
+            _ => mesh.lan.cut(mesh.host(volumes::PRIMARY)),
         }
         let mut probe = 1_000_000u64;
         let total = loop {
@@ -220,6 +233,70 @@ fn switchovers(trials: u32) -> anyhow::Result<()> {
     );
     if !verdict.ok() {
         anyhow::bail!("acknowledged writes lost: {verdict:?}");
+    }
+    Ok(())
+}
+
+/// Kills the stress load when the soak ends, also on an error.
+struct Stress(std::process::Child);
+
+impl Drop for Stress {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn soak(length: Duration) -> anyhow::Result<()> {
+    let mut mesh = volumes::start_bridged_mesh();
+    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
+    let mut writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_secs(1));
+    let stress = std::process::Command::new("stress-ng")
+        .args(["--cpu", "0", "--timeout"])
+        .arg(format!("{}s", length.as_secs() + 30))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run stress-ng ({e}): apt-get install stress-ng"))?;
+    let _stress = Stress(stress);
+    let started = Instant::now();
+    let mut least_lease = u64::MAX;
+    let mut samples = 0;
+    let mut epochs = std::collections::BTreeSet::new();
+    while started.elapsed() < length {
+        std::thread::sleep(Duration::from_secs(1));
+        let Ok(v) = volumes::volumes_json(&mesh) else {
+            continue;
+        };
+        if let Some(r) = volumes::row(&v) {
+            samples += 1;
+            if let Some(ms) = r["lease_remaining_ms"].as_u64() {
+                least_lease = least_lease.min(ms);
+            }
+            if let Some(e) = r["epoch"].as_u64() {
+                epochs.insert(e);
+            }
+        }
+    }
+    let gap = volumes::longest_gap_ms(&writer);
+    let (acked, _) = volumes::writer_tally(&writer);
+    writer.kill();
+    let fenced = mesh.agents[volumes::PRIMARY]
+        .logs()
+        .matches("fencing (failing the volume's I/O")
+        .count();
+    let promoted = mesh.coordinator.logs().matches("standby promoted").count();
+    println!(
+        "soak {} s, both cores under stress-ng --cpu 0, default lease: {promoted} promotions, {fenced} fencings, epochs seen {epochs:?}; writer {} acknowledged, longest pause {gap} ms; least lease remaining {least_lease} ms over {samples} samples",
+        length.as_secs(),
+        acked.len()
+    );
+    let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
+    if !verdict.ok() {
+        anyhow::bail!("acknowledged writes lost: {verdict:?}");
+    }
+    if promoted > 0 || fenced > 0 {
+        anyhow::bail!("false failover: {promoted} promotions, {fenced} fencings");
     }
     Ok(())
 }
