@@ -61,7 +61,7 @@ pub struct Agent {
     volumes: Option<watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>>,
     /// The send time of the newest acknowledged heartbeat: the start of
     /// the coordinator's lease (failover groups fence themselves by it).
-    lease: Arc<watch::Sender<Option<std::time::Instant>>>,
+    lease: Arc<watch::Sender<Option<mesh_volumes::lease_clock::LeaseInstant>>>,
 }
 
 impl Agent {
@@ -103,7 +103,7 @@ impl Agent {
 
     /// Where the coordinator's lease can be read (the send time of the
     /// newest acknowledged heartbeat).
-    pub fn lease(&self) -> watch::Receiver<Option<std::time::Instant>> {
+    pub fn lease(&self) -> watch::Receiver<Option<mesh_volumes::lease_clock::LeaseInstant>> {
         self.lease.subscribe()
     }
 
@@ -233,7 +233,7 @@ impl Agent {
         let mut seq = 0u64;
         let mut last_ack = Instant::now();
         // seq -> when it was sent, for the lease (a few beats at most).
-        let mut sent: std::collections::VecDeque<(u64, std::time::Instant)> =
+        let mut sent: std::collections::VecDeque<(u64, mesh_volumes::lease_clock::LeaseInstant)> =
             std::collections::VecDeque::new();
         // A volume changing phase (a switchover's handover, an attach) is
         // reported at once, not at the next beat: the coordinator waits on it.
@@ -265,7 +265,7 @@ impl Agent {
                         return Err(SessionError::Silent(last_ack.elapsed()));
                     }
                     seq += 1;
-                    sent.push_back((seq, std::time::Instant::now()));
+                    sent.push_back((seq, mesh_volumes::lease_clock::LeaseInstant::now()));
                     if sent.len() > 64 {
                         sent.pop_front();
                     }

@@ -161,6 +161,19 @@ impl MeshFixture {
 
     /// Starts (or restarts) the agent of host `name`.
     pub fn start_agent(&mut self, name: &str) {
+        self.start_agent_with_env(name, &[]);
+    }
+
+    /// Kills `name`'s agent and starts it again with `env` added.
+    pub fn restart_agent_with_env(&mut self, name: &str, env: &[(&str, &str)]) {
+        if let Some(a) = self.agents.get_mut(name) {
+            a.kill();
+        }
+        self.start_agent_with_env(name, env);
+    }
+
+    /// [`Self::start_agent`] with `env` added to the agent's environment.
+    pub fn start_agent_with_env(&mut self, name: &str, env: &[(&str, &str)]) {
         let cert = self.pki.dir().join(format!("agent-{name}.crt"));
         if !cert.exists() {
             self.pki.issue(Role::Agent, name, &[]);
@@ -185,6 +198,7 @@ impl MeshFixture {
             cmd.arg("--podman-own-service");
         }
         cmd.envs(self.options.agent_env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(env.iter().copied());
         self.agents
             .insert(name.to_string(), Proc::spawn(&format!("agent-{name}"), cmd));
     }

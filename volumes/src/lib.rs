@@ -14,5 +14,6 @@
 //! Not yet wired into the agent, the coordinator or the topology.
 #![forbid(unsafe_code)]
 
+pub mod lease_clock;
 pub mod local;
 pub mod replication;

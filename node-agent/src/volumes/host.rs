@@ -17,6 +17,7 @@ use mesh_proto::v1::{
     DiskState as WireDisk, ReplicationStanding, VolumeAssignment, VolumePhase, VolumeRole,
     VolumeStatus,
 };
+use mesh_volumes::lease_clock::LeaseInstant;
 use mesh_volumes::local::{LocalVolume, VolumeConfig, WriteSink};
 use mesh_volumes::replication::transport::{channel_name, serve_standby_from, StandbyHandle};
 use mesh_volumes::replication::{
@@ -111,12 +112,12 @@ pub struct VolumeHost {
     /// Told of every attach, so it restarts containers on a dead mount.
     manager: Option<tokio::sync::mpsc::Sender<crate::manager::Input>>,
     /// The send time of the newest heartbeat the coordinator acknowledged.
-    lease: Option<watch::Receiver<Option<Instant>>>,
+    lease: Option<watch::Receiver<Option<LeaseInstant>>>,
     /// Primaries fenced for want of a lease: id -> when.
     fenced: BTreeMap<String, Instant>,
     /// A standby released to become primary: id -> when the lease it may
     /// have granted the old primary ends (not attached before).
-    granted_until: BTreeMap<String, Instant>,
+    granted_until: BTreeMap<String, LeaseInstant>,
     /// Primaries whose lease ran out while fencing is disabled (logged once).
     unfenced: std::collections::BTreeSet<String>,
 }
@@ -168,7 +169,7 @@ impl VolumeHost {
 
     /// Reads the coordinator's lease from `lease` (failover groups run
     /// only while it, or their standby's, holds).
-    pub fn with_lease(mut self, lease: watch::Receiver<Option<Instant>>) -> Self {
+    pub fn with_lease(mut self, lease: watch::Receiver<Option<LeaseInstant>>) -> Self {
         self.lease = Some(lease);
         self
     }
@@ -443,10 +444,10 @@ impl VolumeHost {
             // This standby may have granted the old primary a lease: wait
             // it out, so the old primary has fenced itself first (unless it
             // handed the volume over in a switchover).
-            let now = Instant::now();
-            if until > now && !a.clean_handover {
-                info!(volume = %id, wait_ms = (until - now).as_millis() as u64, "promoted: waiting out the lease this standby granted the old primary");
-                tokio::time::sleep(until - now).await;
+            let left = until.saturating_duration_since(LeaseInstant::now());
+            if !left.is_zero() && !a.clean_handover {
+                info!(volume = %id, wait_ms = left.as_millis() as u64, "promoted: waiting out the lease this standby granted the old primary");
+                tokio::time::sleep(left).await;
             }
             self.granted_until.remove(&id);
         }

@@ -120,7 +120,7 @@ pub struct StandbyHandle<I: Image> {
     write_timeout: Duration,
     /// When this standby last sent a flushed Ack: the primary may hold a
     /// lease from it until then plus the lease (see [`StandbyHandle::last_grant`]).
-    last_grant: Mutex<Option<std::time::Instant>>,
+    last_grant: Mutex<Option<crate::lease_clock::LeaseInstant>>,
 }
 
 impl<I: Image> StandbyHandle<I> {
@@ -129,7 +129,7 @@ impl<I: Image> StandbyHandle<I> {
     /// before its image is attached as the primary's.
     /// When this standby last acknowledged a flush (granting the primary a
     /// lease). A promoted standby starts the group only a full lease later.
-    pub fn last_grant(&self) -> Option<std::time::Instant> {
+    pub fn last_grant(&self) -> Option<crate::lease_clock::LeaseInstant> {
         *self
             .last_grant
             .lock()
@@ -262,7 +262,7 @@ async fn serve_standby_stream<I: Image + Send + 'static>(
             if matches!(reply, Message::Ack { flushed: true, .. }) {
                 // Marked before it leaves: the grant can only be later.
                 *h.last_grant.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(std::time::Instant::now());
+                    Some(crate::lease_clock::LeaseInstant::now());
             }
             if let Err(e) = write_frame(&mut send, &frame, h.write_timeout).await {
                 warn!(%peer, "{e}");

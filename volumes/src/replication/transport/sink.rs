@@ -20,6 +20,7 @@
 //! coordinator to outdate the standby. Without a confirmed answer the
 //! sink never acknowledges an fsync the standby has not flushed.
 
+use crate::lease_clock::LeaseInstant;
 use std::fs::File;
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -83,7 +84,7 @@ pub struct SinkStatus {
     pub last_fsync: Option<Duration>,
     /// When the newest Flush the standby acknowledged was sent: the start
     /// of the lease the standby grants (see [`ReplicatingSink::start_keepalive`]).
-    pub last_grant: Option<Instant>,
+    pub last_grant: Option<LeaseInstant>,
 }
 
 struct Link {
@@ -108,8 +109,8 @@ struct State {
     last_refusal: Option<String>,
     last_fsync: Option<Duration>,
     /// Flushes sent and not yet acknowledged: (seq, when sent).
-    flushes_sent: std::collections::VecDeque<(u64, Instant)>,
-    last_grant: Option<Instant>,
+    flushes_sent: std::collections::VecDeque<(u64, LeaseInstant)>,
+    last_grant: Option<LeaseInstant>,
 }
 
 struct Shared {
@@ -370,7 +371,7 @@ impl Shared {
     fn send(&self, st: &mut State, m: &Message) {
         if let Message::Flush { seq, .. } = m {
             if st.link.is_some() {
-                st.flushes_sent.push_back((*seq, Instant::now()));
+                st.flushes_sent.push_back((*seq, LeaseInstant::now()));
                 // Bounded: a standby that never answers is dropped anyway.
                 if st.flushes_sent.len() > 4096 {
                     st.flushes_sent.pop_front();
