@@ -136,3 +136,68 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
     let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }
+
+#[test]
+fn with_failback_auto_the_group_goes_home_once_its_host_is_back_and_resynced() {
+    if !require_podman("with_failback_auto_the_group_goes_home_once_its_host_is_back_and_resynced")
+    {
+        return;
+    }
+    ensure_demo_image();
+    let mesh = volumes::start_mesh();
+    let topology = volumes::bridged_topology().replace(
+        "lease_ms = 2000 }",
+        "lease_ms = 2000, failback = \"auto\", failback_hold_ms = 2000 }",
+    );
+    assert!(topology.contains("failback = \"auto\""), "{topology}");
+    volumes::apply_text(&mesh, &topology);
+    volumes::wait_in_sync(&mesh, Duration::from_secs(120));
+    mesh_tests::wait::until(
+        "writes through mainpc's bridge endpoint",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || Ok(volumes::write_bridged(&mesh, 0, 1).then_some(())),
+    );
+    let writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1000));
+    // pc2 cut off: the group fails over to pc3 ...
+    mesh.lan.cut(mesh.host(volumes::PRIMARY));
+    mesh_tests::wait::until(
+        "the failover to pc3",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let v = volumes::volumes_json(&mesh)?;
+            let r = volumes::row(&v).cloned().ok_or("no row")?;
+            Ok((r["primary"] == "pc3").then_some(()))
+        },
+    );
+    // ... and once pc2 is back and resynced, it goes home by itself.
+    mesh.lan.restore(mesh.host(volumes::PRIMARY));
+    wait_protected(&mesh, "pc2", 3);
+    let row = mesh_tests::wait::until(
+        "the failback to be done",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let v = volumes::volumes_json(&mesh)?;
+            let r = volumes::row(&v).cloned().ok_or("no row")?;
+            Ok((r["failover"]["done"] == true).then_some(r))
+        },
+    );
+    assert_eq!(row["failover"]["cause"], "failback", "{row}");
+    assert_eq!(row["failover"]["from"], "pc3", "{row}");
+    let before = volumes::writer_tally(&writer).0.len();
+    mesh_tests::wait::until(
+        "the writer to go on at home",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || Ok((volumes::writer_tally(&writer).0.len() > before + 20).then_some(())),
+    );
+    let mut writer = writer;
+    writer.kill();
+    let (acked, _) = volumes::writer_tally(&writer);
+    let mut mesh = mesh;
+    let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
+    assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
+}

@@ -72,6 +72,15 @@ pub struct FailoverDecl {
     /// How long the primary's lease lasts (ms): the coordinator promotes
     /// the standby only after this long without a heartbeat [2000].
     pub lease_ms: Option<u64>,
+    /// "manual" (default: after a failover the group stays where it is
+    /// until `meshctl failover`) or "auto": once the group's own host is
+    /// back as an UpToDate standby for `failback_hold_ms`, a switchover
+    /// takes the group home.
+    #[serde(default)]
+    pub failback: Option<String>,
+    /// How long the home host must stay an UpToDate standby before an
+    /// automatic failback (ms) [60000].
+    pub failback_hold_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -314,6 +314,24 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
+            if let Some(fb) = &f.failback {
+                if !matches!(fb.as_str(), "manual" | "auto") {
+                    self.at(
+                        &g.name,
+                        format!("group '{gname}': failback = '{fb}' is unknown"),
+                        Some("use failback = \"manual\" (the default) or \"auto\"".into()),
+                    );
+                }
+            }
+            if let Some(ms) = f.failback_hold_ms {
+                if !(1_000..=86_400_000).contains(&ms) {
+                    self.at(
+                        &g.name,
+                        format!("group '{gname}': failback_hold_ms = {ms} is out of range"),
+                        Some("use 1000 (1 s) to 86400000 (a day); the default is 60000".into()),
+                    );
+                }
+            }
         }
         for p in &g.prefer {
             if !hosts.contains(p.get_ref().as_str()) {

@@ -222,6 +222,45 @@ pub fn progress(
     out
 }
 
+/// Automatic failback (`failback = "auto"`): the groups whose home host
+/// (where their volumes were made) is now their standby and has been a
+/// valid switchover target for the whole hold-down. `since`: group -> when
+/// it became one (kept across ticks); returns the new map and the moves.
+pub fn failbacks(
+    records: &BTreeMap<RecordKey, VolumeRecord>,
+    reports: &BTreeMap<String, Vec<VolumeStatus>>,
+    silence: &BTreeMap<String, Duration>,
+    defs: &[super::volumes::VolumeDef],
+    since: &BTreeMap<String, std::time::Instant>,
+    now: std::time::Instant,
+) -> (BTreeMap<String, std::time::Instant>, Vec<Move>) {
+    let mut next = BTreeMap::new();
+    let mut moves = Vec::new();
+    for d in defs {
+        let Some(hold) = d.failback_hold else {
+            continue;
+        };
+        if next.contains_key(&d.group) {
+            continue;
+        }
+        let Some(r) = records.get(&(d.group.clone(), d.name.clone())) else {
+            continue;
+        };
+        if r.home.is_empty() || r.home == r.primary || r.standby != r.home {
+            continue;
+        }
+        let Ok(m) = check(records, reports, silence, d.lease, &d.group, &r.home) else {
+            continue;
+        };
+        let at = since.get(&d.group).copied().unwrap_or(now);
+        next.insert(d.group.clone(), at);
+        if now.saturating_duration_since(at) >= hold {
+            moves.push(m);
+        }
+    }
+    (next, moves)
+}
+
 /// The records of a switchover's promotion: like a failover's, but the
 /// new primary need not wait out a lease (the old one handed over).
 pub fn promoted(records: &BTreeMap<RecordKey, VolumeRecord>, p: &Promote) -> Vec<VolumeRecord> {

@@ -38,6 +38,9 @@ pub struct VolumeDef {
     pub lease: std::time::Duration,
     /// The images the group's services run (a standby must hold them).
     pub images: Vec<String>,
+    /// `failback = "auto"`: how long the group's home host must be a valid
+    /// standby before a switchover takes the group home. None: manual.
+    pub failback_hold: Option<std::time::Duration>,
 }
 
 /// What the coordinator keeps about a volume (in its store).
@@ -94,6 +97,11 @@ pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
             super::failover::DEFAULT_LEASE,
             std::time::Duration::from_millis,
         );
+        let failback_hold = g
+            .failover
+            .as_ref()
+            .filter(|f| f.failback.as_deref() == Some("auto"))
+            .map(|f| std::time::Duration::from_millis(f.failback_hold_ms.unwrap_or(60_000)));
         for s in &g.services {
             for v in &s.get_ref().volumes {
                 let VolumeEntry::Managed(m) = v else { continue };
@@ -109,6 +117,7 @@ pub fn volume_defs(t: &Topology) -> Vec<VolumeDef> {
                     fallbacks: fallbacks.clone(),
                     lease,
                     images: images.get(group).cloned().unwrap_or_default(),
+                    failback_hold,
                 });
             }
         }

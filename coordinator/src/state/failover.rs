@@ -21,6 +21,8 @@ use crate::state::Shared;
 pub struct FailoverState {
     last: Mutex<BTreeMap<String, Tracked>>,
     blocked: Mutex<BTreeMap<String, String>>,
+    /// `failback = "auto"` groups whose home host is a valid standby: since when.
+    pub(crate) failback_since: Mutex<BTreeMap<String, Instant>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,6 +102,7 @@ pub fn tick(shared: &Shared) {
         }
     }
     super::switchover::drive(shared, &records, &reports, now);
+    super::switchover::failback(shared, &shared.volumes.records(), &reports, &silence, now);
     follow(shared);
 }
 

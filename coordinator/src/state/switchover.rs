@@ -24,6 +24,11 @@ pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Begins a switchover of `group` to `to` (empty: its standby), or says
 /// why it cannot (nothing changed then).
 pub fn start(shared: &Shared, group: &str, to: &str) -> Result<Move, String> {
+    start_for(shared, group, to, Cause::Switchover)
+}
+
+/// [`start`] for `cause` (a switchover asked for, or an automatic failback).
+pub fn start_for(shared: &Shared, group: &str, to: &str, cause: Cause) -> Result<Move, String> {
     let records = shared.volumes.records();
     let reports = shared.volumes.reports();
     let silence = shared.registry().silences(Instant::now());
@@ -45,7 +50,7 @@ pub fn start(shared: &Shared, group: &str, to: &str) -> Result<Move, String> {
     shared.failover.track(
         group,
         Tracked::new(
-            Cause::Switchover,
+            cause,
             &m.from,
             &m.to,
             m.epoch + 1,
@@ -129,6 +134,31 @@ pub fn drive(
                     }
                     shared.failover.update(&group, |t| t.error = why);
                 }
+            }
+        }
+    }
+}
+
+/// Automatic failbacks: takes each `failback = "auto"` group home once its
+/// home host has been a valid standby for the hold-down.
+pub fn failback(
+    shared: &Shared,
+    records: &BTreeMap<RecordKey, VolumeRecord>,
+    reports: &BTreeMap<String, Vec<VolumeStatus>>,
+    silence: &BTreeMap<String, Duration>,
+    now: Instant,
+) {
+    let (defs, _) = shared.topology.volume_view();
+    let since = crate::state::failover::lock(&shared.failover.failback_since).clone();
+    let (next, moves) = switchover::failbacks(records, reports, silence, &defs, &since, now);
+    *crate::state::failover::lock(&shared.failover.failback_since) = next;
+    for m in moves {
+        match start_for(shared, &m.group, &m.to, Cause::Failback) {
+            Ok(_) => {
+                tracing::warn!(group = %m.group, from = %m.from, to = %m.to, "failback: the group's home host has been an UpToDate standby for the hold-down; switching it over home")
+            }
+            Err(e) => {
+                tracing::warn!(group = %m.group, error = %e, "failback: cannot switch the group home yet")
             }
         }
     }

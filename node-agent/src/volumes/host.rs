@@ -508,8 +508,14 @@ impl VolumeHost {
                         p.switch.switch(s.clone());
                     }
                 }
+                self.fenced.remove(&id);
                 self.held.insert(id, Held::Primary(Box::new(p)));
                 if let Some(m) = &self.manager {
+                    // Attached on a fresh lease: a group this host fenced
+                    // earlier (it was cut off, then failed back here) may run.
+                    let _ = m
+                        .send(crate::manager::Input::Fence(a.group.clone(), false))
+                        .await;
                     let _ = m
                         .send(crate::manager::Input::VolumeAttached(
                             a.group.clone(),

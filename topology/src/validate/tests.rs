@@ -225,3 +225,19 @@ fn a_replicated_volume_needs_a_failover_group_and_sane_keys() {
     let e = errors(&text).join("\n");
     assert!(e.contains("declared twice"), "{e}");
 }
+
+#[test]
+fn failback_is_manual_or_auto_with_a_sane_hold_down() {
+    let ok = REPLICATED.replace(
+        "fallbacks = [\"mainpc\"] }",
+        "fallbacks = [\"mainpc\"], failback = \"auto\", failback_hold_ms = 30000 }",
+    );
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    let bad = REPLICATED.replace(
+        "fallbacks = [\"mainpc\"] }",
+        "fallbacks = [\"mainpc\"], failback = \"always\", failback_hold_ms = 5 }",
+    );
+    let e = errors(&bad).join("\n");
+    assert!(e.contains("failback = 'always' is unknown"), "{e}");
+    assert!(e.contains("failback_hold_ms = 5 is out of range"), "{e}");
+}

@@ -218,3 +218,94 @@ fn an_aborted_switchover_leaves_the_group_where_it_was() {
     assert!(abort(&records(record()), "memory").is_empty());
     assert!(progress(&records(record()), &healthy(3)).is_empty());
 }
+
+#[test]
+fn failback_waits_out_the_hold_down_with_the_home_host_a_valid_standby() {
+    // Failed over to mainpc; pc2 (home) is back as an UpToDate standby.
+    let away = VolumeRecord {
+        primary: "mainpc".into(),
+        standby: "pc2".into(),
+        ..record()
+    };
+    let mut reports = healthy(3);
+    let (p, s) = (
+        reports.remove("pc2").unwrap(),
+        reports.remove("mainpc").unwrap(),
+    );
+    reports.insert("mainpc".into(), p);
+    reports.insert("pc2".into(), s);
+    let def = crate::decide::volumes::VolumeDef {
+        group: "memory".into(),
+        name: "db".into(),
+        replicate: true,
+        lease: 2 * S,
+        failback_hold: Some(30 * S),
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let rs = records(away.clone());
+    let (since, moves) = failbacks(
+        &rs,
+        &reports,
+        &both_heard(),
+        std::slice::from_ref(&def),
+        &BTreeMap::new(),
+        t0,
+    );
+    assert!(moves.is_empty());
+    assert_eq!(since.get("memory"), Some(&t0));
+    let (since, moves) = failbacks(
+        &rs,
+        &reports,
+        &both_heard(),
+        std::slice::from_ref(&def),
+        &since,
+        t0 + 29 * S,
+    );
+    assert!(moves.is_empty());
+    let (_, moves) = failbacks(
+        &rs,
+        &reports,
+        &both_heard(),
+        std::slice::from_ref(&def),
+        &since,
+        t0 + 30 * S,
+    );
+    assert_eq!(moves.len(), 1);
+    assert_eq!(
+        (moves[0].from.as_str(), moves[0].to.as_str()),
+        ("mainpc", "pc2")
+    );
+    // A standby that stops being valid starts the hold-down over.
+    let mut resyncing = reports.clone();
+    resyncing.get_mut("pc2").unwrap()[0].disk = DiskState::Inconsistent as i32;
+    let (after, moves) = failbacks(
+        &rs,
+        &resyncing,
+        &both_heard(),
+        std::slice::from_ref(&def),
+        &since,
+        t0 + 31 * S,
+    );
+    assert!(moves.is_empty() && after.is_empty());
+    // Manual failback (the default) never moves, and a group at home stays.
+    let manual = crate::decide::volumes::VolumeDef {
+        failback_hold: None,
+        ..def.clone()
+    };
+    assert!(
+        failbacks(&rs, &reports, &both_heard(), &[manual], &since, t0 + 99 * S)
+            .1
+            .is_empty()
+    );
+    assert!(failbacks(
+        &records(record()),
+        &healthy(3),
+        &both_heard(),
+        &[def],
+        &since,
+        t0 + 99 * S
+    )
+    .1
+    .is_empty());
+}
