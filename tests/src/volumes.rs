@@ -155,15 +155,22 @@ pub fn start_mesh() -> MeshFixture {
 
 /// [`start_mesh`] with `env` added to every agent's environment.
 pub fn start_mesh_with_env(env: &[(&str, &str)]) -> MeshFixture {
+    start_mesh_with(MeshOptions {
+        agent_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..MeshOptions::default()
+    })
+}
+
+/// [`start_mesh`] with `options` (containers always on).
+pub fn start_mesh_with(options: MeshOptions) -> MeshFixture {
     let mesh = MeshFixture::start(
         &HOSTS,
         MeshOptions {
             containers: true,
-            agent_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..MeshOptions::default()
+            ..options
         },
     );
     for host in HOSTS {
@@ -180,7 +187,11 @@ pub fn start_bridged_mesh() -> MeshFixture {
 
 /// [`start_bridged_mesh`] with `env` added to every agent's environment.
 pub fn start_bridged_mesh_with_env(env: &[(&str, &str)]) -> MeshFixture {
-    let mesh = start_mesh_with_env(env);
+    start_bridged_mesh_with(start_mesh_with_env(env))
+}
+
+/// [`start_bridged_mesh`] on an already started `mesh`.
+pub fn start_bridged_mesh_with(mesh: MeshFixture) -> MeshFixture {
     apply_text(&mesh, &bridged_topology());
     wait_in_sync(&mesh, Duration::from_secs(120));
     wait::until(

@@ -48,6 +48,21 @@ struct Args {
     /// How long the soak runs, seconds.
     #[arg(long, default_value_t = 600)]
     soak_secs: u64,
+    /// The agents' heartbeat interval (the agent's default is 500 ms; the
+    /// tests run at 200 ms).
+    #[arg(long, default_value_t = 500)]
+    heartbeat_ms: u64,
+    /// Soak: kill the coordinator first, so only the standby's grants keep
+    /// the primary going (static stability under load).
+    #[arg(long)]
+    coordinator_down: bool,
+}
+
+fn mesh(args: &Args) -> mesh_tests::mesh::MeshFixture {
+    volumes::start_bridged_mesh_with(volumes::start_mesh_with(mesh_tests::mesh::MeshOptions {
+        heartbeat_ms: args.heartbeat_ms,
+        ..Default::default()
+    }))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -62,14 +77,20 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure_demo_image();
     match args.fault {
-        Fault::Switchover => return switchovers(args.trials),
-        Fault::Soak => return soak(Duration::from_secs(args.soak_secs)),
+        Fault::Switchover => return switchovers(mesh(&args), args.trials),
+        Fault::Soak => {
+            return soak(
+                mesh(&args),
+                Duration::from_secs(args.soak_secs),
+                args.coordinator_down,
+            )
+        }
         Fault::Kill | Fault::Unplug => {}
     }
     let mut totals = Vec::new();
     let mut lost_rounds = 0;
     for trial in 0..args.trials {
-        let mut mesh = volumes::start_bridged_mesh();
+        let mut mesh = mesh(&args);
         let mut writer = volumes::start_bridged_writer(&mesh, 1, Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(1000 + rand::random::<u64>() % 2000));
         let killed = Instant::now();
@@ -145,8 +166,7 @@ fn wait_protected(mesh: &mesh_tests::mesh::MeshFixture, host: &str) -> anyhow::R
     }
 }
 
-fn switchovers(trials: u32) -> anyhow::Result<()> {
-    let mut mesh = volumes::start_bridged_mesh();
+fn switchovers(mut mesh: mesh_tests::mesh::MeshFixture, trials: u32) -> anyhow::Result<()> {
     let mut writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(300));
     std::thread::sleep(Duration::from_millis(1000));
     let (mut client, mut reported) = (Vec::new(), Vec::new());
@@ -247,8 +267,11 @@ impl Drop for Stress {
     }
 }
 
-fn soak(length: Duration) -> anyhow::Result<()> {
-    let mut mesh = volumes::start_bridged_mesh();
+fn soak(
+    mut mesh: mesh_tests::mesh::MeshFixture,
+    length: Duration,
+    coordinator_down: bool,
+) -> anyhow::Result<()> {
     volumes::wait_in_sync(&mesh, Duration::from_secs(120));
     let mut writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_secs(1));
     let stress = std::process::Command::new("stress-ng")
@@ -259,12 +282,18 @@ fn soak(length: Duration) -> anyhow::Result<()> {
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run stress-ng ({e}): apt-get install stress-ng"))?;
     let _stress = Stress(stress);
+    if coordinator_down {
+        mesh.coordinator.kill();
+    }
     let started = Instant::now();
     let mut least_lease = u64::MAX;
     let mut samples = 0;
     let mut epochs = std::collections::BTreeSet::new();
     while started.elapsed() < length {
         std::thread::sleep(Duration::from_secs(1));
+        if coordinator_down {
+            continue;
+        }
         let Ok(v) = volumes::volumes_json(&mesh) else {
             continue;
         };
@@ -281,14 +310,22 @@ fn soak(length: Duration) -> anyhow::Result<()> {
     let gap = volumes::longest_gap_ms(&writer);
     let (acked, _) = volumes::writer_tally(&writer);
     writer.kill();
+    if coordinator_down {
+        mesh.restart_coordinator();
+    }
     let fenced = mesh.agents[volumes::PRIMARY]
         .logs()
         .matches("fencing (failing the volume's I/O")
         .count();
     let promoted = mesh.coordinator.logs().matches("standby promoted").count();
     println!(
-        "soak {} s, both cores under stress-ng --cpu 0, default lease: {promoted} promotions, {fenced} fencings, epochs seen {epochs:?}; writer {} acknowledged, longest pause {gap} ms; least lease remaining {least_lease} ms over {samples} samples",
+        "soak {} s{}, both cores under stress-ng --cpu 0, default lease: {promoted} promotions, {fenced} fencings, epochs seen {epochs:?}; writer {} acknowledged, longest pause {gap} ms; least lease remaining {least_lease} ms over {samples} samples",
         length.as_secs(),
+        if coordinator_down {
+            " with the coordinator down"
+        } else {
+            ""
+        },
         acked.len()
     );
     let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);

@@ -36,6 +36,13 @@ struct Args {
     /// giving up (the writer then runs until killed or COUNT is done).
     #[arg(long)]
     retry: bool,
+    /// Instead of writing: read keys FIRST..FIRST+COUNT back (`get`) and
+    /// print `verified N, missing M` (exit 1 when any is missing).
+    #[arg(long)]
+    verify: bool,
+    /// With --verify: read every STRIDE-th key only.
+    #[arg(long, default_value_t = 1)]
+    stride: u64,
 }
 
 async fn connect(address: &str) -> Result<ReqSocket> {
@@ -76,6 +83,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let mut socket = connect(&args.connect).await?;
     let timeout = Duration::from_millis(args.timeout_ms);
+    if args.verify {
+        return verify(&mut socket, &args, timeout).await;
+    }
     let out = std::io::stdout();
     let value = if args.value_kib == 0 {
         b"value".to_vec()
@@ -106,4 +116,29 @@ async fn main() -> Result<()> {
         o.flush()?;
         n += 1;
     }
+}
+
+async fn verify(socket: &mut ReqSocket, args: &Args, timeout: Duration) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut read = 0;
+    for n in (args.first..args.first + args.count).step_by(args.stride.max(1) as usize) {
+        read += 1;
+        let mut msg = ZmqMessage::from(b"get".to_vec());
+        msg.push_back(format!("key-{n}").into_bytes().into());
+        tokio::time::timeout(timeout, socket.send(msg))
+            .await
+            .context("send timed out")??;
+        let reply = tokio::time::timeout(timeout, socket.recv())
+            .await
+            .context("reply timed out")??;
+        let value = reply.get(0).map(|f| f.to_vec()).unwrap_or_default();
+        if value == b"missing" || value.starts_with(b"error: ") {
+            missing.push(n);
+        }
+    }
+    println!("verified {read} keys, missing {}", missing.len());
+    if !missing.is_empty() {
+        bail!("missing keys: {:?}", &missing[..missing.len().min(20)]);
+    }
+    Ok(())
 }
