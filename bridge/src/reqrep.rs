@@ -451,11 +451,18 @@ impl Client {
         if new == self.current {
             return;
         }
-        let reason = format!(
-            "service '{}' moved from agent '{}' to agent '{}' while the request was in flight",
-            self.ctx.spec.name, self.current.peer.node, new.peer.node
-        );
-        info!(from = %self.current.peer.node, to = %new.peer.node, "service moved");
+        let reason = if new.peer == self.current.peer {
+            format!(
+                "service '{}' on agent '{}' moved to failover epoch {} (from {}) while the request was in flight",
+                self.ctx.spec.name, new.peer.node, new.epoch, self.current.epoch
+            )
+        } else {
+            format!(
+                "service '{}' moved from agent '{}' to agent '{}' while the request was in flight",
+                self.ctx.spec.name, self.current.peer.node, new.peer.node
+            )
+        };
+        info!(from = %self.current.peer.node, to = %new.peer.node, epoch = new.epoch, "service moved");
         self.current = new;
         // Dropping the sender finishes the old stream.
         let Some(old) = self.route.take() else {

@@ -12,6 +12,10 @@ pub struct ServiceTarget {
     pub peer: PeerAddr,
     /// The name under which that agent exports the service ([`crate::Exports`]).
     pub service: String,
+    /// The failover epoch of the service's group (0: none). A new epoch is
+    /// a move, also to the same agent: what was in flight to the old
+    /// instance gets the in-flight policy, and its late replies are dropped.
+    pub epoch: u64,
 }
 
 /// What a REQ/REP bridge does with requests in flight when the service moves or the tunnel to

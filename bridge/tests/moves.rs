@@ -48,6 +48,7 @@ async fn setup(policy: InFlightPolicy) -> Setup {
     let new_place = ServiceTarget {
         peer: peer(&pc3),
         service: "memory".to_string(),
+        epoch: 0,
     };
     let mut dealer = DealerSocket::new();
     dealer.connect(bridge.endpoint()).await.expect("connect");
@@ -331,6 +332,41 @@ async fn closing_a_bridge_frees_its_port_for_the_service() {
             drop(rep);
             drop(client);
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_epoch_on_the_same_host_is_a_move_and_late_replies_of_the_old_one_are_dropped() {
+    within(30, async {
+        let mut s = setup(InFlightPolicy::Error).await;
+        send_requests(&mut s.dealer, "old", 3).await;
+        let held = s.old_held.clone();
+        wait_for("pc2 to hold 3 requests", || {
+            held.load(Ordering::SeqCst) == 3
+        })
+        .await;
+        // The group failed over and back to pc2 (epoch 0 -> 2): the
+        // requests sent to the old instance are answered with errors.
+        let mut same_host = s.target.get();
+        same_host.epoch = 2;
+        s.target.set(same_host);
+        let replies = recv_replies(&mut s.dealer, 3).await;
+        for (_, body) in &replies {
+            assert!(body.starts_with(ERROR_PREFIX), "{body}");
+            assert!(
+                body.contains("moved to failover epoch 2 (from 0)"),
+                "{body}"
+            );
+        }
+        // Their replies from the old instance come late: dropped, counted.
+        s.old_open.notify_one();
+        let bridge = &s.bridge;
+        wait_for("late replies to be dropped", || {
+            bridge.counters().late_replies == 3
+        })
+        .await;
+        assert_silent(&mut s.dealer).await;
     })
     .await;
 }

@@ -34,6 +34,8 @@ pub enum Role {
         local: String,
         peer: PeerAddr,
         in_flight: InFlightPolicy,
+        /// The group's failover epoch (0: none).
+        epoch: u64,
     },
     /// It runs nowhere now, or its host's tunnel is unknown.
     Nowhere { local: String },
@@ -109,6 +111,7 @@ pub fn roles(
                         addr: *addr,
                     },
                     in_flight: in_flight_of(b.in_flight_policy()),
+                    epoch: b.epoch,
                 }
             } else {
                 Role::Nowhere { local }
@@ -262,10 +265,12 @@ impl BridgeHost {
                     local,
                     peer,
                     in_flight,
+                    epoch,
                 } => {
                     let target = ServiceTarget {
                         peer: peer.clone(),
                         service: service.clone(),
+                        epoch: *epoch,
                     };
                     if let Some(r) = state.bridges.get(service) {
                         r.target.set(target);
@@ -637,6 +642,7 @@ mod tests {
             env: String::new(),
             probe_request: "health".into(),
             probe_expect: "ok".into(),
+            epoch: 0,
         };
         Directory {
             generation: 3,
@@ -674,6 +680,7 @@ mod tests {
                     addr: "10.99.0.2:7444".parse().expect("addr"),
                 },
                 in_flight: InFlightPolicy::RetryOnce,
+                epoch: 0,
             }
         );
         assert_eq!(

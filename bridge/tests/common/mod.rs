@@ -75,6 +75,7 @@ pub fn target(host: &Tunnels, service: &str) -> Target {
     Target::new(ServiceTarget {
         peer: peer(host),
         service: service.to_string(),
+        epoch: 0,
     })
 }
 

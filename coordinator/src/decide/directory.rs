@@ -97,11 +97,13 @@ pub fn bridge_env(defs: &[BridgeDef], ip: &str) -> BTreeMap<String, String> {
 }
 
 /// The directory (generation left 0: the caller numbers changes).
+/// `epochs`: service -> its failover group's epoch (absent: none).
 pub fn compute(
     defs: &[BridgeDef],
     hosts: &BTreeMap<String, String>,
     healthy: &BTreeSet<String>,
     peers: &[(String, String)],
+    epochs: &BTreeMap<String, u64>,
 ) -> Directory {
     Directory {
         generation: 0,
@@ -118,6 +120,7 @@ pub fn compute(
                 env: d.env.clone(),
                 probe_request: d.probe_request.clone(),
                 probe_expect: d.probe_expect.clone(),
+                epoch: epochs.get(&d.service).copied().unwrap_or(0),
             })
             .collect(),
         peers: peers
@@ -219,8 +222,11 @@ env = "EVENTS_URL"
             [("memory-orchestrator".to_string(), "pc2".to_string())].into();
         let healthy: BTreeSet<String> = ["memory-orchestrator".to_string()].into();
         let peers = vec![("pc2".to_string(), "10.99.0.2:7444".to_string())];
-        let d = compute(&defs, &hosts, &healthy, &peers);
+        let epochs: BTreeMap<String, u64> = [("memory-orchestrator".to_string(), 3)].into();
+        let d = compute(&defs, &hosts, &healthy, &peers, &epochs);
         assert_eq!(d.bridges[0].host, "pc2");
+        assert_eq!(d.bridges[0].epoch, 3, "the failover group's epoch");
+        assert_eq!(d.bridges[1].epoch, 0);
         assert!(d.bridges[0].healthy);
         assert_eq!(d.bridges[1].host, "", "events runs nowhere");
         assert!(!d.bridges[1].healthy);
@@ -230,5 +236,9 @@ env = "EVENTS_URL"
         assert!(same(&d, &e));
         e.bridges[0].healthy = false;
         assert!(!same(&d, &e));
+        // A new epoch on the same host is a change the agents must get.
+        let mut f = d.clone();
+        f.bridges[0].epoch = 4;
+        assert!(!same(&d, &f));
     }
 }

@@ -69,7 +69,20 @@ impl Shared {
     pub fn refresh_directory(&self, now_unix_ms: u64) {
         let (defs, hosts, healthy) = self.topology.bridge_view();
         let peers = self.registry().tunnel_peers();
-        let mut next = crate::decide::directory::compute(&defs, &hosts, &healthy, &peers);
+        // Each bridged service's failover epoch: its group's, from the records.
+        let groups = self.topology.service_groups();
+        let group_epochs: std::collections::BTreeMap<String, u64> = self
+            .volumes
+            .records()
+            .values()
+            .filter(|r| r.replicate)
+            .map(|r| (r.group.clone(), r.epoch))
+            .collect();
+        let epochs: std::collections::BTreeMap<String, u64> = groups
+            .into_iter()
+            .filter_map(|(service, group)| group_epochs.get(&group).map(|e| (service, *e)))
+            .collect();
+        let mut next = crate::decide::directory::compute(&defs, &hosts, &healthy, &peers, &epochs);
         let mut current = self.directory.lock().unwrap_or_else(|p| p.into_inner());
         if current.generation != 0 && crate::decide::directory::same(&current, &next) {
             return;

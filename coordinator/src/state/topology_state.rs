@@ -164,6 +164,19 @@ impl TopologyState {
         (a.bridges.clone(), hosts, a.rollout.healthy())
     }
 
+    /// service -> its group, for every service of the applied topology.
+    pub fn service_groups(&self) -> BTreeMap<String, String> {
+        let guard = lock(&self.active);
+        let Some(a) = guard.as_ref() else {
+            return BTreeMap::new();
+        };
+        a.rollout
+            .planned
+            .iter()
+            .map(|p| (p.service.clone(), p.group.clone()))
+            .collect()
+    }
+
     /// The applied topology's managed volumes and where its groups are
     /// placed.
     pub fn volume_view(

@@ -339,6 +339,7 @@ async fn bridges(tunnels: &Tunnels, peer: PeerAddr) -> Result<(Bridge, Bridge, V
         let target = Target::new(ServiceTarget {
             peer: peer.clone(),
             service: service.to_string(),
+            epoch: 0,
         });
         let bridge = Bridge::start(
             tunnels,
