@@ -615,3 +615,33 @@ pub fn container_running(mesh: &MeshFixture, node: &str) -> bool {
 pub fn now_ns() -> i128 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos()
 }
+
+/// `podman inspect` of the memory service's container on `node`: a time
+/// field in unix ns (0 when never set or no container).
+pub fn container_time_ns(mesh: &MeshFixture, node: &str, field: &str) -> i128 {
+    let out = process::run({
+        let mut c = mesh.podman(node);
+        c.args([
+            "inspect",
+            "mesh-memory-db",
+            "--format",
+            &format!("{{{{.State.{field}.UnixNano}}}}"),
+        ]);
+        c
+    });
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Waits (at most 60 s) until key `key` is acknowledged through mainpc's
+/// bridge endpoint: the service answers again, wherever it runs now.
+pub fn wait_served_again(mesh: &MeshFixture, key: u64, what: &str) {
+    wait::until(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || Ok(write_bridged(mesh, key, 1).then_some(())),
+    );
+}

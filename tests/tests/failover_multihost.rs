@@ -46,11 +46,10 @@ fn the_primary_host_killed_hard_the_standby_serves_every_acknowledged_write_at_t
     assert!(acked.len() > 10, "{}", writer.logs());
     let next = acked.iter().max().copied().unwrap_or(0) + 1;
     // The same endpoint answers again, now served on pc3.
-    mesh_tests::wait::until(
+    volumes::wait_served_again(
+        &mesh,
+        next,
         "a write through the same bridge endpoint after the failover",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || Ok(volumes::write_bridged(&mesh, next, 1).then_some(())),
     );
     let failover = killed.elapsed();
     acked.insert(next);
@@ -79,25 +78,6 @@ fn started_mesh() -> MeshFixture {
     volumes::start_bridged_mesh()
 }
 
-/// `podman inspect` of the memory service's container on `node`: a time
-/// field in unix ns (0 when never set).
-fn container_time_ns(mesh: &MeshFixture, node: &str, field: &str) -> i128 {
-    let out = mesh_tests::process::run({
-        let mut c = mesh.podman(node);
-        c.args([
-            "inspect",
-            "mesh-memory-db",
-            "--format",
-            &format!("{{{{.State.{field}.UnixNano}}}}"),
-        ]);
-        c
-    });
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 #[test]
 fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_returns_as_standby() {
     if !require_podman(
@@ -116,11 +96,10 @@ fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_return
     let (mut acked, _) = volumes::writer_tally(&writer);
     acked.insert(0);
     let next = 1_000_000;
-    mesh_tests::wait::until(
+    volumes::wait_served_again(
+        &mesh,
+        next,
         "a write through the same bridge endpoint, served on pc3",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || Ok(volumes::write_bridged(&mesh, next, 1).then_some(())),
     );
     acked.insert(next);
     // pc2's agent killed its own container (no lease) before pc3 started one.
@@ -129,11 +108,11 @@ fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_return
         Duration::from_secs(30),
         Duration::from_millis(200),
         || {
-            let t = container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt");
+            let t = volumes::container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt");
             Ok((t > 0).then_some(t))
         },
     );
-    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    let started = volumes::container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
     assert!(started > 0, "pc3 never started the service");
     let before = volumes::one_writer_at_a_time(Some(died), started, volumes::now_ns())
         .unwrap_or_else(|e| panic!("{e}"));
@@ -238,11 +217,10 @@ fn a_primary_agent_paused_past_its_lease_acknowledges_nothing_after_it_wakes() {
     signal("-STOP");
     // The coordinator promotes pc3 after the lease; the endpoint answers.
     let next = 1_000_000;
-    mesh_tests::wait::until(
+    volumes::wait_served_again(
+        &mesh,
+        next,
         "a write through the same bridge endpoint, served on pc3",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || Ok(volumes::write_bridged(&mesh, next, 1).then_some(())),
     );
     // pc2's agent wakes up long past its lease.
     signal("-CONT");
@@ -251,11 +229,11 @@ fn a_primary_agent_paused_past_its_lease_acknowledges_nothing_after_it_wakes() {
         Duration::from_secs(30),
         Duration::from_millis(200),
         || {
-            let t = container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt");
+            let t = volumes::container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt");
             Ok((t > 0).then_some(t))
         },
     );
-    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    let started = volumes::container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
     eprintln!(
         "paused: pc2's container died {} ms after pc3's started (pc2 was frozen)",
         (died - started) / 1_000_000
@@ -304,11 +282,10 @@ fn a_coordinator_killed_between_recording_a_promotion_and_moving_the_group_compl
     // The restarted coordinator moves the group to the primary its
     // records name, at the recorded epoch: no second promotion.
     let next = 1_000_000;
-    mesh_tests::wait::until(
+    volumes::wait_served_again(
+        &mesh,
+        next,
         "a write through the same bridge endpoint, served on pc3",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || Ok(volumes::write_bridged(&mesh, next, 1).then_some(())),
     );
     assert!(
         mesh.coordinator
@@ -339,11 +316,10 @@ fn negative_control_with_fencing_disabled_the_checker_finds_two_writers() {
     // The same unplug as above, with the agents told not to fence.
     let mesh = volumes::start_bridged_mesh_with_env(&[("MESH_UNSAFE_DISABLE_FENCING", "1")]);
     mesh.lan.cut(mesh.host(volumes::PRIMARY));
-    mesh_tests::wait::until(
+    volumes::wait_served_again(
+        &mesh,
+        1_000_000,
         "a write through the same bridge endpoint, served on pc3",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || Ok(volumes::write_bridged(&mesh, 1_000_000, 1).then_some(())),
     );
     mesh_tests::wait::until(
         "pc2's agent to pass its lease without fencing",
@@ -356,11 +332,11 @@ fn negative_control_with_fencing_disabled_the_checker_finds_two_writers() {
                 .then_some(()))
         },
     );
-    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    let started = volumes::container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
     assert!(started > 0, "pc3 never started the service");
     let observed = volumes::now_ns();
     let died = (!volumes::container_running(&mesh, volumes::PRIMARY))
-        .then(|| container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt"));
+        .then(|| volumes::container_time_ns(&mesh, volumes::PRIMARY, "FinishedAt"));
     let verdict = volumes::one_writer_at_a_time(died, started, observed);
     eprintln!("negative control: {verdict:?}");
     assert!(

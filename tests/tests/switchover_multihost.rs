@@ -16,25 +16,6 @@ use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_demo_image, require_podman};
 use mesh_tests::volumes;
 
-/// `podman inspect` of the memory service's container on `node`: a time
-/// field in unix ns (0 when never set or no container).
-fn container_time_ns(mesh: &MeshFixture, node: &str, field: &str) -> i128 {
-    let out = mesh_tests::process::run({
-        let mut c = mesh.podman(node);
-        c.args([
-            "inspect",
-            "mesh-memory-db",
-            "--format",
-            &format!("{{{{.State.{field}.UnixNano}}}}"),
-        ]);
-        c
-    });
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 /// `meshctl failover memory ARGS`; its stdout, asserting it succeeded.
 fn switch(mesh: &MeshFixture, args: &[&str]) -> String {
     let mut all = vec!["failover", "memory"];
@@ -106,7 +87,7 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
         "handed over: detached, every write flushed to the standby",
     )
     .unwrap_or(0);
-    let started = container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
+    let started = volumes::container_time_ns(&mesh, volumes::STANDBY, "StartedAt");
     assert!(stopped > 0 && started > 0, "{stopped} {started}");
     assert!(
         stopped < started,

@@ -319,14 +319,19 @@ fn soak(
         .count();
     let promoted = mesh.coordinator.logs().matches("standby promoted").count();
     println!(
-        "soak {} s{}, both cores under stress-ng --cpu 0, default lease: {promoted} promotions, {fenced} fencings, epochs seen {epochs:?}; writer {} acknowledged, longest pause {gap} ms; least lease remaining {least_lease} ms over {samples} samples",
+        "soak {} s{}, both cores under stress-ng --cpu 0, default lease: {promoted} promotions, {fenced} fencings, epochs seen {epochs:?}; writer {} acknowledged, longest pause {gap} ms; least lease remaining {} over {samples} samples",
         length.as_secs(),
         if coordinator_down {
             " with the coordinator down"
         } else {
             ""
         },
-        acked.len()
+        acked.len(),
+        if samples == 0 {
+            "n/a (no coordinator to ask)".to_string()
+        } else {
+            format!("{least_lease} ms")
+        }
     );
     let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     if !verdict.ok() {
