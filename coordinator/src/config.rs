@@ -16,10 +16,12 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
 pub const DEFAULT_STATE_DIR: &str = "mesh-coordinator-state";
 
 /// The file format (`coordinator.toml`). Every field is optional.
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// Where `/metrics` is served ("off": nowhere) [127.0.0.1:9464].
+    pub metrics_listen: Option<String>,
     /// Where the applied topology is kept; default `mesh-coordinator-state`
     /// in the working directory.
     pub state_dir: Option<PathBuf>,
@@ -29,7 +31,7 @@ pub struct FileConfig {
     pub liveness: LivenessSection,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// A directory laid out by `meshctl certs` (ca.crt, coordinator-NAME.crt/.key).
@@ -41,7 +43,7 @@ pub struct TlsSection {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LivenessSection {
     pub suspect_after: Option<u32>,
@@ -53,6 +55,7 @@ pub struct LivenessSection {
 #[derive(Debug, Default)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub tls: TlsSection,
     pub liveness: LivenessSection,
@@ -126,6 +129,18 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
             format!("{tick_ms} is outside 10..=10000"),
         ));
     }
+    let metrics_listen = match over.metrics_listen.or(file.metrics_listen).as_deref() {
+        None => defaults.metrics_listen,
+        Some("off") => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::field(
+                "metrics_listen",
+                format!(
+                    "'{text}' is not an address and port ({e}); e.g. 127.0.0.1:9464, or \"off\""
+                ),
+            )
+        })?),
+    };
     Ok(Config {
         listen,
         tls,
@@ -137,6 +152,7 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
                     .or(file.state_dir)
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             ),
+            metrics_listen,
             ..defaults
         },
     })
@@ -174,6 +190,35 @@ mod tests {
         assert_eq!(c.tls.ca, PathBuf::from("/certs/ca.crt"));
         assert_eq!(c.settings.liveness.suspect_after, 2);
         assert_eq!(c.settings.liveness.down_after, 4);
+        assert_eq!(
+            c.settings.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9464"),
+            "/metrics on localhost by default"
+        );
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_off() {
+        let file = parse_file(Path::new("c.toml"), "[tls]\ncerts_dir = \"/c\"\n").unwrap();
+        let over = |v: &str| Overrides {
+            metrics_listen: Some(v.into()),
+            ..Default::default()
+        };
+        let c = resolve(file.clone(), over("0.0.0.0:9100")).unwrap();
+        assert_eq!(
+            c.settings.metrics_listen.unwrap().to_string(),
+            "0.0.0.0:9100"
+        );
+        assert!(resolve(file.clone(), over("off"))
+            .unwrap()
+            .settings
+            .metrics_listen
+            .is_none());
+        let err = resolve(file, over("here")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("metrics_listen:") && err.contains("\"off\""),
+            "{err}"
+        );
     }
 
     #[test]

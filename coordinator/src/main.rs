@@ -17,6 +17,10 @@ struct Args {
     /// Address to listen on for agents and meshctl [default: 0.0.0.0:7443].
     #[arg(long, env = "MESH_COORDINATOR_LISTEN")]
     listen: Option<String>,
+    /// Address `/metrics` (Prometheus) is served on, or "off"
+    /// [default: 127.0.0.1:9464].
+    #[arg(long, env = "MESH_COORDINATOR_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// Directory for the state database (the applied topology and its
     /// placement) [default: mesh-coordinator-state in the working directory].
     #[arg(long, env = "MESH_COORDINATOR_STATE_DIR")]
@@ -56,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let overrides = Overrides {
         listen: args.listen,
+        metrics_listen: args.metrics_listen,
         state_dir: args.state_dir,
         tls: TlsSection {
             certs_dir: args.certs_dir,

@@ -288,6 +288,21 @@ impl MeshFixture {
         process::run(cmd)
     }
 
+    /// The coordinator's `/metrics` (its default address, 127.0.0.1:9464,
+    /// in its host's namespace), scraped with curl.
+    pub fn scrape_metrics(&self) -> Result<String, String> {
+        let mut cmd = process::command(
+            Some(&self.hosts[&self.coordinator_host]),
+            std::path::Path::new("curl"),
+        );
+        cmd.args(["-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics"]);
+        let out = process::run(cmd);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// `meshctl nodes -o json`, parsed.
     pub fn nodes_json(&self) -> Result<serde_json::Value, String> {
         let out = self.meshctl(&self.coordinator_host, &["nodes", "-o", "json"]);

@@ -114,6 +114,20 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
     eprintln!("switchover: longest pause between acknowledgements {first_gap} ms (first move), {gap} ms (both)");
     let (acked, _) = volumes::writer_tally(&writer);
     assert!(acked.len() > 50, "{}", writer.logs());
+    // The coordinator's /metrics tells the same story.
+    let metrics = mesh.scrape_metrics().unwrap();
+    for line in [
+        "mesh_node_state{node=\"pc2\",state=\"ready\"} 1.0",
+        "mesh_failover_epoch{group=\"memory\"} 3.0",
+        "mesh_failovers_total{group=\"memory\",cause=\"switchover\"} 2",
+        "mesh_volume_standby_up_to_date{group=\"memory\",volume=\"memory-data\"} 1.0",
+        "mesh_failover_last_duration_seconds{group=\"memory\"}",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "no {line:?} in /metrics:\n{metrics}"
+        );
+    }
     let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }

@@ -35,6 +35,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// `/metrics` listens on localhost at this port unless configured.
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub liveness: LivenessPolicy,
@@ -47,6 +50,8 @@ pub struct Settings {
     pub state_dir: Option<std::path::PathBuf>,
     /// How often the topology rollout re-evaluates the agents' reports.
     pub rollout_tick: Duration,
+    /// Where `/metrics` is served (None: not at all).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Settings {
@@ -58,6 +63,10 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(2),
             state_dir: None,
             rollout_tick: Duration::from_millis(200),
+            metrics_listen: Some(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                DEFAULT_METRICS_PORT,
+            ))),
         }
     }
 }
@@ -129,6 +138,13 @@ impl Coordinator {
             self.settings.rollout_tick,
             shutdown.clone(),
         ));
+        if let Some(addr) = self.settings.metrics_listen {
+            tokio::spawn(crate::rpc::metrics_http::serve(
+                addr,
+                shared.clone(),
+                shutdown.clone(),
+            ));
+        }
         tracing::info!(mesh = %shared.mesh, "coordinator serving");
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(5)))

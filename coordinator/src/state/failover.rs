@@ -23,6 +23,8 @@ pub struct FailoverState {
     blocked: Mutex<BTreeMap<String, String>>,
     /// `failback = "auto"` groups whose home host is a valid standby: since when.
     pub(crate) failback_since: Mutex<BTreeMap<String, Instant>>,
+    /// (group, cause) -> failovers begun since this coordinator started.
+    counts: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -41,7 +43,15 @@ impl FailoverState {
     }
 
     pub(crate) fn track(&self, group: &str, t: Tracked) {
+        *lock(&self.counts)
+            .entry((group.to_string(), t.cause.label()))
+            .or_default() += 1;
         lock(&self.last).insert(group.to_string(), t);
+    }
+
+    /// (group, cause) -> how many failovers began since this run started.
+    pub fn counts(&self) -> BTreeMap<(String, &'static str), u64> {
+        lock(&self.counts).clone()
     }
 
     pub(crate) fn update(&self, group: &str, f: impl FnOnce(&mut Tracked)) {

@@ -3,6 +3,7 @@
 //! agent streams, counters, and the state the services share.
 
 pub mod desired;
+pub mod exposition;
 pub mod failover;
 pub mod metrics;
 pub mod numbering;

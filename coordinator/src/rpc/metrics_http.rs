@@ -1,0 +1,57 @@
+//! The coordinator's `/metrics` endpoint (Prometheus / OpenMetrics text),
+//! on a listener of its own, off the mutual-TLS gRPC port: by default on
+//! localhost only (`metrics_listen` in coordinator.toml, `--metrics-listen`;
+//! "off" turns it off). Plain HTTP for now; TLS for remote scrapers is a
+//! later step of issue #13.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::Shared;
+
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match crate::state::exposition::render(&shared) {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding the metrics failed: {e}"),
+        ),
+    }
+}
+
+/// The router: `/metrics` only.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+/// Serves `/metrics` on `addr` until `shutdown`. A port that cannot be
+/// bound is logged (with the setting to change) and the coordinator goes
+/// on without metrics.
+pub async fn serve(addr: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot serve /metrics there; set metrics_listen (or --metrics-listen) to a free address, or \"off\"");
+            return;
+        }
+    };
+    tracing::info!(%addr, "serving /metrics");
+    let served = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!(%addr, error = %e, "the /metrics server stopped");
+    }
+}

@@ -1,0 +1,293 @@
+//! What `/metrics` shows (issue #13, first part): the mesh as the
+//! coordinator sees it, in the OpenMetrics text format, encoded by
+//! `prometheus-client`. Built afresh from the shared state at each scrape,
+//! so it is never stale and holds no series of a node or group that is
+//! gone. Label values are node, group and volume names and a fixed set of
+//! states and causes: bounded by the mesh's size.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use mesh_proto::v1::{DiskState, NodeState};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::state::registry::Now;
+use crate::state::Shared;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeStateLabels {
+    node: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    group: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    group: String,
+    volume: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, FloatGauge>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, FloatGauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn counter(reg: &mut Registry, name: &str, help: &str, value: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value);
+    reg.register(name, help, c);
+}
+
+/// The exposition text of the whole mesh now.
+pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::default();
+    nodes(&mut reg, shared);
+    failover(&mut reg, shared);
+    volumes(&mut reg, shared);
+    let m = &shared.metrics;
+    counter(
+        &mut reg,
+        "mesh_heartbeats_received",
+        "Heartbeats the coordinator received from agents",
+        m.heartbeats(),
+    );
+    counter(
+        &mut reg,
+        "mesh_refused_connections",
+        "Connections refused for their certificate",
+        m.connections_refused(),
+    );
+    counter(
+        &mut reg,
+        "mesh_refused_calls",
+        "Calls refused for the caller's role",
+        m.calls_refused(),
+    );
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+fn nodes(reg: &mut Registry, shared: &Shared) {
+    let state = family::<NodeStateLabels>(
+        reg,
+        "mesh_node_state",
+        "1 for the node's current state (ready, suspect, down), 0 for the others",
+    );
+    let age = family::<NodeLabels>(
+        reg,
+        "mesh_node_heartbeat_age_seconds",
+        "Time since the node's last heartbeat was received",
+    );
+    let load = family::<NodeLabels>(reg, "mesh_node_load1", "The host's 1-minute load average");
+    let mem_total = family::<NodeLabels>(reg, "mesh_node_memory_total_bytes", "The host's memory");
+    let mem_free = family::<NodeLabels>(
+        reg,
+        "mesh_node_memory_available_bytes",
+        "The host's available memory",
+    );
+    let disk_free = family::<NodeLabels>(
+        reg,
+        "mesh_node_disk_available_bytes",
+        "Free space where the host's container storage lives",
+    );
+    let silences = shared.registry().silences(Instant::now());
+    for n in shared.registry().snapshot(Now::system()) {
+        let node = NodeLabels {
+            node: n.name.clone(),
+        };
+        for (s, name) in [
+            (NodeState::Ready, "ready"),
+            (NodeState::Suspect, "suspect"),
+            (NodeState::Down, "down"),
+        ] {
+            state
+                .get_or_create(&NodeStateLabels {
+                    node: n.name.clone(),
+                    state: name.into(),
+                })
+                .set(if n.state() == s { 1.0 } else { 0.0 });
+        }
+        if let Some(s) = silences.get(&n.name) {
+            age.get_or_create(&node).set(s.as_secs_f64());
+        }
+        if let Some(inv) = &n.inventory {
+            load.get_or_create(&node).set(inv.load_1m);
+            mem_total
+                .get_or_create(&node)
+                .set(inv.memory_total_bytes as f64);
+            mem_free
+                .get_or_create(&node)
+                .set(inv.memory_available_bytes as f64);
+            if let Some(d) = &inv.disk {
+                disk_free.get_or_create(&node).set(d.available_bytes as f64);
+            }
+        }
+    }
+}
+
+fn failover(reg: &mut Registry, shared: &Shared) {
+    let epoch = family::<GroupLabels>(reg, "mesh_failover_epoch", "The failover group's epoch");
+    let lease = family::<GroupLabels>(
+        reg,
+        "mesh_failover_lease_remaining_seconds",
+        "The primary's lease left, as the coordinator counts it",
+    );
+    let last = family::<GroupLabels>(
+        reg,
+        "mesh_failover_last_duration_seconds",
+        "The last failover or switchover, from its start to healthy and re-pointed",
+    );
+    let total = Family::<CauseLabels, Counter>::default();
+    reg.register(
+        "mesh_failovers",
+        "Failovers and switchovers by cause, since the coordinator started",
+        total.clone(),
+    );
+    let records = shared.volumes.records();
+    let (defs, _) = shared.topology.volume_view();
+    let silence = shared.registry().silences(Instant::now());
+    for r in records.values().filter(|r| r.replicate) {
+        let g = GroupLabels {
+            group: r.group.clone(),
+        };
+        let e = epoch.get_or_create(&g);
+        e.set(e.get().max(r.epoch as f64));
+        if let (Some(d), Some(s)) = (
+            defs.iter().find(|d| d.group == r.group),
+            silence.get(&r.primary),
+        ) {
+            lease
+                .get_or_create(&g)
+                .set(d.lease.saturating_sub(*s).as_secs_f64());
+        }
+    }
+    let now = Instant::now();
+    for (group, t) in shared.failover.last() {
+        let p = t.to_proto(now);
+        if p.done {
+            last.get_or_create(&GroupLabels {
+                group: group.clone(),
+            })
+            .set(p.total_ms as f64 / 1000.0);
+        }
+    }
+    for ((group, cause), n) in shared.failover.counts() {
+        total
+            .get_or_create(&CauseLabels {
+                group,
+                cause: cause.to_string(),
+            })
+            .inc_by(n);
+    }
+}
+
+fn volumes(reg: &mut Registry, shared: &Shared) {
+    let lag = family::<VolumeLabels>(
+        reg,
+        "mesh_volume_lag_bytes",
+        "Bytes the primary sent that the standby has not acknowledged",
+    );
+    let up = family::<VolumeLabels>(
+        reg,
+        "mesh_volume_standby_up_to_date",
+        "1 when the standby is UpToDate and in sync, 0 otherwise",
+    );
+    let fsync = family::<VolumeLabels>(
+        reg,
+        "mesh_volume_last_fsync_seconds",
+        "How long the primary's last fsync through the standby took",
+    );
+    let (defs, _) = shared.topology.volume_view();
+    let rows =
+        crate::rpc::volumes_api::rows(&defs, &shared.volumes.records(), &shared.volumes.reports());
+    for v in rows.iter().filter(|v| v.replicate && !v.primary.is_empty()) {
+        let l = VolumeLabels {
+            group: v.group.clone(),
+            volume: v.name.clone(),
+        };
+        lag.get_or_create(&l).set(v.lag_bytes as f64);
+        fsync
+            .get_or_create(&l)
+            .set(v.last_fsync_us as f64 / 1_000_000.0);
+        let in_sync = v.standing() == mesh_proto::v1::ReplicationStanding::InSync
+            && !v.standby_outdated
+            && v.replicas
+                .get(1)
+                .is_some_and(|r| r.disk() == DiskState::UpToDate);
+        up.get_or_create(&l).set(if in_sync { 1.0 } else { 0.0 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::failover_phases::{Cause, Tracked};
+    use crate::decide::volumes::VolumeRecord;
+
+    #[test]
+    fn the_exposition_is_openmetrics_with_units_and_totals() {
+        let s = Shared::new("prod".into(), Default::default(), None).expect("shared");
+        s.metrics.count_heartbeat();
+        s.metrics.count_heartbeat();
+        s.volumes
+            .save(vec![VolumeRecord {
+                group: "memory".into(),
+                name: "db".into(),
+                replicate: true,
+                primary: "pc2".into(),
+                standby: "mainpc".into(),
+                epoch: 3,
+                ..Default::default()
+            }])
+            .expect("save");
+        s.failover.track(
+            "memory",
+            Tracked::new(Cause::Switchover, "pc2", "mainpc", 4, Instant::now(), 0),
+        );
+        let text = render(&s).expect("render");
+        for line in [
+            "# TYPE mesh_heartbeats_received counter",
+            "mesh_heartbeats_received_total 2",
+            "mesh_refused_connections_total 0",
+            "# TYPE mesh_failover_epoch gauge",
+            "mesh_failover_epoch{group=\"memory\"} 3.0",
+            "mesh_failovers_total{group=\"memory\",cause=\"switchover\"} 1",
+            "# HELP mesh_failover_epoch The failover group's epoch.\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // A failover still under way has no duration yet.
+        assert!(
+            !text.contains("mesh_failover_last_duration_seconds{"),
+            "{text}"
+        );
+    }
+}
