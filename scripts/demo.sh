@@ -212,7 +212,9 @@ echo; echo "== a client on mainpc writes numbered keys to the memory orchestrato
 spawn_in_host mainpc "$DEMO/writer.log" "$BIN/volume-writer" --connect "tcp://$MAINPC:7140" --first 1 --retry --timeout-ms 500
 WRITER=${pids[-1]}
 acked() { grep -c '^acked' "$DEMO/writer.log" || true; }
-longest_pause() { awk '/^acked/ { if (p != "" && $3 - p > m) m = $3 - p; p = $3 } END { print m + 0 }' "$DEMO/writer.log"; }
+longest_pause() { # [from line]
+  tail -n +"${1:-1}" "$DEMO/writer.log" | awk '/^acked/ { if (p != "" && $3 - p > m) m = $3 - p; p = $3 } END { print m + 0 }'
+}
 sleep 2
 echo "$(acked) writes acknowledged so far"
 
@@ -245,8 +247,12 @@ echo; echo "== pc2 now: its groups without failover ran on while it was cut off 
 meshctl ps pc2
 
 echo; echo "== planned switchover home: meshctl failover memory-system --to pc2 (nothing lost, downtime under a second)"
+from=$(wc -l < "$DEMO/writer.log")
 meshctl failover memory-system --to pc2 || echo "demo: the switchover did not finish; see meshctl volumes" >&2
 sleep 1
+echo "the client's longest pause around the switchover: $(longest_pause "$from") ms"
+echo "metrics: nsenter --net=/run/netns/demo-mainpc curl -s http://127.0.0.1:9464/metrics"
+in_host mainpc curl -s http://127.0.0.1:9464/metrics | grep -E '^mesh_(failover_epoch|failovers_total|volume_standby_up_to_date)' || true
 kill "$WRITER" 2>/dev/null || true
 last=$(awk '/^acked/ { k = $2 } END { print k + 0 }' "$DEMO/writer.log")
 echo "the client: $last writes acknowledged through the same endpoint across the failover and the switchover; longest pause $(longest_pause) ms"

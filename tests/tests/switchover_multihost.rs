@@ -122,6 +122,7 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
         "mesh_failovers_total{group=\"memory\",cause=\"switchover\"} 2",
         "mesh_volume_standby_up_to_date{group=\"memory\",volume=\"memory-data\"} 1.0",
         "mesh_failover_last_duration_seconds{group=\"memory\"}",
+        "mesh_container_running{node=\"pc2\",container=\"memory-db\",group=\"memory\",service=\"memory-db\"} 1.0",
     ] {
         assert!(
             metrics.contains(line),

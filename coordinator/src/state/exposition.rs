@@ -68,6 +68,8 @@ fn counter(reg: &mut Registry, name: &str, help: &str, value: u64) {
 pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
     nodes(&mut reg, shared);
+    super::exposition_hosts::gpus(&mut reg, &shared.registry().snapshot(Now::system()));
+    super::exposition_hosts::containers(&mut reg, &shared.registry().container_reports(None));
     failover(&mut reg, shared);
     volumes(&mut reg, shared);
     let m = &shared.metrics;

@@ -4,6 +4,7 @@
 
 pub mod desired;
 pub mod exposition;
+pub mod exposition_hosts;
 pub mod failover;
 pub mod metrics;
 pub mod numbering;

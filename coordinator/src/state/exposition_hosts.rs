@@ -1,0 +1,200 @@
+//! The per-GPU and per-container part of `/metrics`, from the agents'
+//! latest inventories and container reports (see [`super::exposition`]).
+
+use std::sync::atomic::AtomicU64;
+
+use mesh_proto::v1::{ContainerState, HealthState, Node};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    node: String,
+    index: String,
+    uuid: String,
+    name: String,
+    /// "measured" (NVML) or "declared" (the agent's configuration).
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerLabels {
+    node: String,
+    container: String,
+    group: String,
+    service: String,
+}
+
+fn gauges<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, FloatGauge>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, FloatGauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+/// Every GPU of every node: memory, utilisation, temperature.
+pub fn gpus(reg: &mut Registry, nodes: &[Node]) {
+    let total = gauges::<GpuLabels>(reg, "mesh_gpu_memory_total_bytes", "The GPU's memory");
+    let used = gauges::<GpuLabels>(reg, "mesh_gpu_memory_used_bytes", "GPU memory in use");
+    let free = gauges::<GpuLabels>(reg, "mesh_gpu_memory_free_bytes", "GPU memory free");
+    let util = gauges::<GpuLabels>(
+        reg,
+        "mesh_gpu_utilization_ratio",
+        "The GPU's utilisation, 0 to 1 (measured GPUs only)",
+    );
+    let temp = gauges::<GpuLabels>(
+        reg,
+        "mesh_gpu_temperature_celsius",
+        "The GPU's temperature (measured GPUs only)",
+    );
+    for n in nodes {
+        let Some(report) = n.inventory.as_ref().and_then(|i| i.gpus.as_ref()) else {
+            continue;
+        };
+        for g in &report.gpus {
+            let l = GpuLabels {
+                node: n.name.clone(),
+                index: g.index.to_string(),
+                uuid: g.uuid.clone(),
+                name: g.name.clone(),
+                source: if g.declared { "declared" } else { "measured" }.into(),
+            };
+            total.get_or_create(&l).set(g.memory_total_bytes as f64);
+            used.get_or_create(&l).set(g.memory_used_bytes as f64);
+            free.get_or_create(&l).set(g.memory_free_bytes as f64);
+            if let Some(u) = g.utilization_percent {
+                util.get_or_create(&l).set(f64::from(u) / 100.0);
+            }
+            if let Some(t) = g.temperature_celsius {
+                temp.get_or_create(&l).set(f64::from(t));
+            }
+        }
+    }
+}
+
+/// Every container the agents report: running, healthy, restarts, last
+/// exit code.
+pub fn containers(
+    reg: &mut Registry,
+    reports: &[(String, Option<mesh_proto::v1::ContainerReport>)],
+) {
+    let running = gauges::<ContainerLabels>(
+        reg,
+        "mesh_container_running",
+        "1 when the container is running, 0 otherwise",
+    );
+    let healthy = gauges::<ContainerLabels>(
+        reg,
+        "mesh_container_healthy",
+        "1 when the container's health check passes, 0 otherwise",
+    );
+    let exit = gauges::<ContainerLabels>(
+        reg,
+        "mesh_container_last_exit_code",
+        "The container's last exit code",
+    );
+    let restarts = Family::<ContainerLabels, Counter>::default();
+    reg.register(
+        "mesh_container_restarts",
+        "Restarts of the container by its agent",
+        restarts.clone(),
+    );
+    for (node, report) in reports {
+        let Some(report) = report else { continue };
+        for c in &report.containers {
+            let l = ContainerLabels {
+                node: node.clone(),
+                container: c.name.clone(),
+                group: c.group.clone(),
+                service: c.service.clone(),
+            };
+            let is = |b: bool| if b { 1.0 } else { 0.0 };
+            running
+                .get_or_create(&l)
+                .set(is(c.state() == ContainerState::Running));
+            healthy
+                .get_or_create(&l)
+                .set(is(c.health() == HealthState::Healthy));
+            if let Some(code) = c.last_exit_code {
+                exit.get_or_create(&l).set(code as f64);
+            }
+            restarts
+                .get_or_create(&l)
+                .inc_by(u64::from(c.restart_count));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_proto::v1::{ContainerReport, ContainerStatus, Gpu, GpuReport, HostInventory};
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn gpus_and_containers_carry_their_labels() {
+        let node = Node {
+            name: "pc2".into(),
+            inventory: Some(HostInventory {
+                gpus: Some(GpuReport {
+                    gpus: vec![Gpu {
+                        index: 0,
+                        uuid: "GPU-1".into(),
+                        name: "RTX 3060".into(),
+                        memory_total_bytes: 12 << 30,
+                        memory_used_bytes: 2 << 30,
+                        memory_free_bytes: 10 << 30,
+                        utilization_percent: Some(40),
+                        temperature_celsius: Some(55),
+                        declared: false,
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let report = ContainerReport {
+            runtime_available: true,
+            containers: vec![ContainerStatus {
+                name: "memory-db".into(),
+                group: "memory".into(),
+                service: "memory-db".into(),
+                state: ContainerState::Running as i32,
+                health: HealthState::Healthy as i32,
+                restart_count: 3,
+                last_exit_code: Some(137),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut reg = Registry::default();
+        gpus(&mut reg, &[node]);
+        containers(
+            &mut reg,
+            &[("pc2".into(), Some(report)), ("pc3".into(), None)],
+        );
+        let mut text = String::new();
+        encode(&mut text, &reg).expect("encode");
+        let gpu = "node=\"pc2\",index=\"0\",uuid=\"GPU-1\",name=\"RTX 3060\",source=\"measured\"";
+        let c = "node=\"pc2\",container=\"memory-db\",group=\"memory\",service=\"memory-db\"";
+        for line in [
+            format!("mesh_gpu_memory_total_bytes{{{gpu}}} 12884901888.0"),
+            format!("mesh_gpu_utilization_ratio{{{gpu}}} 0.4"),
+            format!("mesh_gpu_temperature_celsius{{{gpu}}} 55.0"),
+            format!("mesh_container_running{{{c}}} 1.0"),
+            format!("mesh_container_healthy{{{c}}} 1.0"),
+            format!("mesh_container_restarts_total{{{c}}} 3"),
+            format!("mesh_container_last_exit_code{{{c}}} 137.0"),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        }
+    }
+}
