@@ -14,6 +14,7 @@
 #   e2fsprogs   - mkfs.ext4 and e2fsck for the ext4 on a volume's image
 #   libfaketime - steps one agent's wall clock in the lease test
 #   curl        - scrapes the coordinator's /metrics in the tests
+#   prometheus  - the real Prometheus server scrapes a test mesh
 set -euo pipefail
 
 need=()
@@ -30,6 +31,7 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin/mkfs.ext4 ] || need+=(e2fsprogs)
 compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || need+=(libfaketime)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -129,6 +129,12 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
             "no {line:?} in /metrics:\n{metrics}"
         );
     }
+    for name in mesh_coordinator::state::exposition::sample_names(&metrics) {
+        assert!(
+            mesh_coordinator::state::exposition::EXPORTED.contains(&name.as_str()),
+            "{name} is served but not listed in EXPORTED"
+        );
+    }
     let verdict = volumes::check_standby_after_kill(&mut mesh, &acked);
     assert!(verdict.ok(), "{} acknowledged: {verdict:?}", acked.len());
 }

@@ -49,6 +49,45 @@ struct VolumeLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// Every sample name `/metrics` can show (counters with their `_total`),
+/// for the shipped dashboard's test and for people writing queries.
+pub const EXPORTED: &[&str] = &[
+    "mesh_node_state",
+    "mesh_node_heartbeat_age_seconds",
+    "mesh_node_load1",
+    "mesh_node_memory_total_bytes",
+    "mesh_node_memory_available_bytes",
+    "mesh_node_disk_available_bytes",
+    "mesh_heartbeats_received_total",
+    "mesh_refused_connections_total",
+    "mesh_refused_calls_total",
+    "mesh_gpu_memory_total_bytes",
+    "mesh_gpu_memory_used_bytes",
+    "mesh_gpu_memory_free_bytes",
+    "mesh_gpu_utilization_ratio",
+    "mesh_gpu_temperature_celsius",
+    "mesh_container_running",
+    "mesh_container_healthy",
+    "mesh_container_last_exit_code",
+    "mesh_container_restarts_total",
+    "mesh_failover_epoch",
+    "mesh_failover_lease_remaining_seconds",
+    "mesh_failover_last_duration_seconds",
+    "mesh_failovers_total",
+    "mesh_volume_lag_bytes",
+    "mesh_volume_standby_up_to_date",
+    "mesh_volume_last_fsync_seconds",
+];
+
+/// The sample names in an exposition text.
+pub fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
 fn family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, FloatGauge>
 where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
@@ -286,10 +325,50 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        for name in sample_names(&text) {
+            assert!(
+                EXPORTED.contains(&name.as_str()),
+                "{name} is not in EXPORTED"
+            );
+        }
         // A failover still under way has no duration yet.
         assert!(
             !text.contains("mesh_failover_last_duration_seconds{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_dashboard_expression_names_an_exported_metric() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let text = std::fs::read_to_string(dir.join("grafana/mesh-dashboard.json"))
+            .expect("deploy/grafana/mesh-dashboard.json");
+        let d: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+        let mut exprs = 0;
+        for panel in d["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                exprs += 1;
+                let mut named = 0;
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("mesh_") {
+                        named += 1;
+                        assert!(
+                            EXPORTED.contains(&word),
+                            "panel {:?}: {word} is not a metric the coordinator exports",
+                            panel["title"]
+                        );
+                    }
+                }
+                assert!(named > 0, "{expr} names no mesh metric");
+            }
+        }
+        assert!(exprs >= 10, "only {exprs} expressions");
+        // The shipped scrape configuration points at the default address.
+        let scrape = std::fs::read_to_string(dir.join("prometheus.yml")).expect("prometheus.yml");
+        assert!(scrape.contains(&format!(
+            "127.0.0.1:{}",
+            crate::rpc::server::DEFAULT_METRICS_PORT
+        )));
     }
 }

@@ -196,5 +196,11 @@ mod tests {
         ] {
             assert!(text.contains(&line), "missing {line:?} in:\n{text}");
         }
+        for name in super::super::exposition::sample_names(&text) {
+            assert!(
+                super::super::exposition::EXPORTED.contains(&name.as_str()),
+                "{name} is not in EXPORTED"
+            );
+        }
     }
 }
