@@ -17,6 +17,7 @@ mod admin;
 mod certs_cmd;
 mod check;
 mod containers_cmd;
+mod events_cmd;
 mod failover_cmd;
 mod import;
 mod nodes;
@@ -65,6 +66,9 @@ enum Command {
     /// hand every write over, promote, start; prints each phase and the
     /// downtime.
     Failover(failover_cmd::FailoverArgs),
+    /// The event history (node states, failovers, switchovers, volumes,
+    /// refused certificates, topology applies); -f follows it.
+    Events(events_cmd::EventsArgs),
     /// Plan a topology against the live mesh (a diff per host, with
     /// reasons); --apply rolls it out in dependency order.
     Place(place::PlaceArgs),
@@ -232,6 +236,10 @@ async fn run(cli: Cli) -> Result<()> {
                 Output::Table => print!("{}", volumes::table(&rows)),
             }
             Ok(())
+        }
+        Command::Events(args) => {
+            let mut client = admin::connect(&cli.admin).await?;
+            events_cmd::run(&mut client, &args, cli.output).await
         }
         Command::Failover(args) => {
             let mut client = admin::connect(&cli.admin).await?;

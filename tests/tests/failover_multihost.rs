@@ -120,7 +120,12 @@ fn the_primary_host_unplugged_fences_itself_before_the_standby_starts_and_return
         "unplugged: pc2's container died {} ms before pc3's started",
         before / 1_000_000
     );
+    // The event history has pc2 going suspect, for that node.
+    let out = mesh.meshctl("mainpc", &["events", "--node", "pc2"]);
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(events.contains("pc2 ready -> suspect"), "{events}");
     // Back on the LAN, pc2 becomes the standby and is resynced.
+
     mesh.lan.restore(mesh.host(volumes::PRIMARY));
     let row = mesh_tests::wait::until(
         "pc2 back as the standby, resynced",

@@ -97,6 +97,19 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
     let first_gap = volumes::longest_gap_ms(&writer);
     // And home again, once pc2 is a resynced standby.
     wait_protected(&mesh, "pc3", 2);
+    // A follower of the event history sees the next move as it happens.
+    let follower = {
+        let mut cmd = mesh_tests::process::command(
+            Some(mesh.host("mainpc")),
+            &mesh_tests::binaries::path("meshctl"),
+        );
+        cmd.arg("--coordinator")
+            .arg(mesh.coordinator_address())
+            .arg("--certs-dir")
+            .arg(mesh.pki.dir())
+            .args(["events", "-f", "--group", "memory"]);
+        mesh_tests::process::Proc::spawn("meshctl-events-f", cmd)
+    };
     let text = switch(&mesh, &["--to", "pc2"]);
     assert!(text.contains("memory runs on pc2 at epoch 3"), "{text}");
     wait_protected(&mesh, "pc2", 3);
@@ -114,6 +127,37 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
     eprintln!("switchover: longest pause between acknowledgements {first_gap} ms (first move), {gap} ms (both)");
     let (acked, _) = volumes::writer_tally(&writer);
     assert!(acked.len() > 50, "{}", writer.logs());
+    mesh_tests::wait::until(
+        "the event follower to print the second switchover",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let logs = follower.logs();
+            Ok(logs
+                .contains("switchover of memory from pc3 to pc2 begun")
+                .then_some(()))
+        },
+    );
+    // The history holds both moves and the promotions, for the group.
+    let out = mesh.meshctl("mainpc", &["events", "--group", "memory", "-o", "json"]);
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let messages: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    for needle in [
+        "switchover of memory from pc2 to pc3 begun",
+        "pc3 promoted to primary of memory at epoch 2",
+        "pc2 promoted to primary of memory at epoch 3",
+        "memory healthy on pc2 with its bridges re-pointed",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.contains(needle)),
+            "no event {needle:?} in {messages:?}"
+        );
+    }
     // The coordinator's /metrics tells the same story.
     let metrics = mesh.scrape_metrics().unwrap();
     for line in [

@@ -38,6 +38,27 @@ impl AdminApi {
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     type ApplyTopologyStream = ReceiverStream<Result<RolloutEvent, Status>>;
+    type FollowEventsStream = ReceiverStream<Result<mesh_proto::v1::MeshEvent, Status>>;
+
+    async fn list_events(
+        &self,
+        request: Request<mesh_proto::v1::ListEventsRequest>,
+    ) -> Result<Response<mesh_proto::v1::ListEventsResponse>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "ListEvents", &s.metrics)?;
+        let events = crate::rpc::events_api::list(s, request.get_ref())?;
+        Ok(Response::new(mesh_proto::v1::ListEventsResponse { events }))
+    }
+
+    async fn follow_events(
+        &self,
+        request: Request<mesh_proto::v1::ListEventsRequest>,
+    ) -> Result<Response<Self::FollowEventsStream>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "FollowEvents", &s.metrics)?;
+        let stream = crate::rpc::events_api::follow(s, request.into_inner())?;
+        Ok(Response::new(stream))
+    }
 
     async fn plan_topology(
         &self,
@@ -90,6 +111,22 @@ impl AdminService for AdminApi {
             )
             .map_err(|e| Status::internal(format!("{e}; nothing changed")))?;
         tracing::info!(parent: &span, rollout = id, groups = prepared.plan.placements.len(), "topology applied and persisted");
+        s.events.record(
+            "topology",
+            "",
+            "",
+            format!(
+                "{} applied by {caller}: {}",
+                req.source_name,
+                prepared
+                    .plan
+                    .placements
+                    .iter()
+                    .map(|(g, h)| format!("{g} on {h}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
         let (tx, rx) = mpsc::channel(256);
         let shared = self.shared.clone();
         let first = RolloutEvent {

@@ -98,7 +98,7 @@ impl AgentService for AgentApi {
         };
         let node = registration.node.clone();
         let (session, transition) = shared.registry().register(registration, Now::system());
-        log_transition(transition);
+        log_transition(shared, transition);
 
         let (tx, rx) = mpsc::channel(32);
         let registered = CoordinatorMessage {
@@ -135,6 +135,26 @@ impl AgentService for AgentApi {
         // commit is short (one redb transaction).
         let answer = shared.volumes.event(&identity.name, &req);
         tracing::info!(kind = ?req.kind(), answer = ?answer.answer(), "volume event");
+        if answer.answer() == mesh_proto::v1::VolumeEventAnswer::Recorded {
+            let what = match req.kind() {
+                mesh_proto::v1::VolumeEventKind::OutdateStandby => {
+                    "its standby did not answer within the fsync bound: recorded Outdated, the primary goes on alone"
+                }
+                mesh_proto::v1::VolumeEventKind::StandbyUpToDate => {
+                    "its standby finished its resync: recorded UpToDate"
+                }
+                mesh_proto::v1::VolumeEventKind::Unspecified => "changed",
+            };
+            shared.events.record(
+                "volume",
+                &identity.name,
+                &req.group,
+                format!(
+                    "volume {}/{} on {}: {what}",
+                    req.group, req.volume, identity.name
+                ),
+            );
+        }
         Ok(Response::new(answer))
     }
 }
@@ -174,7 +194,7 @@ async fn serve_stream(
                     Now::system(),
                 );
                 match result {
-                    Ok(transition) => log_transition(transition),
+                    Ok(transition) => log_transition(&shared, transition),
                     Err(e) => break e.to_string(),
                 }
                 // Whatever was lost on the way is sent again.
@@ -207,8 +227,20 @@ async fn serve_stream(
     tracing::info!(reason = %end, "agent stream ended");
 }
 
-pub fn log_transition(transition: Option<Transition>) {
+pub fn log_transition(shared: &Shared, transition: Option<Transition>) {
     if let Some(t) = transition {
+        shared.events.record(
+            "node",
+            &t.node,
+            "",
+            format!(
+                "{} {} -> {}: {}",
+                t.node,
+                t.from.label(),
+                t.to.label(),
+                t.reason
+            ),
+        );
         tracing::info!(
             node = %t.node,
             from = t.from.label(),

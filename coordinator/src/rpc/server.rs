@@ -125,6 +125,15 @@ impl Coordinator {
             self.settings.handshake_timeout,
             move |refusal| {
                 refusals.metrics.count_connection_refused();
+                refusals.events.record(
+                    "certificate",
+                    "",
+                    "",
+                    format!(
+                        "TLS connection from {} refused: {}",
+                        refusal.peer, refusal.reason
+                    ),
+                );
                 tracing::warn!(peer = %refusal.peer, reason = %refusal.reason, "TLS connection refused");
             },
         );
@@ -177,7 +186,7 @@ async fn liveness_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellati
             _ = interval.tick() => {
                 let changes = shared.registry().tick(Now::system());
                 for change in changes {
-                    log_transition(Some(change));
+                    log_transition(&shared, Some(change));
                 }
             }
         }

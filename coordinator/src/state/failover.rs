@@ -91,6 +91,9 @@ pub fn tick(shared: &Shared) {
         for (g, r) in &next {
             if b.get(g) != Some(r) {
                 tracing::warn!(group = %g, reason = %r, "failover: the group's primary is gone and it stays down");
+                shared
+                    .events
+                    .record("failover", "", g, format!("{g} stays down: {r}"));
             }
         }
         *b = next;
@@ -132,6 +135,15 @@ pub(crate) fn promote_group(
     }
     crate::rpc::topology_api::fault_point("after-promotion-recorded");
     tracing::warn!(reason = why, "failover: standby promoted (epoch persisted)");
+    shared.events.record(
+        "failover",
+        &p.to,
+        &p.group,
+        format!(
+            "{} promoted to primary of {} at epoch {} (was {}): {why}",
+            p.to, p.group, p.epoch, p.from
+        ),
+    );
     if let Err(e) = crate::rpc::topology_api::fail_over(shared, &p.group, &p.to) {
         tracing::error!(error = %e, "failover: the group could not be re-planned onto its new primary");
     }
@@ -198,6 +210,17 @@ fn follow(shared: &Shared) {
             if t.done() && t.marks.len() != was {
                 let p = t.to_proto(now);
                 tracing::info!(group = %group, cause = %p.cause, from = %p.from, to = %p.to, epoch = p.epoch, total_ms = p.total_ms, phases = ?p.phases.iter().map(|x| (x.name.clone(), x.ms)).collect::<Vec<_>>(), "failover: the group is healthy on its new host and its bridges point there");
+                shared.events.record(
+                    "failover",
+                    &p.to,
+                    &group,
+                    format!(
+                        "{} healthy on {} with its bridges re-pointed: {}",
+                        group,
+                        p.to,
+                        crate::rpc::volumes_api::failover_line(&p)
+                    ),
+                );
             }
         });
     }

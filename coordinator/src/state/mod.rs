@@ -3,6 +3,7 @@
 //! agent streams, counters, and the state the services share.
 
 pub mod desired;
+pub mod events;
 pub mod exposition;
 pub mod exposition_hosts;
 pub mod failover;

@@ -24,6 +24,9 @@ const HOLDS: TableDefinition<(&str, &str), i32> = TableDefinition::new("holds");
 /// whether the standby is Outdated.
 const VOLUMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("volumes");
 
+mod events;
+pub use events::EVENTS_KEPT;
+
 /// What a generation numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GenerationKey {

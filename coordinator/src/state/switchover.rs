@@ -64,6 +64,17 @@ pub fn start_for(shared: &Shared, group: &str, to: &str, cause: Cause) -> Result
         return Err(format!("cannot stop the group's services: {e}"));
     }
     tracing::info!("switchover: stopping the group's services; its volumes are handed over next");
+    shared.events.record(
+        cause.label(),
+        &m.from,
+        group,
+        format!(
+            "{} of {group} from {} to {} begun: stopping its services, then handing its volumes over",
+            cause.label(),
+            m.from,
+            m.to
+        ),
+    );
     Ok(m)
 }
 
@@ -132,6 +143,12 @@ pub fn drive(
                     if let Err(e) = crate::rpc::topology_api::fail_over(shared, &group, &from) {
                         tracing::error!(group = %group, error = %e, "switchover: cannot restart the group on its primary");
                     }
+                    shared.events.record(
+                        "switchover",
+                        &from,
+                        &group,
+                        format!("switchover of {group} {why}"),
+                    );
                     shared.failover.update(&group, |t| t.error = why);
                 }
             }

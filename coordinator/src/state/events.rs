@@ -1,0 +1,152 @@
+//! The event history: every state change the coordinator sees, with time,
+//! kind, node, group and a message for people. Persisted in the state
+//! database (bounded to the newest [`EVENTS_KEPT`]) when there is one,
+//! else kept in memory (the same bound); followers get each new event as
+//! it is recorded (`meshctl events -f`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use mesh_proto::v1::{ListEventsRequest, MeshEvent};
+use tokio::sync::broadcast;
+
+use crate::state::registry::Now;
+use crate::state::store::{Store, EVENTS_KEPT};
+
+#[derive(Debug)]
+pub struct EventLog {
+    store: Option<Arc<Store>>,
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<MeshEvent>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_seq: u64,
+    /// Without a store: the history itself.
+    memory: VecDeque<MeshEvent>,
+}
+
+/// What a query asks for, as a filter.
+pub fn matches(q: &ListEventsRequest, e: &MeshEvent) -> bool {
+    e.at_unix_ms >= q.since_unix_ms
+        && (q.node.is_empty() || e.node == q.node)
+        && (q.group.is_empty() || e.group == q.group)
+}
+
+impl EventLog {
+    pub fn new(store: Option<Arc<Store>>) -> EventLog {
+        let last = store
+            .as_ref()
+            .and_then(|s| match s.last_event_seq() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event history; new events are numbered from 1");
+                    None
+                }
+            })
+            .unwrap_or(0);
+        let (tx, _) = broadcast::channel(1024);
+        EventLog {
+            store,
+            inner: Mutex::new(Inner {
+                next_seq: last + 1,
+                memory: VecDeque::new(),
+            }),
+            tx,
+        }
+    }
+
+    /// Records one event now (and logs it, as before events existed).
+    pub fn record(&self, kind: &str, node: &str, group: &str, message: String) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let e = MeshEvent {
+            seq: inner.next_seq,
+            at_unix_ms: Now::system().unix_ms,
+            kind: kind.to_string(),
+            node: node.to_string(),
+            group: group.to_string(),
+            message,
+        };
+        inner.next_seq += 1;
+        match &self.store {
+            Some(store) => {
+                if let Err(err) = store.append_event(&e, EVENTS_KEPT) {
+                    tracing::error!(error = %err, event = %e.message, "cannot record an event in the state database");
+                }
+            }
+            None => {
+                inner.memory.push_back(e.clone());
+                while inner.memory.len() as u64 > EVENTS_KEPT {
+                    inner.memory.pop_front();
+                }
+            }
+        }
+        drop(inner);
+        let _ = self.tx.send(e);
+    }
+
+    /// The newest events `q` asks for, oldest first.
+    pub fn list(&self, q: &ListEventsRequest) -> Result<Vec<MeshEvent>, String> {
+        let limit = if q.limit == 0 { 1000 } else { q.limit as usize };
+        match &self.store {
+            Some(store) => store
+                .load_events(limit, |e| matches(q, e))
+                .map_err(|e| e.to_string()),
+            None => {
+                let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                let mut out: Vec<MeshEvent> = inner
+                    .memory
+                    .iter()
+                    .rev()
+                    .filter(|e| matches(q, e))
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                out.reverse();
+                Ok(out)
+            }
+        }
+    }
+
+    /// New events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_numbered_filtered_and_followed() {
+        let log = EventLog::new(None);
+        let mut rx = log.subscribe();
+        log.record("node", "pc2", "", "pc2 ready -> suspect".into());
+        log.record("failover", "mainpc", "memory", "pc2 -> mainpc".into());
+        let all = log.list(&ListEventsRequest::default()).expect("list");
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        let memory = log
+            .list(&ListEventsRequest {
+                group: "memory".into(),
+                ..Default::default()
+            })
+            .expect("list");
+        assert_eq!(memory.len(), 1);
+        assert_eq!(memory[0].kind, "failover");
+        assert_eq!(rx.try_recv().map(|e| e.seq), Ok(1));
+        assert_eq!(rx.try_recv().map(|e| e.seq), Ok(2));
+    }
+
+    #[test]
+    fn a_restarted_coordinator_numbers_on_from_its_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path()).expect("open"));
+        EventLog::new(Some(store.clone())).record("node", "pc2", "", "one".into());
+        let log = EventLog::new(Some(store));
+        log.record("node", "pc2", "", "two".into());
+        let all = log.list(&ListEventsRequest::default()).expect("list");
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    }
+}
