@@ -105,4 +105,11 @@ fn prometheus_scrapes_the_coordinator_with_the_shipped_config() {
             Ok(r.first().is_some_and(|s| value(s) >= 1.0).then_some(()))
         },
     );
+    // And the event history has the restart, for that node.
+    let out = mesh.meshctl("mainpc", &["events", "--node", "pc2"]);
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events.contains("pc2/memory-db: restarted by its agent"),
+        "{events}"
+    );
 }

@@ -204,6 +204,7 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                 let reports = crate::state::topology_state::usable_reports(
                     shared.registry().container_reports(None),
                 );
+                shared.events.containers(&reports);
                 let sets = shared.topology.tick(&reports);
                 // Directory first: an agent must close a bridge endpoint on
                 // a port before a service that moved there publishes it.

@@ -18,6 +18,8 @@ pub struct EventLog {
     store: Option<Arc<Store>>,
     inner: Mutex<Inner>,
     tx: broadcast::Sender<MeshEvent>,
+    /// The containers as last reported (None: not looked at yet).
+    containers: Mutex<Option<crate::decide::container_events::Snapshot>>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +56,23 @@ impl EventLog {
                 memory: VecDeque::new(),
             }),
             tx,
+            containers: Mutex::new(None),
+        }
+    }
+
+    /// Records each container change between the last reports and these
+    /// (the first call only remembers them: after a restart, what runs is
+    /// not news).
+    pub fn containers(&self, observed: &crate::decide::rollout::Observed) {
+        use crate::decide::container_events::{changes, snapshot};
+        let next = snapshot(observed);
+        let prev = {
+            let mut seen = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+            seen.replace(next.clone())
+        };
+        let Some(prev) = prev else { return };
+        for (node, group, message) in changes(&prev, &next) {
+            self.record("container", &node, &group, message);
         }
     }
 
