@@ -22,9 +22,17 @@ pub struct EventLog {
     containers: Mutex<Option<crate::decide::container_events::Snapshot>>,
 }
 
+/// Events are made durable at least this often (each one when they are
+/// rarer), so a burst costs one disk flush per interval, not per event.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 #[derive(Debug, Default)]
 struct Inner {
     next_seq: u64,
+    /// When an event was last committed durably.
+    last_durable: Option<std::time::Instant>,
+    /// Events committed since then that are not durable yet.
+    pending: bool,
     /// Without a store: the history itself.
     memory: VecDeque<MeshEvent>,
 }
@@ -53,6 +61,8 @@ impl EventLog {
             store,
             inner: Mutex::new(Inner {
                 next_seq: last + 1,
+                last_durable: None,
+                pending: false,
                 memory: VecDeque::new(),
             }),
             tx,
@@ -90,7 +100,15 @@ impl EventLog {
         inner.next_seq += 1;
         match &self.store {
             Some(store) => {
-                if let Err(err) = store.append_event(&e, EVENTS_KEPT) {
+                let now = std::time::Instant::now();
+                let durable = inner
+                    .last_durable
+                    .is_none_or(|t| now.duration_since(t) >= DURABLE_EVERY);
+                if durable {
+                    inner.last_durable = Some(now);
+                }
+                inner.pending = !durable;
+                if let Err(err) = store.append_event(&e, EVENTS_KEPT, durable) {
                     tracing::error!(error = %err, event = %e.message, "cannot record an event in the state database");
                 }
             }
@@ -124,6 +142,25 @@ impl EventLog {
                     .collect();
                 out.reverse();
                 Ok(out)
+            }
+        }
+    }
+
+    /// Makes the events of a burst durable once it is over (called on the
+    /// control loop's tick).
+    pub fn flush(&self) {
+        let Some(store) = &self.store else { return };
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let due = inner
+            .last_durable
+            .is_none_or(|t| t.elapsed() >= DURABLE_EVERY);
+        if inner.pending && due {
+            match store.flush() {
+                Ok(()) => {
+                    inner.pending = false;
+                    inner.last_durable = Some(std::time::Instant::now());
+                }
+                Err(e) => tracing::error!(error = %e, "cannot flush the event history"),
             }
         }
     }

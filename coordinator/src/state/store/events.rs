@@ -13,10 +13,16 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 pub const EVENTS_KEPT: u64 = 100_000;
 
 impl Store {
-    /// Appends `e` (committed before this returns) and drops what is
-    /// beyond the newest `keep`.
-    pub fn append_event(&self, e: &MeshEvent, keep: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(|x| self.io(x))?;
+    /// Appends `e` and drops what is beyond the newest `keep`. With
+    /// `durable`, on disk before this returns (and so is every event
+    /// appended before it); without, it becomes durable with the next
+    /// durable commit of this database.
+    pub fn append_event(&self, e: &MeshEvent, keep: u64, durable: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(|x| self.io(x))?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|x| self.io(x))?;
+        }
         {
             let mut table = txn.open_table(EVENTS).map_err(|x| self.io(x))?;
             table
@@ -30,6 +36,12 @@ impl Store {
                     .map_err(|x| self.io(x))?;
             }
         }
+        txn.commit().map_err(|x| self.io(x))
+    }
+
+    /// Makes everything committed so far durable (an empty durable commit).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|x| self.io(x))?;
         txn.commit().map_err(|x| self.io(x))
     }
 
@@ -99,7 +111,9 @@ mod tests {
         assert_eq!(store.last_event_seq().expect("seq"), 0);
         for seq in 1..=30 {
             let node = if seq % 2 == 0 { "pc2" } else { "mainpc" };
-            store.append_event(&event(seq, node), 20).expect("append");
+            store
+                .append_event(&event(seq, node), 20, seq % 7 == 0 || seq == 30)
+                .expect("append");
         }
         let all = store.load_events(1000, |_| true).expect("load");
         assert_eq!(all.len(), 20, "bounded to the newest 20");
