@@ -61,7 +61,7 @@ pub struct Agent {
     volumes: Option<watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>>,
     /// The send time of the newest acknowledged heartbeat: the start of
     /// the coordinator's lease (failover groups fence themselves by it).
-    lease: Arc<watch::Sender<Option<mesh_volumes::lease_clock::LeaseInstant>>>,
+    lease: Arc<watch::Sender<Option<HeartbeatLease>>>,
 }
 
 impl Agent {
@@ -103,7 +103,7 @@ impl Agent {
 
     /// Where the coordinator's lease can be read (the send time of the
     /// newest acknowledged heartbeat).
-    pub fn lease(&self) -> watch::Receiver<Option<mesh_volumes::lease_clock::LeaseInstant>> {
+    pub fn lease(&self) -> watch::Receiver<Option<HeartbeatLease>> {
         self.lease.subscribe()
     }
 
@@ -292,7 +292,14 @@ impl Agent {
                                 }
                                 sent.pop_front();
                                 if s == ack.seq {
-                                    self.lease.send_replace(Some(at));
+                                    self.lease.send_replace(Some(HeartbeatLease {
+                                        sent: at,
+                                        grants: ack
+                                            .leases
+                                            .iter()
+                                            .map(|l| (l.group.clone(), l.epoch))
+                                            .collect(),
+                                    }));
                                 }
                             }
                         }
@@ -313,6 +320,23 @@ impl Agent {
                 },
             }
         }
+    }
+}
+
+/// The coordinator's lease, from its newest heartbeat acknowledgement:
+/// when the acknowledged heartbeat was sent, and the (group, epoch) pairs
+/// it renews (those this node is the primary of, by the coordinator's
+/// records).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatLease {
+    pub sent: mesh_volumes::lease_clock::LeaseInstant,
+    pub grants: Vec<(String, u64)>,
+}
+
+impl HeartbeatLease {
+    /// Whether it holds for `group` at `epoch` within `limit`.
+    pub fn holds(&self, group: &str, epoch: u64, limit: std::time::Duration) -> bool {
+        self.sent.elapsed() < limit && self.grants.iter().any(|(g, e)| g == group && *e == epoch)
     }
 }
 

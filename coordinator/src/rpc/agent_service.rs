@@ -200,8 +200,22 @@ async fn serve_stream(
                 // Whatever was lost on the way is sent again.
                 shared.sessions.heard(&node, session, held);
                 shared.sync_node(&node, Instant::now());
+                let mut leases: Vec<mesh_proto::v1::LeaseGrant> = shared
+                    .volumes
+                    .records()
+                    .values()
+                    .filter(|r| r.replicate && r.primary == node)
+                    .map(|r| mesh_proto::v1::LeaseGrant {
+                        group: r.group.clone(),
+                        epoch: r.epoch,
+                    })
+                    .collect();
+                leases.dedup();
                 let ack = CoordinatorMessage {
-                    body: Some(CoordBody::HeartbeatAck(HeartbeatAck { seq: hb.seq })),
+                    body: Some(CoordBody::HeartbeatAck(HeartbeatAck {
+                        seq: hb.seq,
+                        leases,
+                    })),
                 };
                 if tx.send(Ok(ack)).await.is_err() {
                     break "agent stopped reading".to_string();

@@ -233,7 +233,10 @@ mod tests {
 
     fn fill(outbox: &Outbox) {
         let ack = CoordinatorMessage {
-            body: Some(Body::HeartbeatAck(HeartbeatAck { seq: 1 })),
+            body: Some(Body::HeartbeatAck(HeartbeatAck {
+                seq: 1,
+                leases: vec![],
+            })),
         };
         outbox.try_send(Ok(ack)).expect("room for one");
     }

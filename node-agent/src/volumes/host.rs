@@ -112,7 +112,7 @@ pub struct VolumeHost {
     /// Told of every attach, so it restarts containers on a dead mount.
     manager: Option<tokio::sync::mpsc::Sender<crate::manager::Input>>,
     /// The send time of the newest heartbeat the coordinator acknowledged.
-    lease: Option<watch::Receiver<Option<LeaseInstant>>>,
+    lease: Option<watch::Receiver<Option<crate::session::HeartbeatLease>>>,
     /// Primaries fenced for want of a lease: id -> when.
     fenced: BTreeMap<String, Instant>,
     /// A standby released to become primary: id -> when the lease it may
@@ -169,22 +169,28 @@ impl VolumeHost {
 
     /// Reads the coordinator's lease from `lease` (failover groups run
     /// only while it, or their standby's, holds).
-    pub fn with_lease(mut self, lease: watch::Receiver<Option<LeaseInstant>>) -> Self {
+    pub fn with_lease(
+        mut self,
+        lease: watch::Receiver<Option<crate::session::HeartbeatLease>>,
+    ) -> Self {
         self.lease = Some(lease);
         self
     }
 
     /// Whether the coordinator's lease (from the newest acknowledged
     /// heartbeat) holds for `a`: its send time is younger than lease -
-    /// margin. A volume without a lease (not replicated) always holds.
+    /// margin, and the acknowledgement granted it for `a`'s group at
+    /// `a`'s epoch (a replaced primary gets no grant). A volume without a
+    /// lease (not replicated) always holds.
     fn heartbeat_lease(&self, a: &VolumeAssignment) -> bool {
         let Some(limit) = lease_limit(a) else {
             return true;
         };
-        self.lease
-            .as_ref()
-            .and_then(|l| *l.borrow())
-            .is_some_and(|sent| sent.elapsed() < limit)
+        self.lease.as_ref().is_some_and(|l| {
+            l.borrow()
+                .as_ref()
+                .is_some_and(|l| l.holds(&a.group, a.epoch, limit))
+        })
     }
 
     /// Fences every replicated primary whose leases (the coordinator's
@@ -254,10 +260,28 @@ impl VolumeHost {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lease_tick = tokio::time::interval(LEASE_CHECK);
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A volume waiting for a lease to attach tries again as soon as one
+        // comes (a promotion is granted with the next heartbeat ack).
+        let mut lease_changes = self.lease.clone();
         loop {
+            let lease_changed = async {
+                match lease_changes.as_mut() {
+                    Some(l) => l.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = assignments.changed() => if changed.is_err() { break },
+                ok = lease_changed => {
+                    if !ok {
+                        lease_changes = None;
+                        continue;
+                    }
+                    if self.failed.is_empty() {
+                        continue;
+                    }
+                }
                 _ = tick.tick() => {}
                 _ = lease_tick.tick() => {
                     self.check_leases().await;

@@ -95,7 +95,10 @@ fn the_same_generation_is_resent_only_after_a_second() {
 #[test]
 fn messages_outside_the_sync_are_always_due() {
     let sent = Sent::default();
-    let ack = Body::HeartbeatAck(mesh_proto::v1::HeartbeatAck { seq: 1 });
+    let ack = Body::HeartbeatAck(mesh_proto::v1::HeartbeatAck {
+        seq: 1,
+        leases: vec![],
+    });
     assert!(sent.due(&ack, false, Instant::now()));
     assert_eq!(kind_of(&ack), None);
 }
