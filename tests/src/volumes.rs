@@ -645,3 +645,14 @@ pub fn wait_served_again(mesh: &MeshFixture, key: u64, what: &str) {
         || Ok(write_bridged(mesh, key, 1).then_some(())),
     );
 }
+
+/// Waits (at most 30 s) until the writer has `n` acknowledgements: it is
+/// writing before a fault or a move is started.
+pub fn wait_acked(writer: &Proc, n: usize) {
+    wait::until(
+        "the writer to be acknowledged",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || Ok((writer_tally(writer).0.len() >= n).then_some(())),
+    );
+}

@@ -272,7 +272,7 @@ fn a_coordinator_killed_between_recording_a_promotion_and_moving_the_group_compl
     mesh.restart_coordinator_with_env(&[("MESH_FAULT_EXIT_AT", "after-promotion-recorded")]);
     volumes::wait_in_sync(&mesh, Duration::from_secs(60));
     let writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(500));
-    std::thread::sleep(Duration::from_millis(1500));
+    volumes::wait_acked(&writer, 20);
     volumes::kill_primary_host(&mut mesh);
     mesh_tests::wait::until(
         "the coordinator to stop at the fault point",

@@ -66,7 +66,7 @@ fn a_switchover_moves_the_group_to_its_standby_and_back_losing_nothing() {
         "{err}"
     );
     let writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(300));
-    std::thread::sleep(Duration::from_millis(1500));
+    volumes::wait_acked(&writer, 20);
     let text = switch(&mesh, &[]);
     assert!(
         text.contains("switching memory over from pc2 to pc3 (epoch 1 -> 2)"),
@@ -205,7 +205,7 @@ fn with_failback_auto_the_group_goes_home_once_its_host_is_back_and_resynced() {
         || Ok(volumes::write_bridged(&mesh, 0, 1).then_some(())),
     );
     let writer = volumes::start_retrying_writer(&mesh, 1, Duration::from_millis(500));
-    std::thread::sleep(Duration::from_millis(1000));
+    volumes::wait_acked(&writer, 20);
     // pc2 cut off: the group fails over to pc3 ...
     mesh.lan.cut(mesh.host(volumes::PRIMARY));
     mesh_tests::wait::until(
