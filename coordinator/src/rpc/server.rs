@@ -205,6 +205,7 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                     shared.registry().container_reports(None),
                 );
                 shared.events.containers(&reports);
+                crate::state::topology_state::seed_volumes(&shared);
                 shared.events.flush();
                 let sets = shared.topology.tick(&reports);
                 // Directory first: an agent must close a bridge endpoint on

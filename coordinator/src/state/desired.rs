@@ -88,6 +88,19 @@ impl DesiredStore {
         Ok(Some(desired))
     }
 
+    /// Gives `node` the volumes it holds by the records, if this run has
+    /// none for it yet, without making a new set: a restarted
+    /// coordinator's first container set must not leave out the volumes a
+    /// primary holds (its agent would release them).
+    pub fn seed_volumes(&self, node: &str, volumes: Vec<VolumeAssignment>) {
+        if volumes.is_empty() {
+            return;
+        }
+        lock(&self.volumes)
+            .entry(node.to_string())
+            .or_insert(volumes);
+    }
+
     pub fn volumes_of(&self, node: &str) -> Vec<VolumeAssignment> {
         lock(&self.volumes).get(node).cloned().unwrap_or_default()
     }

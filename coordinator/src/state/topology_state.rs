@@ -257,9 +257,21 @@ pub fn usable_reports(reports: Vec<(String, Option<mesh_proto::v1::ContainerRepo
         .collect()
 }
 
-/// Decides which node holds which volume, persists what changed in the
-/// records, then sends every node whose volumes changed its new set.
-pub fn refresh_volumes(shared: &crate::state::Shared, now_unix_ms: u64) {
+/// Before any container set of this run goes out: every node gets the
+/// volumes the records give it (when nothing is left to decide), so the
+/// first set a restarted coordinator sends a primary still holds them.
+pub fn seed_volumes(shared: &crate::state::Shared) {
+    let plan = volume_plan(shared);
+    if !plan.records.is_empty() {
+        // Decisions not recorded yet: refresh_volumes records them first.
+        return;
+    }
+    for (node, list) in plan.assignments {
+        shared.desired.seed_volumes(&node, list);
+    }
+}
+
+fn volume_plan(shared: &crate::state::Shared) -> crate::decide::volumes::VolumePlan {
     let (defs, placement) = shared.topology.volume_view();
     let snapshot = shared
         .registry()
@@ -284,7 +296,16 @@ pub fn refresh_volumes(shared: &crate::state::Shared, now_unix_ms: u64) {
         })
         .map(|r| r.key())
         .collect();
-    let plan = crate::decide::volumes::plan(&defs, &placement, &ready, &records, &attached);
+    crate::decide::volumes::plan(&defs, &placement, &ready, &records, &attached)
+}
+
+/// Decides which node holds which volume, persists what changed in the
+/// records, then sends every node whose volumes changed its new set.
+pub fn refresh_volumes(shared: &crate::state::Shared, now_unix_ms: u64) {
+    let plan = volume_plan(shared);
+    let snapshot = shared
+        .registry()
+        .snapshot(crate::state::registry::Now::system());
     if let Err(e) = shared.volumes.save(plan.records) {
         // Nothing is sent on an unrecorded decision; the next tick retries.
         tracing::error!(error = %e, "volumes: cannot record the volume assignments");
