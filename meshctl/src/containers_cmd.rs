@@ -73,17 +73,9 @@ struct PsRow {
 }
 
 pub fn state_word(raw: i32) -> &'static str {
-    match ContainerState::try_from(raw).unwrap_or(ContainerState::Unspecified) {
-        ContainerState::Created => "created",
-        ContainerState::Starting => "starting",
-        ContainerState::Running => "running",
-        ContainerState::Paused => "paused",
-        ContainerState::Stopping => "stopping",
-        ContainerState::Stopped => "stopped",
-        ContainerState::Error => "error",
-        ContainerState::Deleted => "deleted",
-        ContainerState::Unspecified => "unknown",
-    }
+    ContainerState::try_from(raw)
+        .unwrap_or(ContainerState::Unspecified)
+        .label()
 }
 
 pub fn hold_word(raw: i32) -> &'static str {

@@ -60,6 +60,23 @@ impl v1::CheckCause {
     }
 }
 
+impl v1::ContainerState {
+    /// The word `meshctl ps` and the event history show for this state.
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::ContainerState::Created => "created",
+            v1::ContainerState::Starting => "starting",
+            v1::ContainerState::Running => "running",
+            v1::ContainerState::Paused => "paused",
+            v1::ContainerState::Stopping => "stopping",
+            v1::ContainerState::Stopped => "stopped",
+            v1::ContainerState::Error => "error",
+            v1::ContainerState::Deleted => "deleted",
+            v1::ContainerState::Unspecified => "unknown",
+        }
+    }
+}
+
 impl v1::Hold {
     /// The word `meshctl ps` shows for this hold ("" for none).
     pub fn label(self) -> &'static str {

@@ -598,17 +598,18 @@ pub fn one_writer_at_a_time(
 
 /// Podman on `node`: whether the memory service's container is running.
 pub fn container_running(mesh: &MeshFixture, node: &str) -> bool {
+    inspect_memory_db(mesh, node, "{{.State.Running}}") == "true"
+}
+
+/// `podman inspect --format FORMAT` of the memory service's container on
+/// `node` (empty when there is none).
+fn inspect_memory_db(mesh: &MeshFixture, node: &str, format: &str) -> String {
     let out = process::run({
         let mut c = mesh.podman(node);
-        c.args([
-            "inspect",
-            "mesh-memory-db",
-            "--format",
-            "{{.State.Running}}",
-        ]);
+        c.args(["inspect", "mesh-memory-db", "--format", format]);
         c
     });
-    String::from_utf8_lossy(&out.stdout).trim() == "true"
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Now, unix ns.
@@ -619,18 +620,7 @@ pub fn now_ns() -> i128 {
 /// `podman inspect` of the memory service's container on `node`: a time
 /// field in unix ns (0 when never set or no container).
 pub fn container_time_ns(mesh: &MeshFixture, node: &str, field: &str) -> i128 {
-    let out = process::run({
-        let mut c = mesh.podman(node);
-        c.args([
-            "inspect",
-            "mesh-memory-db",
-            "--format",
-            &format!("{{{{.State.{field}.UnixNano}}}}"),
-        ]);
-        c
-    });
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
+    inspect_memory_db(mesh, node, &format!("{{{{.State.{field}.UnixNano}}}}"))
         .parse()
         .unwrap_or(0)
 }

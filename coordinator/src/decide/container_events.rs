@@ -43,20 +43,6 @@ pub fn snapshot(observed: &Observed) -> Snapshot {
     out
 }
 
-fn state_word(s: ContainerState) -> &'static str {
-    match s {
-        ContainerState::Unspecified => "unknown",
-        ContainerState::Created => "created",
-        ContainerState::Starting => "starting",
-        ContainerState::Running => "running",
-        ContainerState::Paused => "paused",
-        ContainerState::Stopping => "stopping",
-        ContainerState::Stopped => "stopped",
-        ContainerState::Error => "in error",
-        ContainerState::Deleted => "deleted",
-    }
-}
-
 /// One event per change from `prev` to `next`: (node, group, message).
 /// Containers of a node absent from `next` (not reporting) say nothing.
 pub fn changes(prev: &Snapshot, next: &Snapshot) -> Vec<(String, String, String)> {
@@ -64,7 +50,7 @@ pub fn changes(prev: &Snapshot, next: &Snapshot) -> Vec<(String, String, String)
     for ((node, name), (now, group)) in next {
         let say = |m: String| (node.clone(), group.clone(), format!("{node}/{name}: {m}"));
         let Some((before, _)) = prev.get(&(node.clone(), name.clone())) else {
-            out.push(say(format!("appeared, {}", state_word(now.state))));
+            out.push(say(format!("appeared, {}", now.state.label())));
             continue;
         };
         if now.restarts > before.restarts {
@@ -84,8 +70,8 @@ pub fn changes(prev: &Snapshot, next: &Snapshot) -> Vec<(String, String, String)
             };
             out.push(say(format!(
                 "{} -> {}{exit}",
-                state_word(before.state),
-                state_word(now.state)
+                before.state.label(),
+                now.state.label()
             )));
         }
         if now.health != before.health

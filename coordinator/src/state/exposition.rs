@@ -106,8 +106,9 @@ fn counter(reg: &mut Registry, name: &str, help: &str, value: u64) {
 /// The exposition text of the whole mesh now.
 pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
-    nodes(&mut reg, shared);
-    super::exposition_hosts::gpus(&mut reg, &shared.registry().snapshot(Now::system()));
+    let snapshot = shared.registry().snapshot(Now::system());
+    nodes(&mut reg, shared, &snapshot);
+    super::exposition_hosts::gpus(&mut reg, &snapshot);
     super::exposition_hosts::containers(&mut reg, &shared.registry().container_reports(None));
     failover(&mut reg, shared);
     volumes(&mut reg, shared);
@@ -135,7 +136,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
-fn nodes(reg: &mut Registry, shared: &Shared) {
+fn nodes(reg: &mut Registry, shared: &Shared, snapshot: &[mesh_proto::v1::Node]) {
     let state = family::<NodeStateLabels>(
         reg,
         "mesh_node_state",
@@ -159,19 +160,15 @@ fn nodes(reg: &mut Registry, shared: &Shared) {
         "Free space where the host's container storage lives",
     );
     let silences = shared.registry().silences(Instant::now());
-    for n in shared.registry().snapshot(Now::system()) {
+    for n in snapshot {
         let node = NodeLabels {
             node: n.name.clone(),
         };
-        for (s, name) in [
-            (NodeState::Ready, "ready"),
-            (NodeState::Suspect, "suspect"),
-            (NodeState::Down, "down"),
-        ] {
+        for s in [NodeState::Ready, NodeState::Suspect, NodeState::Down] {
             state
                 .get_or_create(&NodeStateLabels {
                     node: n.name.clone(),
-                    state: name.into(),
+                    state: s.label().into(),
                 })
                 .set(if n.state() == s { 1.0 } else { 0.0 });
         }
