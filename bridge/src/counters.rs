@@ -18,7 +18,16 @@ pub struct Counters {
     rtt_total_us: AtomicU64,
     rtt_last_us: AtomicU64,
     rtt_max_us: AtomicU64,
+    rtt_buckets: [AtomicU64; RTT_BUCKETS_US.len()],
 }
+
+/// Upper bounds (inclusive, microseconds) of the round-trip histogram's
+/// buckets; a round trip above the last counts only in the total (the
+/// `+Inf` bucket). From a LAN hop (100 us) to a slow service (10 s).
+pub const RTT_BUCKETS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
 
 /// A copy of a bridge's counters at one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +57,11 @@ pub struct CounterSnapshot {
     pub rtt_last: Option<Duration>,
     /// Longest round trip.
     pub rtt_max: Option<Duration>,
+    /// Sum of every round trip, in microseconds.
+    pub rtt_sum_us: u64,
+    /// Round trips at or under each bound of [`RTT_BUCKETS_US`] and above
+    /// the one before (not cumulative).
+    pub rtt_buckets: [u64; RTT_BUCKETS_US.len()],
 }
 
 fn micros(d: Duration) -> u64 {
@@ -87,6 +101,9 @@ impl Counters {
         self.rtt_total_us.fetch_add(us, Relaxed);
         self.rtt_last_us.store(us, Relaxed);
         self.rtt_max_us.fetch_max(us, Relaxed);
+        if let Some(i) = RTT_BUCKETS_US.iter().position(|le| us <= *le) {
+            self.rtt_buckets[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// The counters now. Fields are read one by one, so a snapshot taken under load may mix
@@ -94,6 +111,7 @@ impl Counters {
     pub fn snapshot(&self) -> CounterSnapshot {
         let rtt_count = self.rtt_count.load(Relaxed);
         let some = |us: u64| (rtt_count > 0).then(|| Duration::from_micros(us));
+        let rtt_sum_us = self.rtt_total_us.load(Relaxed);
         CounterSnapshot {
             msgs_out: self.msgs_out.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
@@ -104,9 +122,11 @@ impl Counters {
             retries: self.retries.load(Relaxed),
             late_replies: self.late_replies.load(Relaxed),
             rtt_count,
-            rtt_mean: some(self.rtt_total_us.load(Relaxed) / rtt_count.max(1)),
+            rtt_mean: some(rtt_sum_us / rtt_count.max(1)),
             rtt_last: some(self.rtt_last_us.load(Relaxed)),
             rtt_max: some(self.rtt_max_us.load(Relaxed)),
+            rtt_sum_us,
+            rtt_buckets: std::array::from_fn(|i| self.rtt_buckets[i].load(Relaxed)),
         }
     }
 }
@@ -119,6 +139,10 @@ mod tests {
     fn snapshot_reflects_updates() {
         let c = Counters::default();
         assert_eq!(c.snapshot(), CounterSnapshot::default());
+        c.rtt(Duration::from_secs(60)); // above every bucket: only the total
+        let s = c.snapshot();
+        assert_eq!((s.rtt_count, s.rtt_buckets.iter().sum::<u64>()), (1, 0));
+        let c = Counters::default();
         c.sent(10);
         c.sent(5);
         c.received(7);
@@ -141,5 +165,8 @@ mod tests {
         assert_eq!(s.rtt_mean, Some(Duration::from_micros(200)));
         assert_eq!(s.rtt_last, Some(Duration::from_micros(300)));
         assert_eq!(s.rtt_max, Some(Duration::from_micros(300)));
+        assert_eq!(s.rtt_sum_us, 400);
+        // 100 us in the first bucket (bounds are inclusive), 300 us in the third.
+        assert_eq!(&s.rtt_buckets[..4], &[1, 0, 1, 0]);
     }
 }

@@ -43,13 +43,13 @@ mod tunnel;
 
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use channel::{Channel, ChannelFuture};
-pub use counters::{CounterSnapshot, Counters};
+pub use counters::{CounterSnapshot, Counters, RTT_BUCKETS_US};
 pub use error::{ConnectCause, Error, FailureKind, Result};
 pub use frame::FrameError;
 pub use mesh_backoff::Backoff;
 pub use service::{Export, Exports};
 pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};
-pub use tunnel::{PeerAddr, TunnelConfig, Tunnels};
+pub use tunnel::{PeerAddr, TunnelConfig, TunnelStat, Tunnels};
 
 /// `bytes::Bytes`, which the zeromq crate uses in its API without re-exporting it.
 pub use bytes::Bytes;

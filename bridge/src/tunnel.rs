@@ -78,6 +78,20 @@ struct Slot {
     retry_at: Option<Instant>,
     last_error: String,
     last_kind: crate::error::FailureKind,
+    /// Connections dialled successfully to this peer.
+    connects: u64,
+}
+
+/// One peer's tunnel as this host dials it, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelStat {
+    pub peer: String,
+    /// The live connection's round trip (none without one).
+    pub rtt: Option<Duration>,
+    /// Connections dialled after the first: each one replaced a lost one.
+    pub reconnects: u64,
+    /// Dial attempts that failed since the last one that worked.
+    pub failures: u32,
 }
 
 struct Inner {
@@ -212,6 +226,7 @@ impl Tunnels {
         match self.dial(peer).await {
             Ok(conn) => {
                 slot.conn = Some(conn.clone());
+                slot.connects += 1;
                 slot.failures = 0;
                 slot.retry_at = None;
                 Ok(conn)
@@ -254,6 +269,34 @@ impl Tunnels {
             .as_ref()
             .filter(|c| c.close_reason().is_none())
             .map(Connection::rtt)
+    }
+
+    /// Every peer this host has dialled: round trip, reconnects, failures.
+    /// A peer whose slot is busy (a dial under way) is left out this time.
+    pub fn stats(&self) -> Vec<TunnelStat> {
+        let peers = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out: Vec<TunnelStat> = peers
+            .iter()
+            .filter_map(|(peer, slot)| {
+                let slot = slot.try_lock().ok()?;
+                Some(TunnelStat {
+                    peer: peer.clone(),
+                    rtt: slot
+                        .conn
+                        .as_ref()
+                        .filter(|c| c.close_reason().is_none())
+                        .map(Connection::rtt),
+                    reconnects: slot.connects.saturating_sub(1),
+                    failures: slot.failures,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer.cmp(&b.peer));
+        out
     }
 
     /// Closes every connection and stops accepting.

@@ -371,6 +371,37 @@ impl BridgeHost {
             .collect()
     }
 
+    /// What the heartbeat reports: every local bridge endpoint's counters
+    /// and every tunnel this host dials.
+    pub async fn stats(
+        &self,
+    ) -> (
+        Vec<mesh_proto::v1::BridgeStat>,
+        Vec<mesh_proto::v1::TunnelStat>,
+    ) {
+        let bridges = self
+            .counters()
+            .await
+            .iter()
+            .map(|(service, c)| mesh_proto::v1::BridgeStat {
+                service: service.clone(),
+                counters: Some(counters_proto(c)),
+            })
+            .collect();
+        let tunnels = self
+            .tunnels()
+            .stats()
+            .into_iter()
+            .map(|t| mesh_proto::v1::TunnelStat {
+                peer: t.peer,
+                rtt_us: t.rtt.map(|d| d.as_micros() as u64),
+                reconnects: t.reconnects,
+                failures: t.failures,
+            })
+            .collect();
+        (bridges, tunnels)
+    }
+
     /// `meshctl check` from this host: every other agent's tunnel, and a
     /// real probe through every bridge endpoint.
     pub async fn check(&self, request: &CheckRequest) -> CheckReport {
@@ -566,6 +597,9 @@ fn counters_proto(c: &mesh_bridge::CounterSnapshot) -> mesh_proto::v1::BridgeCou
         rtt_count: c.rtt_count,
         rtt_mean_us: us(c.rtt_mean),
         rtt_max_us: us(c.rtt_max),
+        rtt_bucket_le_us: mesh_bridge::RTT_BUCKETS_US.to_vec(),
+        rtt_bucket_counts: c.rtt_buckets.to_vec(),
+        rtt_sum_us: c.rtt_sum_us,
     }
 }
 

@@ -269,12 +269,18 @@ impl Agent {
                     if sent.len() > 64 {
                         sent.pop_front();
                     }
+                    let (bridges, tunnels) = match &self.bridges {
+                        Some(b) => b.stats().await,
+                        None => Default::default(),
+                    };
                     let hb = AgentMessage { body: Some(AgentBody::Heartbeat(Heartbeat {
                         seq,
                         inventory: Some(work.inventory.borrow().clone()),
                         containers: self.manager.as_ref().map(|m| m.report.borrow().clone()),
                         directory_generation: work.applier.applied_directory(),
                         volumes: self.volumes.as_ref().map(|v| v.borrow().clone()).unwrap_or_default(),
+                        bridges,
+                        tunnels,
                     }))};
                     // A full queue means the connection is stalled: skip
                     // this beat rather than pile up stale inventory.

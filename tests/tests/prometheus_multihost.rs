@@ -1,7 +1,8 @@
 //! The real Prometheus server (Debian's `prometheus`) scrapes a running
 //! test mesh's coordinator with the shipped `deploy/prometheus.yml`, and
-//! its HTTP API answers for every host, the failover group, and a
-//! container restart counted after a kill. Needs root, podman, /dev/fuse,
+//! its HTTP API answers for every host, the failover group, a container
+//! restart counted after a kill, and the round-trip histogram of requests
+//! through a bridge. Needs root, podman, /dev/fuse,
 //! e2fsprogs, curl and prometheus: CI runs it (scripts/install-deps.sh).
 
 // Test code: a failed expectation is a failed test.
@@ -105,6 +106,44 @@ fn prometheus_scrapes_the_coordinator_with_the_shipped_config() {
             Ok(r.first().is_some_and(|s| value(s) >= 1.0).then_some(()))
         },
     );
+    // Requests through mainpc's bridge endpoint to the service on pc2: the
+    // round-trip histogram has their samples, and the tunnel is up.
+    mesh_tests::wait::until(
+        "writes through the bridge to be acknowledged",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || Ok(volumes::write_bridged(&mesh, 1, 20).then_some(())),
+    );
+    let bridge = "node=\"mainpc\",service=\"memory-db\"";
+    mesh_tests::wait::until(
+        "Prometheus to hold the bridge's round trips",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let count = query(&mesh, &format!("mesh_bridge_rtt_seconds_count{{{bridge}}}"))?;
+            let inf = query(
+                &mesh,
+                &format!("mesh_bridge_rtt_seconds_bucket{{{bridge},le=\"+Inf\"}}"),
+            )?;
+            let out = query(
+                &mesh,
+                &format!("mesh_bridge_messages_total{{{bridge},direction=\"out\"}}"),
+            )?;
+            let done = [count, inf, out]
+                .iter()
+                .all(|r| r.first().is_some_and(|s| value(s) >= 20.0));
+            Ok(done.then_some(()))
+        },
+    );
+    let p99 = query(
+        &mesh,
+        &format!("histogram_quantile(0.99, mesh_bridge_rtt_seconds_bucket{{{bridge}}})"),
+    )
+    .unwrap();
+    let p99 = p99.first().map(value).unwrap_or(f64::NAN);
+    assert!(p99 > 0.0 && p99 < 10.0, "bridge p99 {p99} s");
+    let up = query(&mesh, "mesh_tunnel_up{node=\"mainpc\",peer=\"pc2\"}").unwrap();
+    assert!(up.first().is_some_and(|s| value(s) == 1.0), "{up:?}");
     // And the event history has the restart, for that node.
     let out = mesh.meshctl("mainpc", &["events", "--node", "pc2"]);
     let events = String::from_utf8_lossy(&out.stdout);

@@ -186,6 +186,7 @@ async fn serve_stream(
                     desired: hb.containers.as_ref().map(|c| c.desired_generation),
                 };
                 shared.volumes.report(&node, hb.volumes);
+                shared.traffic.report(&node, hb.bridges, hb.tunnels);
                 let result = shared.registry().heartbeat(
                     &node,
                     session,

@@ -77,6 +77,18 @@ pub const EXPORTED: &[&str] = &[
     "mesh_volume_lag_bytes",
     "mesh_volume_standby_up_to_date",
     "mesh_volume_last_fsync_seconds",
+    "mesh_bridge_messages_total",
+    "mesh_bridge_bytes_total",
+    "mesh_bridge_errors_total",
+    "mesh_bridge_retries_total",
+    "mesh_bridge_late_replies_total",
+    "mesh_bridge_in_flight",
+    "mesh_bridge_rtt_seconds_bucket",
+    "mesh_bridge_rtt_seconds_sum",
+    "mesh_bridge_rtt_seconds_count",
+    "mesh_tunnel_rtt_seconds",
+    "mesh_tunnel_up",
+    "mesh_tunnel_reconnects_total",
 ];
 
 /// The sample names in an exposition text.
@@ -112,6 +124,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     super::exposition_hosts::containers(&mut reg, &shared.registry().container_reports(None));
     failover(&mut reg, shared);
     volumes(&mut reg, shared);
+    super::exposition_bridges::bridges(&mut reg, &shared.traffic.all());
     let m = &shared.metrics;
     counter(
         &mut reg,

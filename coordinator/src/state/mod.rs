@@ -5,6 +5,7 @@
 pub mod desired;
 pub mod events;
 pub mod exposition;
+pub mod exposition_bridges;
 pub mod exposition_hosts;
 pub mod failover;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod shared;
 pub mod store;
 pub mod switchover;
 pub mod topology_state;
+pub mod traffic;
 pub mod volumes;
 
 pub use shared::{Shared, VERSION};

@@ -165,7 +165,7 @@ async fn run_agent(
                 seq += 1;
                 if now == Phase::Measure { in_flight.insert(seq, Instant::now()); result.sent += 1; }
                 tx.send(AgentMessage { body: Some(Body::Heartbeat(Heartbeat {
-                    seq, inventory: Some(inv.clone()), containers: None, directory_generation: 0, volumes: vec![] })) }).await?;
+                    seq, inventory: Some(inv.clone()), containers: None, directory_generation: 0, ..Default::default() })) }).await?;
             }
             message = inbound.message() => {
                 let message = message?.context("coordinator closed the stream")?;

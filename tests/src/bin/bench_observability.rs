@@ -5,8 +5,9 @@
 //!    registry fed through its own register/heartbeat calls): the body's
 //!    size, and N scrapes over real HTTP (the coordinator's own `/metrics`
 //!    server on a loopback port), timed; the CPU share at a 1 s scrape
-//!    interval is the mean scrape time per second. (Bridges export no
-//!    metrics yet, so the 100 bridges of the issue add nothing.)
+//!    interval is the mean scrape time per second. With `--bridges` (100)
+//!    bridge endpoints reported by the agents, each with its counters,
+//!    round-trip histogram, and a tunnel to its service's host.
 //! 2. The event history in a redb store: N events appended through the
 //!    coordinator's event log (100 nodes), then a query by node, with the
 //!    process's RSS before and after.
@@ -31,6 +32,8 @@ struct Args {
     containers_per_node: usize,
     #[arg(long, default_value_t = 100)]
     scrapes: usize,
+    #[arg(long, default_value_t = 100)]
+    bridges: usize,
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
 }
@@ -122,11 +125,48 @@ fn mesh(shared: &Shared, nodes: usize, per_node: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `count` bridge endpoints spread over the nodes, as their heartbeats
+/// report them.
+fn bridges(shared: &Shared, nodes: usize, count: usize) {
+    use mesh_proto::v1::{BridgeCounters, BridgeStat, TunnelStat};
+    let le = mesh_bridge::RTT_BUCKETS_US.to_vec();
+    for n in 0..nodes {
+        let mine: Vec<BridgeStat> = (0..count)
+            .filter(|b| b % nodes == n)
+            .map(|b| BridgeStat {
+                service: format!("svc-{b}"),
+                counters: Some(BridgeCounters {
+                    msgs_out: 1_000 + b as u64,
+                    bytes_out: 64_000,
+                    msgs_in: 1_000,
+                    bytes_in: 64_000,
+                    rtt_count: 1_000,
+                    rtt_sum_us: 300_000,
+                    rtt_bucket_le_us: le.clone(),
+                    rtt_bucket_counts: le.iter().map(|_| 1_000 / le.len() as u64).collect(),
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        let tunnels = (!mine.is_empty())
+            .then(|| TunnelStat {
+                peer: format!("pc{}", (n + 1) % nodes),
+                rtt_us: Some(250),
+                reconnects: 1,
+                failures: 0,
+            })
+            .into_iter()
+            .collect();
+        shared.traffic.report(&format!("pc{n}"), mine, tunnels);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let shared = Shared::new("bench".into(), LivenessPolicy::default(), None)?;
     mesh(&shared, args.nodes, args.containers_per_node)?;
+    bridges(&shared, args.nodes, args.bridges);
     let addr: std::net::SocketAddr = "127.0.0.1:19464".parse()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(mesh_coordinator::rpc::metrics_http::serve(
@@ -148,9 +188,10 @@ async fn main() -> anyhow::Result<()> {
     let p = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     println!(
-        "/metrics: {} nodes, {} containers: body {} KiB ({series} samples); {} scrapes over HTTP: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; at a 1 s interval {:.1}% of a core",
+        "/metrics: {} nodes, {} containers, {} bridges: body {} KiB ({series} samples); {} scrapes over HTTP: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; at a 1 s interval {:.1}% of a core",
         args.nodes,
         args.nodes * args.containers_per_node,
+        args.bridges,
         size / 1024,
         times.len(),
         p(0.5),
