@@ -88,13 +88,9 @@ pub fn hold_word(raw: i32) -> &'static str {
 }
 
 pub fn health_word(raw: i32) -> &'static str {
-    match HealthState::try_from(raw).unwrap_or(HealthState::Unspecified) {
-        HealthState::None => "-",
-        HealthState::Starting => "starting",
-        HealthState::Healthy => "healthy",
-        HealthState::Unhealthy => "unhealthy",
-        HealthState::Unspecified => "?",
-    }
+    HealthState::try_from(raw)
+        .unwrap_or(HealthState::Unspecified)
+        .label()
 }
 
 /// The agents' last container reports, of one node or all.

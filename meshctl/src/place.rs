@@ -342,14 +342,7 @@ fn phase(raw: i32) -> ServicePhase {
 }
 
 pub fn phase_word(raw: i32) -> &'static str {
-    match phase(raw) {
-        ServicePhase::Waiting => "waiting",
-        ServicePhase::Starting => "starting",
-        ServicePhase::Healthy => "healthy",
-        ServicePhase::Failed => "failed",
-        ServicePhase::Blocked => "blocked",
-        ServicePhase::Unspecified => "-",
-    }
+    phase(raw).label()
 }
 
 fn progress_line(p: &ServiceProgress) -> String {

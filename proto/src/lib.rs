@@ -77,6 +77,34 @@ impl v1::ContainerState {
     }
 }
 
+impl v1::ServicePhase {
+    /// The word `meshctl place`/`status`, `/metrics` and the dashboard show
+    /// for this rollout phase.
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::ServicePhase::Waiting => "waiting",
+            v1::ServicePhase::Starting => "starting",
+            v1::ServicePhase::Healthy => "healthy",
+            v1::ServicePhase::Failed => "failed",
+            v1::ServicePhase::Blocked => "blocked",
+            v1::ServicePhase::Unspecified => "-",
+        }
+    }
+}
+
+impl v1::HealthState {
+    /// The word `meshctl ps` and the dashboard show for this health.
+    pub fn label(self) -> &'static str {
+        match self {
+            v1::HealthState::None => "-",
+            v1::HealthState::Starting => "starting",
+            v1::HealthState::Healthy => "healthy",
+            v1::HealthState::Unhealthy => "unhealthy",
+            v1::HealthState::Unspecified => "?",
+        }
+    }
+}
+
 impl v1::Hold {
     /// The word `meshctl ps` shows for this hold ("" for none).
     pub fn label(self) -> &'static str {

@@ -13,3 +13,4 @@ pub mod rollout;
 pub mod switchover;
 pub mod sync;
 pub mod volumes;
+pub mod vram_plan;

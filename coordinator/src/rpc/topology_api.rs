@@ -281,5 +281,6 @@ pub fn applied_record(
             .filter(|(h, _)| used.contains(h))
             .map(|(h, ip)| (h.clone(), ip.clone()))
             .collect(),
+        gpus: prepared.plan.gpus.clone(),
     }
 }

@@ -64,6 +64,8 @@ pub const EXPORTED: &[&str] = &[
     "mesh_gpu_memory_total_bytes",
     "mesh_gpu_memory_used_bytes",
     "mesh_gpu_memory_free_bytes",
+    "mesh_gpu_memory_planned_bytes",
+    "mesh_service_phase",
     "mesh_gpu_utilization_ratio",
     "mesh_gpu_temperature_celsius",
     "mesh_container_running",
@@ -120,8 +122,15 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
     let snapshot = shared.registry().snapshot(Now::system());
     nodes(&mut reg, shared, &snapshot);
-    super::exposition_hosts::gpus(&mut reg, &snapshot);
-    super::exposition_hosts::containers(&mut reg, &shared.registry().container_reports(None));
+    super::exposition_hosts::gpus(&mut reg, &snapshot, &shared.topology.planned_vram());
+    let reports = shared.registry().container_reports(None);
+    super::exposition_hosts::containers(&mut reg, &reports);
+    super::exposition_hosts::services(
+        &mut reg,
+        &shared
+            .topology
+            .status(&crate::state::topology_state::usable_reports(reports)),
+    );
     failover(&mut reg, shared);
     volumes(&mut reg, shared);
     super::exposition_bridges::bridges(&mut reg, &shared.traffic.all());

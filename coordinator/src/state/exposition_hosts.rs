@@ -39,11 +39,21 @@ where
     f
 }
 
-/// Every GPU of every node: memory, utilisation, temperature.
-pub fn gpus(reg: &mut Registry, nodes: &[Node]) {
+/// Every GPU of every node: memory (and what the placement plans on it,
+/// from `planned`: (node, index) -> MiB), utilisation, temperature.
+pub fn gpus(
+    reg: &mut Registry,
+    nodes: &[Node],
+    planned: &std::collections::BTreeMap<(String, usize), u64>,
+) {
     let total = gauges::<GpuLabels>(reg, "mesh_gpu_memory_total_bytes", "The GPU's memory");
     let used = gauges::<GpuLabels>(reg, "mesh_gpu_memory_used_bytes", "GPU memory in use");
     let free = gauges::<GpuLabels>(reg, "mesh_gpu_memory_free_bytes", "GPU memory free");
+    let plan = gauges::<GpuLabels>(
+        reg,
+        "mesh_gpu_memory_planned_bytes",
+        "GPU memory the applied placement plans for the services placed on it",
+    );
     let util = gauges::<GpuLabels>(
         reg,
         "mesh_gpu_utilization_ratio",
@@ -69,11 +79,54 @@ pub fn gpus(reg: &mut Registry, nodes: &[Node]) {
             total.get_or_create(&l).set(g.memory_total_bytes as f64);
             used.get_or_create(&l).set(g.memory_used_bytes as f64);
             free.get_or_create(&l).set(g.memory_free_bytes as f64);
+            let mib = planned
+                .get(&(n.name.clone(), g.index as usize))
+                .copied()
+                .unwrap_or(0);
+            plan.get_or_create(&l).set((mib << 20) as f64);
             if let Some(u) = g.utilization_percent {
                 util.get_or_create(&l).set(f64::from(u) / 100.0);
             }
             if let Some(t) = g.temperature_celsius {
                 temp.get_or_create(&l).set(f64::from(t));
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    group: String,
+    service: String,
+    phase: String,
+}
+
+/// Each service of the applied topology: 1 for its rollout phase
+/// (waiting, starting, healthy, failed, blocked), 0 for the others.
+pub fn services(reg: &mut Registry, status: &mesh_proto::v1::TopologyStatus) {
+    use mesh_proto::v1::ServicePhase;
+    let phase = gauges::<PhaseLabels>(
+        reg,
+        "mesh_service_phase",
+        "1 for the service's rollout phase (waiting, starting, healthy, failed, blocked), 0 for the others",
+    );
+    for g in &status.groups {
+        for svc in &g.services {
+            let now = ServicePhase::try_from(svc.phase).unwrap_or(ServicePhase::Unspecified);
+            for p in [
+                ServicePhase::Waiting,
+                ServicePhase::Starting,
+                ServicePhase::Healthy,
+                ServicePhase::Failed,
+                ServicePhase::Blocked,
+            ] {
+                phase
+                    .get_or_create(&PhaseLabels {
+                        group: g.group.clone(),
+                        service: svc.service.clone(),
+                        phase: p.label().into(),
+                    })
+                    .set(if now == p { 1.0 } else { 0.0 });
             }
         }
     }
@@ -176,7 +229,22 @@ mod tests {
             ..Default::default()
         };
         let mut reg = Registry::default();
-        gpus(&mut reg, &[node]);
+        gpus(&mut reg, &[node], &[(("pc2".to_string(), 0), 3000)].into());
+        services(
+            &mut reg,
+            &mesh_proto::v1::TopologyStatus {
+                groups: vec![mesh_proto::v1::GroupStatus {
+                    group: "memory".into(),
+                    services: vec![mesh_proto::v1::ServiceStatus {
+                        service: "memory-db".into(),
+                        phase: mesh_proto::v1::ServicePhase::Starting as i32,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
         containers(
             &mut reg,
             &[("pc2".into(), Some(report)), ("pc3".into(), None)],
@@ -188,6 +256,11 @@ mod tests {
         for line in [
             format!("mesh_gpu_memory_total_bytes{{{gpu}}} 12884901888.0"),
             format!("mesh_gpu_utilization_ratio{{{gpu}}} 0.4"),
+            format!("mesh_gpu_memory_planned_bytes{{{gpu}}} {}.0", 3000u64 << 20),
+            "mesh_service_phase{group=\"memory\",service=\"memory-db\",phase=\"starting\"} 1.0"
+                .to_string(),
+            "mesh_service_phase{group=\"memory\",service=\"memory-db\",phase=\"healthy\"} 0.0"
+                .to_string(),
             format!("mesh_gpu_temperature_celsius{{{gpu}}} 55.0"),
             format!("mesh_container_running{{{c}}} 1.0"),
             format!("mesh_container_healthy{{{c}}} 1.0"),

@@ -59,6 +59,11 @@ pub struct Applied {
     /// their environment, so it is kept to rebuild the same specs).
     #[serde(default)]
     pub addresses: BTreeMap<String, String>,
+    /// group -> the GPU index of each of its VRAM needs on its host, as
+    /// the plan chose them (for the planned-VRAM figures; a failover keeps
+    /// them).
+    #[serde(default)]
+    pub gpus: BTreeMap<String, Vec<usize>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +339,7 @@ mod tests {
             placement: [("memory-system".to_string(), "pc2".to_string())].into(),
             timeout_seconds: 300,
             addresses: [("pc2".to_string(), "10.99.0.2".to_string())].into(),
+            gpus: [("memory-system".to_string(), vec![1])].into(),
         };
         store.save_applied(&applied).expect("save");
         drop(store);

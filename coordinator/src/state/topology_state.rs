@@ -30,6 +30,8 @@ pub struct Active {
     pub bridges: Vec<crate::decide::directory::BridgeDef>,
     pub volumes: Vec<crate::decide::volumes::VolumeDef>,
     pub rollout: Controller,
+    /// (host, GPU index) -> the VRAM the placement plans there, MiB.
+    pub planned_vram: BTreeMap<(String, usize), u64>,
 }
 
 #[derive(Debug)]
@@ -106,14 +108,33 @@ impl TopologyState {
         } else {
             applied.timeout_seconds
         }));
+        let planned_vram =
+            crate::decide::planning::parse(&applied.source_name, &applied.topology_toml)
+                .map(|t| {
+                    crate::decide::vram_plan::planned_vram(
+                        &mesh_topology::placement::group_needs(&t),
+                        &applied.placement,
+                        &applied.gpus,
+                    )
+                })
+                .unwrap_or_default();
         *active = Some(Active {
             id,
+            planned_vram,
             applied,
             bridges,
             volumes,
             rollout: Controller::new(planned, hosts, unplaced, now, timeout),
         });
         Ok((id, receiver))
+    }
+
+    /// (host, GPU index) -> the VRAM the applied placement plans there, MiB.
+    pub fn planned_vram(&self) -> BTreeMap<(String, usize), u64> {
+        lock(&self.active)
+            .as_ref()
+            .map(|a| a.planned_vram.clone())
+            .unwrap_or_default()
     }
 
     /// The summary of rollout `id` if it has finished (for a follower that
