@@ -164,6 +164,15 @@ wait_state() { # node state seconds
 wait_state mainpc ready 20
 wait_state pc2 ready 20
 
+# The coordinator serves its dashboard and /metrics on localhost inside
+# mainpc's namespace; socat brings them to this machine's localhost.
+DASHBOARD_PORT=${DEMO_DASHBOARD_PORT:-9464}
+socat "TCP-LISTEN:$DASHBOARD_PORT,bind=127.0.0.1,fork,reuseaddr" \
+  "SYSTEM:nsenter --net=/run/netns/demo-mainpc socat STDIO TCP\:127.0.0.1\:9464" \
+  2>"$DEMO/dashboard-forward.log" &
+pids+=($!)
+echo "== dashboard (live, read-only): open http://127.0.0.1:$DASHBOARD_PORT/ in a browser on this machine (metrics: http://127.0.0.1:$DASHBOARD_PORT/metrics; another port: DEMO_DASHBOARD_PORT)"
+
 echo; echo "== meshctl nodes"; meshctl nodes
 echo; echo "== meshctl status"; meshctl status
 
@@ -251,8 +260,8 @@ from=$(wc -l < "$DEMO/writer.log")
 meshctl failover memory-system --to pc2 || echo "demo: the switchover did not finish; see meshctl volumes" >&2
 sleep 1
 echo "the client's longest pause around the switchover: $(longest_pause "$from") ms"
-echo "metrics: nsenter --net=/run/netns/demo-mainpc curl -s http://127.0.0.1:9464/metrics"
-in_host mainpc curl -s http://127.0.0.1:9464/metrics | grep -E '^mesh_(failover_epoch|failovers_total|volume_standby_up_to_date)' || true
+echo "metrics: curl -s http://127.0.0.1:$DASHBOARD_PORT/metrics"
+curl -s "http://127.0.0.1:$DASHBOARD_PORT/metrics" | grep -E '^mesh_(failover_epoch|failovers_total|volume_standby_up_to_date)' || true
 kill "$WRITER" 2>/dev/null || true
 last=$(awk '/^acked/ { k = $2 } END { print k + 0 }' "$DEMO/writer.log")
 echo "the client: $last writes acknowledged through the same endpoint across the failover and the switchover; longest pause $(longest_pause) ms"
@@ -263,6 +272,7 @@ meshctl status | grep -A3 "volumes of memory-system" || true
 
 echo
 echo "Demo mesh is up. From mainpc:  nsenter --net=/run/netns/demo-mainpc $BIN/meshctl --config $DEMO/meshctl.toml nodes"
+echo "Dashboard: http://127.0.0.1:$DASHBOARD_PORT/"
 if [ "$HOLD" = 1 ]; then
   echo "Holding; press Ctrl-C to stop and clean up."
   wait

@@ -15,6 +15,9 @@
 #   libfaketime - steps one agent's wall clock in the lease test
 #   curl        - scrapes the coordinator's /metrics in the tests
 #   prometheus  - the real Prometheus server scrapes a test mesh
+#   chromium    - headless, loads the coordinator's web dashboard in a test
+#   socat       - the demo forwards its dashboard from mainpc's namespace to
+#                 this machine's localhost
 set -euo pipefail
 
 need=()
@@ -32,6 +35,8 @@ command -v mkfs.ext4 >/dev/null 2>&1 || [ -x /usr/sbin/mkfs.ext4 ] || [ -x /sbin
 compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || need+=(libfaketime)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v socat >/dev/null 2>&1 || need+=(socat)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -26,30 +26,11 @@ fn mib(bytes: u64) -> String {
 
 /// "UpToDate", "Outdated", "Inconsistent 42%", "?" (not reported).
 pub fn disk_text(r: &VolumeReplica) -> String {
-    match r.disk() {
-        DiskState::UpToDate => "UpToDate".into(),
-        DiskState::Outdated => "Outdated".into(),
-        DiskState::Inconsistent => {
-            match (r.resync_done_blocks * 100).checked_div(r.resync_total_blocks) {
-                Some(pct) => format!("Inconsistent {pct}%"),
-                None => "Inconsistent".into(),
-            }
-        }
-        DiskState::Unspecified if !r.reported => "not reported".into(),
-        DiskState::Unspecified => "?".into(),
-    }
+    r.disk_text()
 }
 
 pub fn standing_text(s: ReplicationStanding) -> &'static str {
-    match s {
-        ReplicationStanding::Unspecified => "-",
-        ReplicationStanding::Local => "local",
-        ReplicationStanding::InSync => "in sync",
-        ReplicationStanding::Resyncing => "resyncing",
-        ReplicationStanding::OutdatePending => "standby silent",
-        ReplicationStanding::Alone => "alone",
-        ReplicationStanding::Fenced => "fenced",
-    }
+    s.label()
 }
 
 fn replica_text(r: &VolumeReplica) -> String {

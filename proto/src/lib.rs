@@ -105,6 +105,42 @@ impl v1::HealthState {
     }
 }
 
+impl v1::VolumeReplica {
+    /// "UpToDate", "Outdated", "Inconsistent 42%", "?" (not reported), as
+    /// `meshctl volumes` and the dashboard show the replica's disk.
+    pub fn disk_text(&self) -> String {
+        use v1::DiskState;
+        match self.disk() {
+            DiskState::UpToDate => "UpToDate".into(),
+            DiskState::Outdated => "Outdated".into(),
+            DiskState::Inconsistent => {
+                match (self.resync_done_blocks * 100).checked_div(self.resync_total_blocks) {
+                    Some(pct) => format!("Inconsistent {pct}%"),
+                    None => "Inconsistent".into(),
+                }
+            }
+            DiskState::Unspecified if !self.reported => "not reported".into(),
+            DiskState::Unspecified => "?".into(),
+        }
+    }
+}
+
+impl v1::ReplicationStanding {
+    /// How replication stands, for people ("in sync", "resyncing", ...).
+    pub fn label(self) -> &'static str {
+        use v1::ReplicationStanding as S;
+        match self {
+            S::Unspecified => "-",
+            S::Local => "local",
+            S::InSync => "in sync",
+            S::Resyncing => "resyncing",
+            S::OutdatePending => "standby silent",
+            S::Alone => "alone",
+            S::Fenced => "fenced",
+        }
+    }
+}
+
 impl v1::Hold {
     /// The word `meshctl ps` shows for this hold ("" for none).
     pub fn label(self) -> &'static str {

@@ -11,6 +11,8 @@
 //! - [`podman`]: a Podman service of a test's own, with a tiny image.
 //! - [`pki`]: a fresh mesh CA and certificates per test.
 //! - [`binaries`]: where the workspace's binaries were built.
+//! - [`browser`]: headless Chromium in a host's namespace, driven over the
+//!   DevTools protocol (the dashboard's browser test).
 //! - [`moves`]: a bridged service moved between hosts by re-applying a
 //!   topology, and the wait until every host's bridge follows it.
 //! - [`volumes`]: a replicated volume's mesh, the hard kill of its
@@ -30,6 +32,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod binaries;
+pub mod browser;
 pub mod mesh;
 pub mod moves;
 pub mod netns;

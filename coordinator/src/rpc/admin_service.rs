@@ -176,48 +176,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let s = &self.shared;
         auth::require(&request, Role::Admin, &s.mesh, "ListVolumes", &s.metrics)?;
-        let (defs, _) = s.topology.volume_view();
-        let mut volumes =
-            crate::rpc::volumes_api::rows(&defs, &s.volumes.records(), &s.volumes.reports());
-        let blocked = s.failover.blocked();
-        let last = s.failover.last();
-        let missing = crate::state::failover::missing_images_map(s, &[]);
-        let now = std::time::Instant::now();
-        let silence = s.registry().silences(now);
-        for v in &mut volumes {
-            if let Some(m) = missing.get(&(v.group.clone(), v.standby.clone())) {
-                let why = format!(
-                    "standby not valid: {}",
-                    crate::decide::failover::missing_images_problem(&v.standby, m)
-                );
-                v.problem = if v.problem.is_empty() {
-                    why
-                } else {
-                    format!("{}; {why}", v.problem)
-                };
-            }
-            if let Some(lease) = defs
-                .iter()
-                .find(|d| d.group == v.group && d.replicate)
-                .map(|d| d.lease)
-            {
-                v.lease_remaining_ms = silence
-                    .get(&v.primary)
-                    .map(|s| lease.saturating_sub(*s).as_millis() as u64);
-            }
-            if let Some(reason) = blocked.get(&v.group) {
-                v.problem = if v.problem.is_empty() {
-                    format!("failover blocked: {reason}")
-                } else {
-                    format!("failover blocked: {reason}; {}", v.problem)
-                };
-            }
-            if let Some(l) = last.get(&v.group) {
-                let record = l.to_proto(now);
-                v.last_failover = crate::rpc::volumes_api::failover_line(&record);
-                v.failover = Some(record);
-            }
-        }
+        let volumes = crate::rpc::volumes_api::live_rows(s);
         Ok(Response::new(ListVolumesResponse { volumes }))
     }
 

@@ -1,8 +1,8 @@
-//! The coordinator's `/metrics` endpoint (Prometheus / OpenMetrics text),
-//! on a listener of its own, off the mutual-TLS gRPC port: by default on
-//! localhost only (`metrics_listen` in coordinator.toml, `--metrics-listen`;
-//! "off" turns it off). Plain HTTP for now; TLS for remote scrapers is a
-//! later step of issue #13.
+//! The coordinator's `/metrics` endpoint (Prometheus / OpenMetrics text)
+//! and web dashboard (see [`super::dashboard_http`]), on a listener of
+//! their own, off the mutual-TLS gRPC port: by default on localhost only
+//! (`metrics_listen` in coordinator.toml, `--metrics-listen`; "off" turns
+//! it off). Plain HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +18,16 @@ use crate::state::Shared;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    match crate::state::exposition::render(&shared) {
+/// What the handlers share: the coordinator's state, and its shutdown
+/// (which ends the dashboard's streams).
+#[derive(Clone)]
+pub struct HttpState {
+    pub shared: Arc<Shared>,
+    pub shutdown: CancellationToken,
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    match crate::state::exposition::render(&s.shared) {
         Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -29,11 +37,12 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
 }
 
-/// The router: `/metrics` only.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The router: `/metrics` and the dashboard.
+pub fn router(shared: Arc<Shared>, shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(shared)
+        .merge(super::dashboard_http::routes())
+        .with_state(HttpState { shared, shutdown })
 }
 
 /// Serves `/metrics` on `addr` until `shutdown`. A port that cannot be
@@ -47,8 +56,8 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>, shutdown: Cancellation
             return;
         }
     };
-    tracing::info!(%addr, "serving /metrics");
-    let served = axum::serve(listener, router(shared))
+    tracing::info!(%addr, "serving /metrics and the dashboard at http://{addr}/");
+    let served = axum::serve(listener, router(shared, shutdown.clone()))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
     if let Err(e) = served {

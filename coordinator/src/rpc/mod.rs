@@ -5,6 +5,7 @@
 pub mod admin_service;
 pub mod agent_service;
 pub mod auth;
+pub mod dashboard_http;
 pub mod events_api;
 pub mod metrics_http;
 pub mod server;

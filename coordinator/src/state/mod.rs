@@ -2,6 +2,7 @@
 //! the durable store and generation numbering, the applied topology, open
 //! agent streams, counters, and the state the services share.
 
+pub mod dashboard_view;
 pub mod desired;
 pub mod events;
 pub mod exposition;
