@@ -117,6 +117,39 @@ fn the_dashboard_shows_the_mesh_live_in_a_real_browser() {
         feed.as_str().unwrap_or_default().contains(volumes::STANDBY),
         "{feed}"
     );
+    // The history has the rollout's steps, the placement, and the
+    // replication change the cut made (the primary lost its standby).
+    let kinds = mesh_tests::wait::until(
+        "the event history to have the standby's loss",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let out = mesh.meshctl("mainpc", &["events", "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let events = v.as_array().cloned().unwrap_or_default();
+            let lost = events.iter().any(|e| {
+                e["kind"] == "volume"
+                    && e["node"] == volumes::PRIMARY
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("in sync ->"))
+            });
+            Ok(lost.then_some(events))
+        },
+    );
+    for (kind, needle) in [
+        ("placement", "memory placed on pc2"),
+        ("rollout", "rollout: pc2/memory-db healthy"),
+        ("rollout", "rollout complete"),
+    ] {
+        assert!(
+            kinds
+                .iter()
+                .any(|e| e["kind"] == kind
+                    && e["message"].as_str().is_some_and(|m| m.contains(needle))),
+            "no {kind} event with {needle:?} in {kinds:#?}"
+        );
+    }
     let shot = artifacts_dir().join("dashboard-host-down.png");
     let size = browser.screenshot(&shot).unwrap();
     let png = std::fs::read(&shot).unwrap();

@@ -138,6 +138,47 @@ pub fn same(a: &Directory, b: &Directory) -> bool {
     a.bridges == b.bridges && a.peers == b.peers
 }
 
+/// The bridged services whose host or epoch differs between two
+/// directories, as history entries' words ("memory-db moved pc2 -> mainpc
+/// (epoch 2)"), with the new host. Nothing for a first directory (a
+/// coordinator that just started knows no old place).
+pub fn moves(old: &Directory, new: &Directory) -> Vec<(String, String, String)> {
+    if old.generation == 0 {
+        return Vec::new();
+    }
+    new.bridges
+        .iter()
+        .filter_map(|b| {
+            let before = old.bridges.iter().find(|o| o.service == b.service)?;
+            if before.host == b.host && before.epoch == b.epoch {
+                return None;
+            }
+            let place = |h: &str| {
+                if h.is_empty() {
+                    "nowhere".to_string()
+                } else {
+                    h.to_string()
+                }
+            };
+            let epoch = if before.epoch == b.epoch {
+                String::new()
+            } else {
+                format!(" (epoch {})", b.epoch)
+            };
+            Some((
+                b.service.clone(),
+                b.host.clone(),
+                format!(
+                    "bridge {}: {} -> {}{epoch}",
+                    b.service,
+                    place(&before.host),
+                    place(&b.host)
+                ),
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +281,45 @@ env = "EVENTS_URL"
         let mut f = d.clone();
         f.bridges[0].epoch = 4;
         assert!(!same(&d, &f));
+    }
+
+    #[test]
+    fn a_service_that_moves_is_news_but_a_first_directory_is_not() {
+        let entry = |host: &str, epoch: u64| BridgeEntry {
+            service: "memory-db".into(),
+            host: host.into(),
+            epoch,
+            ..Default::default()
+        };
+        let old = Directory {
+            generation: 5,
+            bridges: vec![entry("pc2", 1)],
+            peers: vec![],
+        };
+        let new = Directory {
+            generation: 6,
+            bridges: vec![entry("mainpc", 2)],
+            peers: vec![],
+        };
+        assert_eq!(
+            moves(&old, &new),
+            [(
+                "memory-db".to_string(),
+                "mainpc".to_string(),
+                "bridge memory-db: pc2 -> mainpc (epoch 2)".to_string()
+            )]
+        );
+        assert!(moves(&old, &old).is_empty());
+        let first = Directory {
+            generation: 0,
+            ..Default::default()
+        };
+        assert!(moves(&first, &new).is_empty());
+        let gone = Directory {
+            generation: 6,
+            bridges: vec![entry("", 1)],
+            peers: vec![],
+        };
+        assert_eq!(moves(&old, &gone)[0].2, "bridge memory-db: pc2 -> nowhere");
     }
 }

@@ -127,6 +127,13 @@ impl AdminService for AdminApi {
                     .join(", ")
             ),
         );
+        for c in &prepared.proto.changes {
+            if let Some((kind, node, group, message)) =
+                crate::decide::rollout_events::placement_entry(c)
+            {
+                s.events.record(kind, &node, &group, message);
+            }
+        }
         let (tx, rx) = mpsc::channel(256);
         let shared = self.shared.clone();
         let first = RolloutEvent {

@@ -185,7 +185,9 @@ async fn serve_stream(
                     directory: (hb.directory_generation != 0).then_some(hb.directory_generation),
                     desired: hb.containers.as_ref().map(|c| c.desired_generation),
                 };
-                shared.volumes.report(&node, hb.volumes);
+                for (group, message) in shared.volumes.report(&node, hb.volumes) {
+                    shared.events.record("volume", &node, &group, message);
+                }
                 shared.traffic.report(&node, hb.bridges, hb.tunnels);
                 let result = shared.registry().heartbeat(
                     &node,

@@ -207,7 +207,7 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                 shared.events.containers(&reports);
                 crate::state::topology_state::seed_volumes(&shared);
                 shared.events.flush();
-                let sets = shared.topology.tick(&reports);
+                let sets = shared.topology.tick(&reports, &shared.events);
                 // Directory first: an agent must close a bridge endpoint on
                 // a port before a service that moved there publishes it.
                 let now = Now::system().unix_ms.max(0) as u64;

@@ -103,8 +103,14 @@ impl Shared {
                     return;
                 }
             };
+        let moved = crate::decide::directory::moves(&current, &next);
         *current = next.clone();
         drop(current);
+        let groups = self.topology.service_groups();
+        for (service, host, message) in moved {
+            let group = groups.get(&service).cloned().unwrap_or_default();
+            self.events.record("bridge", &host, &group, message);
+        }
         let now = Instant::now();
         let sent = self
             .sessions

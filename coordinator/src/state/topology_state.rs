@@ -147,9 +147,10 @@ impl TopologyState {
     }
 
     /// One rollout step against the agents' latest reports (only hosts
-    /// whose agent reported with a working runtime). Publishes its events;
-    /// returns the desired sets to push.
-    pub fn tick(&self, reports: &Observed) -> Vec<Push> {
+    /// whose agent reported with a working runtime). Publishes its events
+    /// (to followers of the rollout, and the steps that are news to the
+    /// event history); returns the desired sets to push.
+    pub fn tick(&self, reports: &Observed, history: &crate::state::events::EventLog) -> Vec<Push> {
         let mut guard = lock(&self.active);
         let Some(mut a) = guard.take() else {
             return Vec::new();
@@ -157,6 +158,11 @@ impl TopologyState {
         let (rollout, events, pushes) = advance(a.rollout, reports, Instant::now());
         a.rollout = rollout;
         for event in events {
+            if let Some((kind, node, group, message)) =
+                crate::decide::rollout_events::rollout_entry(&event, &a.rollout.unchanged)
+            {
+                history.record(kind, &node, &group, message);
+            }
             let _ = self.events.send((a.id, event));
         }
         *guard = Some(a);

@@ -98,8 +98,17 @@ impl VolumeState {
         }
     }
 
-    pub fn report(&self, node: &str, volumes: Vec<VolumeStatus>) {
-        lock(&self.reports).insert(node.to_string(), volumes);
+    /// Keeps `node`'s latest report; returns (group, message) for each of
+    /// its replicas whose state changed since the one before.
+    pub fn report(&self, node: &str, volumes: Vec<VolumeStatus>) -> Vec<(String, String)> {
+        let mut reports = lock(&self.reports);
+        let changes = crate::decide::volume_events::changes(
+            node,
+            reports.get(node).map(Vec::as_slice),
+            &volumes,
+        );
+        reports.insert(node.to_string(), volumes);
+        changes
     }
 
     pub fn reports(&self) -> BTreeMap<String, Vec<VolumeStatus>> {

@@ -36,7 +36,7 @@ pub struct Controller {
     /// service -> (phase, message) as last announced.
     announced: BTreeMap<String, (i32, String)>,
     /// Services already healthy when this rollout began.
-    unchanged: BTreeSet<String>,
+    pub unchanged: BTreeSet<String>,
     first: bool,
 }
 
