@@ -86,6 +86,9 @@ function render(v) {
         el("td", {}, s.state),
         el("td", { class: cls(s.health) }, s.health),
         el("td", {}, s.restarts),
+        el("td", {}, s.cpu_percent === null ? "-" : s.cpu_percent.toFixed(1) + "%"),
+        el("td", {}, s.memory_bytes === null ? "-" : bytes(s.memory_bytes)),
+        el("td", {}, s.gpu_memory_bytes ? bytes(s.gpu_memory_bytes) : "-"),
         el("td", { class: "muted" }, s.message)));
     }
   }

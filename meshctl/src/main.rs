@@ -23,6 +23,7 @@ mod import;
 mod nodes;
 mod place;
 mod table;
+mod top_cmd;
 mod volumes;
 
 use anyhow::Result;
@@ -69,6 +70,10 @@ enum Command {
     /// The event history (node states, failovers, switchovers, volumes,
     /// refused certificates, topology applies); -f follows it.
     Events(events_cmd::EventsArgs),
+    /// Each container's CPU, memory, block and network I/O and GPU memory
+    /// (Podman's stats, NVML per process), on every node or one; -w
+    /// redraws it live.
+    Top(top_cmd::TopArgs),
     /// Plan a topology against the live mesh (a diff per host, with
     /// reasons); --apply rolls it out in dependency order.
     Place(place::PlaceArgs),
@@ -240,6 +245,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Events(args) => {
             let mut client = admin::connect(&cli.admin).await?;
             events_cmd::run(&mut client, &args, cli.output).await
+        }
+        Command::Top(args) => {
+            let mut client = admin::connect(&cli.admin).await?;
+            top_cmd::run(&mut client, &args, cli.output).await
         }
         Command::Failover(args) => {
             let mut client = admin::connect(&cli.admin).await?;

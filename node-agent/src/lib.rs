@@ -24,6 +24,7 @@ pub mod inventory;
 pub mod manager;
 pub mod runtime;
 pub mod session;
+pub mod usage;
 pub mod volumes;
 
 pub use session::Agent;

@@ -263,6 +263,13 @@ fn main() -> anyhow::Result<()> {
             .with_manager(inputs.clone())
             .with_lease(agent.lease());
         let volumes_task = tokio::spawn(volume_host.run(assignments_rx, shutdown.clone()));
+        let (usage_tx, usage_rx) = tokio::sync::watch::channel(Vec::new());
+        tokio::spawn(mesh_node_agent::usage::run(
+            podman.clone(),
+            mesh.clone(),
+            usage_tx,
+            shutdown.clone(),
+        ));
         let (manager, report) = Manager::new(
             podman,
             ManagerConfig {
@@ -278,6 +285,7 @@ fn main() -> anyhow::Result<()> {
         let manager_task = tokio::spawn(manager.run(inputs_rx, shutdown.clone()));
         let mut agent = agent
             .with_manager(ManagerLink { inputs, report })
+            .with_usage(usage_rx)
             .with_volumes(volume_states);
         if let Some(host) = bridges {
             agent = agent.with_bridges(host);

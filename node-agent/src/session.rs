@@ -58,6 +58,7 @@ pub struct Agent {
     options: ConnectOptions,
     manager: Option<ManagerLink>,
     bridges: Option<Arc<crate::bridges::BridgeHost>>,
+    usage: Option<watch::Receiver<Vec<mesh_proto::v1::ContainerUsage>>>,
     volumes: Option<watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>>,
     /// The send time of the newest acknowledged heartbeat: the start of
     /// the coordinator's lease (failover groups fence themselves by it).
@@ -83,6 +84,7 @@ impl Agent {
             options: ConnectOptions::default(),
             manager: None,
             bridges: None,
+            usage: None,
             volumes: None,
             lease: Arc::new(watch::channel(None).0),
         })
@@ -96,6 +98,15 @@ impl Agent {
     }
 
     /// Bridges: the directory goes to `host`, and checks run there.
+    /// Each container's resource usage (see [`crate::usage`]), for the heartbeat.
+    pub fn with_usage(
+        mut self,
+        usage: watch::Receiver<Vec<mesh_proto::v1::ContainerUsage>>,
+    ) -> Agent {
+        self.usage = Some(usage);
+        self
+    }
+
     pub fn with_bridges(mut self, host: Arc<crate::bridges::BridgeHost>) -> Agent {
         self.bridges = Some(host);
         self
@@ -273,14 +284,20 @@ impl Agent {
                         Some(b) => b.stats().await,
                         None => Default::default(),
                     };
+                    let inventory = work.inventory.borrow().clone();
+                    let mut usage = self.usage.as_ref().map(|u| u.borrow().clone()).unwrap_or_default();
+                    if let Some(g) = &inventory.gpus {
+                        crate::usage::attribute_gpu(&mut usage, &g.processes);
+                    }
                     let hb = AgentMessage { body: Some(AgentBody::Heartbeat(Heartbeat {
                         seq,
-                        inventory: Some(work.inventory.borrow().clone()),
+                        inventory: Some(inventory),
                         containers: self.manager.as_ref().map(|m| m.report.borrow().clone()),
                         directory_generation: work.applier.applied_directory(),
                         volumes: self.volumes.as_ref().map(|v| v.borrow().clone()).unwrap_or_default(),
                         bridges,
                         tunnels,
+                        usage,
                     }))};
                     // A full queue means the connection is stalled: skip
                     // this beat rather than pile up stale inventory.

@@ -60,6 +60,31 @@ impl AdminService for AdminApi {
         Ok(Response::new(stream))
     }
 
+    async fn get_usage(
+        &self,
+        request: Request<mesh_proto::v1::GetUsageRequest>,
+    ) -> Result<Response<mesh_proto::v1::GetUsageResponse>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "GetUsage", &s.metrics)?;
+        let only = request.into_inner().node;
+        if !only.is_empty() && !s.registry().is_known(&only) {
+            return Err(Status::not_found(format!(
+                "no node named '{only}' (see `meshctl nodes`)"
+            )));
+        }
+        let nodes = s
+            .traffic
+            .all()
+            .into_iter()
+            .filter(|(n, _)| only.is_empty() || *n == only)
+            .map(|(node, t)| mesh_proto::v1::NodeUsage {
+                node,
+                containers: t.usage,
+            })
+            .collect();
+        Ok(Response::new(mesh_proto::v1::GetUsageResponse { nodes }))
+    }
+
     async fn plan_topology(
         &self,
         request: Request<PlanTopologyRequest>,

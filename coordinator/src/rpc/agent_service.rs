@@ -188,7 +188,14 @@ async fn serve_stream(
                 for (group, message) in shared.volumes.report(&node, hb.volumes) {
                     shared.events.record("volume", &node, &group, message);
                 }
-                shared.traffic.report(&node, hb.bridges, hb.tunnels);
+                shared.traffic.report(
+                    &node,
+                    crate::state::traffic::NodeTraffic {
+                        bridges: hb.bridges,
+                        tunnels: hb.tunnels,
+                        usage: hb.usage,
+                    },
+                );
                 let result = shared.registry().heartbeat(
                     &node,
                     session,

@@ -77,6 +77,10 @@ pub struct Service {
     pub health: String,
     pub restarts: u32,
     pub message: String,
+    /// Its container's usage as last sampled (none while not running).
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub gpu_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -204,6 +208,17 @@ fn groups(shared: &Shared) -> Vec<Group> {
     let status = shared
         .topology
         .status(&crate::state::topology_state::usable_reports(reports));
+    // (host, service) -> usage.
+    let usage: BTreeMap<(String, String), mesh_proto::v1::ContainerUsage> = shared
+        .traffic
+        .all()
+        .into_iter()
+        .flat_map(|(node, t)| {
+            t.usage
+                .into_iter()
+                .map(move |u| ((node.clone(), u.service.clone()), u))
+        })
+        .collect();
     status
         .groups
         .into_iter()
@@ -211,26 +226,33 @@ fn groups(shared: &Shared) -> Vec<Group> {
             services: g
                 .services
                 .iter()
-                .map(|s| Service {
-                    name: s.service.clone(),
-                    host: s.host.clone(),
-                    phase: ServicePhase::try_from(s.phase)
-                        .unwrap_or(ServicePhase::Unspecified)
-                        .label()
-                        .into(),
-                    state: ContainerState::try_from(s.state)
-                        .unwrap_or(ContainerState::Unspecified)
-                        .label()
-                        .into(),
-                    health: HealthState::try_from(s.health)
-                        .unwrap_or(HealthState::Unspecified)
-                        .label()
-                        .into(),
-                    restarts: restarts
-                        .get(&(s.host.clone(), s.service.clone()))
-                        .copied()
-                        .unwrap_or(0),
-                    message: s.message.clone(),
+                .map(|s| {
+                    let u = usage.get(&(s.host.clone(), s.service.clone()));
+                    Service {
+                        cpu_percent: u.map(|u| (u.cpu_percent * 10.0).round() / 10.0),
+                        // Whole MiB: the view changes when the figure does.
+                        memory_bytes: u.map(|u| u.memory_bytes >> 20 << 20),
+                        gpu_memory_bytes: u.map(|u| u.gpu_memory_bytes >> 20 << 20),
+                        name: s.service.clone(),
+                        host: s.host.clone(),
+                        phase: ServicePhase::try_from(s.phase)
+                            .unwrap_or(ServicePhase::Unspecified)
+                            .label()
+                            .into(),
+                        state: ContainerState::try_from(s.state)
+                            .unwrap_or(ContainerState::Unspecified)
+                            .label()
+                            .into(),
+                        health: HealthState::try_from(s.health)
+                            .unwrap_or(HealthState::Unspecified)
+                            .label()
+                            .into(),
+                        restarts: restarts
+                            .get(&(s.host.clone(), s.service.clone()))
+                            .copied()
+                            .unwrap_or(0),
+                        message: s.message.clone(),
+                    }
                 })
                 .collect(),
             name: g.group,

@@ -72,6 +72,15 @@ pub const EXPORTED: &[&str] = &[
     "mesh_container_healthy",
     "mesh_container_last_exit_code",
     "mesh_container_restarts_total",
+    "mesh_container_cpu_usage_ratio",
+    "mesh_container_memory_bytes",
+    "mesh_container_memory_limit_bytes",
+    "mesh_container_pids",
+    "mesh_container_gpu_memory_bytes",
+    "mesh_container_block_read_bytes_total",
+    "mesh_container_block_write_bytes_total",
+    "mesh_container_network_receive_bytes_total",
+    "mesh_container_network_transmit_bytes_total",
     "mesh_failover_epoch",
     "mesh_failover_lease_remaining_seconds",
     "mesh_failover_last_duration_seconds",
@@ -133,7 +142,9 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     );
     failover(&mut reg, shared);
     volumes(&mut reg, shared);
-    super::exposition_bridges::bridges(&mut reg, &shared.traffic.all());
+    let traffic = shared.traffic.all();
+    super::exposition_bridges::bridges(&mut reg, &traffic);
+    super::exposition_hosts::usage(&mut reg, &traffic);
     let m = &shared.metrics;
     counter(
         &mut reg,

@@ -234,6 +234,7 @@ mod tests {
                         failures: 2,
                     },
                 ],
+                usage: Vec::new(),
             },
         );
         let mut reg = Registry::default();

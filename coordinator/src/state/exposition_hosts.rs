@@ -94,6 +94,81 @@ pub fn gpus(
     }
 }
 
+/// Each container's resource usage as its agent last sampled it (Podman's
+/// stats; GPU memory from NVML per process). Usage is sampled, so the
+/// I/O totals are counters of the container's life, reset when it is
+/// recreated.
+pub fn usage(
+    reg: &mut Registry,
+    traffic: &std::collections::BTreeMap<String, super::traffic::NodeTraffic>,
+) {
+    let cpu = gauges::<ContainerLabels>(
+        reg,
+        "mesh_container_cpu_usage_ratio",
+        "CPU the container uses, in CPUs (1.0: one full CPU)",
+    );
+    let mem = gauges::<ContainerLabels>(
+        reg,
+        "mesh_container_memory_bytes",
+        "Memory the container uses",
+    );
+    let limit = gauges::<ContainerLabels>(
+        reg,
+        "mesh_container_memory_limit_bytes",
+        "The container's memory limit (the host's memory without one)",
+    );
+    let pids = gauges::<ContainerLabels>(reg, "mesh_container_pids", "Processes in the container");
+    let gpu = gauges::<ContainerLabels>(
+        reg,
+        "mesh_container_gpu_memory_bytes",
+        "GPU memory the container's processes use (NVML per-process accounting)",
+    );
+    let io = |reg: &mut Registry, name: &str, help: &str| {
+        let f = Family::<ContainerLabels, Counter>::default();
+        reg.register(name, help, f.clone());
+        f
+    };
+    let block_read = io(
+        reg,
+        "mesh_container_block_read_bytes",
+        "Bytes the container read from block devices",
+    );
+    let block_write = io(
+        reg,
+        "mesh_container_block_write_bytes",
+        "Bytes the container wrote to block devices",
+    );
+    let net_rx = io(
+        reg,
+        "mesh_container_network_receive_bytes",
+        "Bytes the container received over the network",
+    );
+    let net_tx = io(
+        reg,
+        "mesh_container_network_transmit_bytes",
+        "Bytes the container sent over the network",
+    );
+    for (node, t) in traffic {
+        for u in &t.usage {
+            let l = ContainerLabels {
+                node: node.clone(),
+                container: u.name.clone(),
+                group: u.group.clone(),
+                service: u.service.clone(),
+            };
+            cpu.get_or_create(&l).set(u.cpu_percent / 100.0);
+            mem.get_or_create(&l).set(u.memory_bytes as f64);
+            limit.get_or_create(&l).set(u.memory_limit_bytes as f64);
+            pids.get_or_create(&l).set(u.pids as f64);
+            gpu.get_or_create(&l).set(u.gpu_memory_bytes as f64);
+            block_read.get_or_create(&l).inc_by(u.block_read_bytes);
+            block_write.get_or_create(&l).inc_by(u.block_write_bytes);
+            net_rx.get_or_create(&l).inc_by(u.net_rx_bytes);
+            net_tx.get_or_create(&l).inc_by(u.net_tx_bytes);
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     group: String,
@@ -249,6 +324,24 @@ mod tests {
             &mut reg,
             &[("pc2".into(), Some(report)), ("pc3".into(), None)],
         );
+        let mut traffic = std::collections::BTreeMap::new();
+        traffic.insert(
+            "pc2".to_string(),
+            crate::state::traffic::NodeTraffic {
+                usage: vec![mesh_proto::v1::ContainerUsage {
+                    name: "memory-db".into(),
+                    group: "memory".into(),
+                    service: "memory-db".into(),
+                    cpu_percent: 150.0,
+                    memory_bytes: 1024,
+                    net_rx_bytes: 77,
+                    gpu_memory_bytes: 2048,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        usage(&mut reg, &traffic);
         let mut text = String::new();
         encode(&mut text, &reg).expect("encode");
         let gpu = "node=\"pc2\",index=\"0\",uuid=\"GPU-1\",name=\"RTX 3060\",source=\"measured\"";
@@ -266,6 +359,10 @@ mod tests {
             format!("mesh_container_healthy{{{c}}} 1.0"),
             format!("mesh_container_restarts_total{{{c}}} 3"),
             format!("mesh_container_last_exit_code{{{c}}} 137.0"),
+            format!("mesh_container_cpu_usage_ratio{{{c}}} 1.5"),
+            format!("mesh_container_memory_bytes{{{c}}} 1024.0"),
+            format!("mesh_container_network_receive_bytes_total{{{c}}} 77"),
+            format!("mesh_container_gpu_memory_bytes{{{c}}} 2048.0"),
         ] {
             assert!(text.contains(&line), "missing {line:?} in:\n{text}");
         }

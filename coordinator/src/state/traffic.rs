@@ -1,17 +1,19 @@
-//! Each agent's bridge endpoints and tunnels as its latest heartbeat
-//! reported them: what `/metrics` and the dashboard show of bridges.
-//! Replaced whole at each heartbeat (state, not events).
+//! Each agent's bridge endpoints, tunnels and containers' resource usage
+//! as its latest heartbeat reported them: what `/metrics`, the dashboard
+//! and `meshctl top` show of them. Replaced whole at each heartbeat
+//! (state, not events).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use mesh_proto::v1::{BridgeStat, TunnelStat};
+use mesh_proto::v1::{BridgeStat, ContainerUsage, TunnelStat};
 
 /// One node's latest bridge and tunnel report.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeTraffic {
     pub bridges: Vec<BridgeStat>,
     pub tunnels: Vec<TunnelStat>,
+    pub usage: Vec<ContainerUsage>,
 }
 
 #[derive(Debug, Default)]
@@ -20,11 +22,11 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    pub fn report(&self, node: &str, bridges: Vec<BridgeStat>, tunnels: Vec<TunnelStat>) {
+    pub fn report(&self, node: &str, report: NodeTraffic) {
         self.nodes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(node.to_string(), NodeTraffic { bridges, tunnels });
+            .insert(node.to_string(), report);
     }
 
     /// node -> its latest report, by node name.

@@ -2,8 +2,9 @@
 //! is present, otherwise what the configuration declares (always marked
 //! declared), otherwise nothing, with the reason NVML was unavailable.
 
-use mesh_proto::v1::{Gpu, GpuReport, GpuSource};
+use mesh_proto::v1::{Gpu, GpuProcess, GpuReport, GpuSource};
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::Nvml;
 use serde::Deserialize;
 
@@ -122,6 +123,28 @@ fn measure(nvml: &Nvml) -> GpuReport {
             temperature_celsius: device.temperature(TemperatureSensor::Gpu).ok(),
             declared: false,
         });
+        // Per-process accounting (compute and graphics; a process using
+        // both is listed once), with each process's container.
+        let mut seen = std::collections::BTreeSet::new();
+        let procs = device
+            .running_compute_processes()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(device.running_graphics_processes().unwrap_or_default());
+        for p in procs {
+            if !seen.insert(p.pid) {
+                continue;
+            }
+            report.processes.push(GpuProcess {
+                gpu_index: index,
+                pid: p.pid,
+                used_bytes: match p.used_gpu_memory {
+                    UsedGpuMemory::Used(b) => Some(b),
+                    UsedGpuMemory::Unavailable => None,
+                },
+                container_id: crate::usage::container_of_pid(p.pid).unwrap_or_default(),
+            });
+        }
     }
     report
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use mesh_proto::v1::ContainerSpec;
 
-use super::{ContainerRuntime, ImageInfo, ObservedContainer, Result, RuntimeError, RuntimeInfo};
+use super::{
+    ContainerRuntime, ImageInfo, ObservedContainer, Result, RuntimeError, RuntimeInfo, StatsSample,
+};
 use crate::containers::spec::{container_name, ownership_labels};
 
 /// The runtime operations, for recording and scripting.
@@ -33,6 +35,7 @@ pub enum Op {
     Exec,
     Images,
     Address,
+    Stats,
 }
 
 /// One call the runtime received: the operation and the Podman name it
@@ -65,6 +68,8 @@ struct State {
     crash_on_start: BTreeMap<String, i64>,
     exec_codes: BTreeMap<String, i64>,
     logs: BTreeMap<String, Vec<String>>,
+    /// Podman name -> what `stats` reports for it while it runs.
+    stats: BTreeMap<String, StatsSample>,
     unavailable: bool,
     next_id: u64,
 }
@@ -189,6 +194,12 @@ impl FakeRuntime {
     }
 
     /// The Podman API stops (or starts again) answering.
+    /// What `stats` reports for the container while it runs (its id is
+    /// filled in).
+    pub fn set_stats(&self, podman_name: &str, sample: StatsSample) {
+        self.lock().stats.insert(podman_name.to_string(), sample);
+    }
+
     pub fn set_unavailable(&self, unavailable: bool) {
         self.lock().unavailable = unavailable;
     }
@@ -407,6 +418,20 @@ impl ContainerRuntime for FakeRuntime {
                 id: format!("sha256:{image}"),
                 names: vec![image],
                 size_bytes: 1,
+            })
+            .collect())
+    }
+
+    async fn stats(&self, ids: &[String]) -> Result<Vec<StatsSample>> {
+        self.enter(Op::Stats, "").await?;
+        let state = self.lock();
+        Ok(state
+            .containers
+            .iter()
+            .filter(|(_, c)| c.status == "running" && ids.contains(&c.id))
+            .map(|(name, c)| StatsSample {
+                id: c.id.clone(),
+                ..state.stats.get(name).cloned().unwrap_or_default()
             })
             .collect())
     }

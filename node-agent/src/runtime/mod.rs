@@ -55,6 +55,21 @@ pub struct ImageInfo {
     pub size_bytes: u64,
 }
 
+/// One container's resource usage as the runtime measures it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatsSample {
+    pub id: String,
+    /// Percent of one CPU.
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub pids: u64,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuntimeInfo {
     pub version: String,
@@ -103,6 +118,8 @@ pub trait ContainerRuntime: Send + Sync {
     /// Runs `command` in the container; returns its exit code.
     fn exec(&self, name: &str, command: &[String]) -> impl Future<Output = Result<i64>> + Send;
     fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>>> + Send;
+    /// Resource usage of the running containers among `ids`.
+    fn stats(&self, ids: &[String]) -> impl Future<Output = Result<Vec<StatsSample>>> + Send;
     /// The container's address on its network, for health probes.
     fn address(&self, name: &str) -> impl Future<Output = Result<Option<std::net::IpAddr>>> + Send;
 }

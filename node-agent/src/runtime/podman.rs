@@ -12,7 +12,9 @@ use podman_api::opts::{
 use podman_api::Podman;
 
 use super::create::{create_opts, GpuFacts};
-use super::{ContainerRuntime, ImageInfo, ObservedContainer, Result, RuntimeError, RuntimeInfo};
+use super::{
+    ContainerRuntime, ImageInfo, ObservedContainer, Result, RuntimeError, RuntimeInfo, StatsSample,
+};
 use crate::containers::spec::{container_name, LABEL_MESH};
 
 #[derive(Clone)]
@@ -249,6 +251,22 @@ impl ContainerRuntime for PodmanRuntime {
         self.inspect_address(name).await
     }
 
+    async fn stats(&self, ids: &[String]) -> Result<Vec<StatsSample>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let opts = podman_api::opts::ContainerStatsOpts::builder()
+            .containers(ids.iter().cloned())
+            .build();
+        let v = self
+            .podman
+            .containers()
+            .stats(&opts)
+            .await
+            .map_err(|e| self.error(e, "stats"))?;
+        parse_stats(v).map_err(RuntimeError::Podman)
+    }
+
     async fn images(&self) -> Result<Vec<ImageInfo>> {
         let list = self
             .podman
@@ -265,6 +283,31 @@ impl ContainerRuntime for PodmanRuntime {
             })
             .collect())
     }
+}
+
+/// Podman's one-shot stats answer (`{"Error": ..., "Stats": [...]}`), as
+/// samples.
+pub fn parse_stats(v: serde_json::Value) -> std::result::Result<Vec<StatsSample>, String> {
+    if let Some(e) = v.get("Error").filter(|e| !e.is_null()) {
+        return Err(format!("Podman stats: {e}"));
+    }
+    let rows: Vec<podman_api::models::ContainerStats> =
+        serde_json::from_value(v.get("Stats").cloned().unwrap_or_default())
+            .map_err(|e| format!("Podman stats: unexpected answer: {e}"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StatsSample {
+            id: r.container_id.unwrap_or_default(),
+            cpu_percent: r.cpu.unwrap_or(0.0),
+            memory_bytes: r.mem_usage.unwrap_or(0),
+            memory_limit_bytes: r.mem_limit.unwrap_or(0),
+            block_read_bytes: r.block_input.unwrap_or(0),
+            block_write_bytes: r.block_output.unwrap_or(0),
+            net_rx_bytes: r.net_input.unwrap_or(0),
+            net_tx_bytes: r.net_output.unwrap_or(0),
+            pids: r.pi_ds.unwrap_or(0),
+        })
+        .collect())
 }
 
 impl PodmanRuntime {

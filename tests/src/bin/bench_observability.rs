@@ -157,7 +157,14 @@ fn bridges(shared: &Shared, nodes: usize, count: usize) {
             })
             .into_iter()
             .collect();
-        shared.traffic.report(&format!("pc{n}"), mine, tunnels);
+        shared.traffic.report(
+            &format!("pc{n}"),
+            mesh_coordinator::state::traffic::NodeTraffic {
+                bridges: mine,
+                tunnels,
+                usage: Vec::new(),
+            },
+        );
     }
 }
 
