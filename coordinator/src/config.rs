@@ -22,6 +22,9 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Where `/metrics` is served ("off": nowhere) [127.0.0.1:9464].
     pub metrics_listen: Option<String>,
+    /// Serve `/metrics` and the dashboard over mutual TLS with the mesh
+    /// certificates, for scrapers on other hosts [false].
+    pub metrics_tls: Option<bool>,
     /// Where the applied topology is kept; default `mesh-coordinator-state`
     /// in the working directory.
     pub state_dir: Option<PathBuf>,
@@ -56,6 +59,7 @@ pub struct LivenessSection {
 pub struct Overrides {
     pub listen: Option<String>,
     pub metrics_listen: Option<String>,
+    pub metrics_tls: Option<bool>,
     pub state_dir: Option<PathBuf>,
     pub tls: TlsSection,
     pub liveness: LivenessSection,
@@ -153,6 +157,7 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             ),
             metrics_listen,
+            metrics_tls: over.metrics_tls.or(file.metrics_tls).unwrap_or(false),
             ..defaults
         },
     })

@@ -21,6 +21,11 @@ struct Args {
     /// [default: 127.0.0.1:9464].
     #[arg(long, env = "MESH_COORDINATOR_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Serve `/metrics` and the dashboard over mutual TLS with the mesh
+    /// certificates (clients need a certificate from the mesh CA), for
+    /// scrapers and browsers on other hosts.
+    #[arg(long, env = "MESH_COORDINATOR_METRICS_TLS")]
+    metrics_tls: bool,
     /// Directory for the state database (the applied topology and its
     /// placement) [default: mesh-coordinator-state in the working directory].
     #[arg(long, env = "MESH_COORDINATOR_STATE_DIR")]
@@ -61,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let overrides = Overrides {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
+        metrics_tls: args.metrics_tls.then_some(true),
         state_dir: args.state_dir,
         tls: TlsSection {
             certs_dir: args.certs_dir,

@@ -2,7 +2,8 @@
 //! and web dashboard (see [`super::dashboard_http`]), on a listener of
 //! their own, off the mutual-TLS gRPC port: by default on localhost only
 //! (`metrics_listen` in coordinator.toml, `--metrics-listen`; "off" turns
-//! it off). Plain HTTP.
+//! it off). Plain HTTP, or with `metrics_tls` HTTPS with mutual TLS (see
+//! [`super::metrics_tls`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,10 +46,15 @@ pub fn router(shared: Arc<Shared>, shutdown: CancellationToken) -> Router {
         .with_state(HttpState { shared, shutdown })
 }
 
-/// Serves `/metrics` on `addr` until `shutdown`. A port that cannot be
-/// bound is logged (with the setting to change) and the coordinator goes
-/// on without metrics.
-pub async fn serve(addr: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Serves `/metrics` and the dashboard on `addr` until `shutdown`, over
+/// TLS when `tls` is given. A port that cannot be bound is logged (with
+/// the setting to change) and the coordinator goes on without them.
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -56,10 +62,30 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Shared>, shutdown: Cancellation
             return;
         }
     };
-    tracing::info!(%addr, "serving /metrics and the dashboard at http://{addr}/");
-    let served = axum::serve(listener, router(shared, shutdown.clone()))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let app = router(shared, shutdown.clone());
+    let stop = shutdown.clone();
+    let served = match tls {
+        None => {
+            tracing::info!(%addr, "serving /metrics and the dashboard at http://{addr}/");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        Some(config) => {
+            let listener =
+                match super::metrics_tls::TlsListener::new(listener, config, shutdown.clone()) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(%addr, error = %e, "cannot serve /metrics over TLS there");
+                        return;
+                    }
+                };
+            tracing::info!(%addr, "serving /metrics and the dashboard at https://{addr}/ (mutual TLS: a client certificate from the mesh CA is required)");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    };
     if let Err(e) = served {
         tracing::warn!(%addr, error = %e, "the /metrics server stopped");
     }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dashboard_http;
 pub mod events_api;
 pub mod metrics_http;
+pub mod metrics_tls;
 pub mod server;
 pub mod topology_api;
 pub mod volumes_api;

@@ -52,6 +52,8 @@ pub struct Settings {
     pub rollout_tick: Duration,
     /// Where `/metrics` is served (None: not at all).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `/metrics` and the dashboard over mutual TLS (mesh certificates).
+    pub metrics_tls: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
                 [127, 0, 0, 1],
                 DEFAULT_METRICS_PORT,
             ))),
+            metrics_tls: false,
         }
     }
 }
@@ -75,6 +78,7 @@ impl Default for Settings {
 pub struct Coordinator {
     shared: Arc<Shared>,
     server_tls: Arc<rustls::ServerConfig>,
+    metrics_tls: Option<Arc<rustls::ServerConfig>>,
     settings: Settings,
 }
 
@@ -107,6 +111,11 @@ impl Coordinator {
         Ok(Coordinator {
             shared,
             server_tls: tls.server_config(&[ALPN_H2])?,
+            metrics_tls: if settings.metrics_tls {
+                Some(tls.server_config(&[b"http/1.1"])?)
+            } else {
+                None
+            },
             settings,
         })
     }
@@ -152,6 +161,7 @@ impl Coordinator {
                 addr,
                 shared.clone(),
                 shutdown.clone(),
+                self.metrics_tls.clone(),
             ));
         }
         tracing::info!(mesh = %shared.mesh, "coordinator serving");

@@ -180,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         addr,
         shared.clone(),
         shutdown.clone(),
+        None,
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let text = mesh_coordinator::state::exposition::render(&shared)?;
