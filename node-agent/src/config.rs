@@ -34,6 +34,9 @@ pub struct FileConfig {
     pub bridge: BridgeSection,
     #[serde(default)]
     pub volumes: VolumesSection,
+    /// Where the agent serves its own `/metrics` [default: nowhere], e.g.
+    /// "127.0.0.1:9465".
+    pub metrics_listen: Option<String>,
 }
 
 /// `[volumes]`: managed and replicated volumes.
@@ -107,6 +110,7 @@ pub struct Overrides {
     pub podman_socket: Option<PathBuf>,
     pub podman_own_service: Option<bool>,
     pub tunnel_listen: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +129,8 @@ pub struct Config {
     pub bridge: Option<BridgeSettings>,
     /// The fsync bound of replicated volumes (see [`VolumesSection`]).
     pub volume_fsync_bound: Duration,
+    /// Where the agent's own `/metrics` is served (None: not at all).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -273,9 +279,21 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
             ))
         }
     };
+    let metrics_listen = match over.metrics_listen.or(file.metrics_listen).as_deref() {
+        None | Some("off") => None,
+        Some(text) => Some(text.parse().map_err(|e| {
+            ConfigError::field(
+                "metrics_listen",
+                format!(
+                    "'{text}' is not an address and port ({e}); e.g. 127.0.0.1:9465, or \"off\""
+                ),
+            )
+        })?),
+    };
     Ok(Config {
         bridge,
         volume_fsync_bound,
+        metrics_listen,
         node,
         coordinator,
         advertise_address: over

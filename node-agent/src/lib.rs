@@ -22,6 +22,7 @@ pub mod containers;
 pub mod health;
 pub mod inventory;
 pub mod manager;
+pub mod metrics_http;
 pub mod runtime;
 pub mod session;
 pub mod usage;

@@ -67,6 +67,10 @@ struct Args {
     /// UDP address of this agent's bridge tunnel endpoint [default 0.0.0.0:7444].
     #[arg(long, env = "MESH_TUNNEL_LISTEN")]
     tunnel_listen: Option<String>,
+    /// Where this agent serves its own /metrics, e.g. 127.0.0.1:9465
+    /// [default: nowhere].
+    #[arg(long, env = "MESH_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -147,6 +151,7 @@ fn main() -> anyhow::Result<()> {
         podman_socket: args.podman_socket,
         podman_own_service: args.podman_own_service.then_some(true),
         tunnel_listen: args.tunnel_listen,
+        metrics_listen: args.metrics_listen,
     };
     let config = config::resolve(file, overrides)?;
     let tls = mesh_certs::MeshTls::load(&config.tls)?;
@@ -283,10 +288,25 @@ fn main() -> anyhow::Result<()> {
             mounts,
         });
         let manager_task = tokio::spawn(manager.run(inputs_rx, shutdown.clone()));
+        let (metrics_report, metrics_usage) = (report.clone(), usage_rx.clone());
         let mut agent = agent
             .with_manager(ManagerLink { inputs, report })
             .with_usage(usage_rx)
             .with_volumes(volume_states);
+        if let Some(addr) = config.metrics_listen {
+            let view = mesh_node_agent::metrics_http::AgentView {
+                node: config.node.clone(),
+                inventory: agent.inventory(),
+                containers: Some(metrics_report),
+                usage: Some(metrics_usage),
+                bridges: bridges.clone(),
+            };
+            tokio::spawn(mesh_node_agent::metrics_http::serve(
+                addr,
+                view,
+                shutdown.clone(),
+            ));
+        }
         if let Some(host) = bridges {
             agent = agent.with_bridges(host);
         }

@@ -63,6 +63,8 @@ pub struct Agent {
     /// The send time of the newest acknowledged heartbeat: the start of
     /// the coordinator's lease (failover groups fence themselves by it).
     lease: Arc<watch::Sender<Option<HeartbeatLease>>>,
+    /// The latest inventory reading (heartbeats and the agent's /metrics).
+    inventory_tx: Arc<watch::Sender<mesh_proto::v1::HostInventory>>,
 }
 
 impl Agent {
@@ -87,6 +89,7 @@ impl Agent {
             usage: None,
             volumes: None,
             lease: Arc::new(watch::channel(None).0),
+            inventory_tx: Arc::new(watch::channel(Default::default()).0),
         })
     }
 
@@ -110,6 +113,11 @@ impl Agent {
     pub fn with_bridges(mut self, host: Arc<crate::bridges::BridgeHost>) -> Agent {
         self.bridges = Some(host);
         self
+    }
+
+    /// The latest inventory reading (empty until the agent runs).
+    pub fn inventory(&self) -> watch::Receiver<mesh_proto::v1::HostInventory> {
+        self.inventory_tx.subscribe()
     }
 
     /// Where the coordinator's lease can be read (the send time of the
@@ -468,7 +476,8 @@ impl Work {
             agent.manager.as_ref().map(|m| m.inputs.clone()),
             shutdown.clone(),
         );
-        let (inventory_tx, inventory) = watch::channel(Default::default());
+        let inventory_tx = agent.inventory_tx.clone();
+        let inventory = inventory_tx.subscribe();
         if let Some(mut source) = agent.inventory.take() {
             inventory_tx.send_replace(source.collect());
             let every = agent.config.heartbeat;

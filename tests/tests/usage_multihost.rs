@@ -3,7 +3,9 @@
 //! and in `/metrics` with its CPU, memory and processes; and the mapping
 //! the GPU accounting uses (a process's cgroup to its container id) gives
 //! that container's id for its real process. (No GPU here: the NVML side
-//! is unit-tested with fake processes.) Needs root and podman: CI runs it.
+//! is unit-tested with fake processes.) The agent's own `/metrics` shows
+//! the same figures with the coordinator gone. Needs root, podman and
+//! curl: CI runs it.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -32,7 +34,7 @@ fn top_shows_each_containers_cpu_memory_and_processes() {
         return;
     }
     ensure_system_busybox_image();
-    let mesh = MeshFixture::start(
+    let mut mesh = MeshFixture::start(
         &["mainpc", "pc2"],
         MeshOptions {
             containers: true,
@@ -107,5 +109,28 @@ fn top_shows_each_containers_cpu_memory_and_processes() {
     assert_eq!(
         mesh_node_agent::usage::container_of_pid(std::process::id()),
         None
+    );
+    // pc2's agent serves its own /metrics, under the same names, also
+    // while the coordinator is gone.
+    mesh.restart_agent_with_env("pc2", &[("MESH_AGENT_METRICS_LISTEN", "127.0.0.1:9465")]);
+    mesh.coordinator.kill();
+    let pc2 = mesh.host("pc2").clone();
+    mesh_tests::wait::until(
+        "pc2's agent to serve its own metrics with the busy container's usage",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let mut cmd = mesh_tests::process::command(Some(&pc2), std::path::Path::new("curl"));
+            cmd.args(["-sS", "--max-time", "5", "http://127.0.0.1:9465/metrics"]);
+            let out = mesh_tests::process::run(cmd);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let ok = text.contains("mesh_node_load1{node=\"pc2\"}")
+                && text.lines().any(|l| {
+                    l.starts_with("mesh_container_memory_bytes{")
+                        && l.contains("container=\"busy\"")
+                        && !l.ends_with(" 0.0")
+                });
+            Ok(ok.then_some(()))
+        },
     );
 }

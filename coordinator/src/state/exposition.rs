@@ -8,7 +8,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
-use mesh_proto::v1::{DiskState, NodeState};
+use mesh_proto::v1::DiskState;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,19 +16,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// Every sample name the mesh exports, and the names in a text.
+pub use mesh_exposition::{sample_names, EXPORTED};
+
 use crate::state::registry::Now;
 use crate::state::Shared;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeLabels {
-    node: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeStateLabels {
-    node: String,
-    state: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabels {
@@ -48,68 +40,6 @@ struct VolumeLabels {
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
-
-/// Every sample name `/metrics` can show (counters with their `_total`),
-/// for the shipped dashboard's test and for people writing queries.
-pub const EXPORTED: &[&str] = &[
-    "mesh_node_state",
-    "mesh_node_heartbeat_age_seconds",
-    "mesh_node_load1",
-    "mesh_node_memory_total_bytes",
-    "mesh_node_memory_available_bytes",
-    "mesh_node_disk_available_bytes",
-    "mesh_heartbeats_received_total",
-    "mesh_refused_connections_total",
-    "mesh_refused_calls_total",
-    "mesh_gpu_memory_total_bytes",
-    "mesh_gpu_memory_used_bytes",
-    "mesh_gpu_memory_free_bytes",
-    "mesh_gpu_memory_planned_bytes",
-    "mesh_service_phase",
-    "mesh_gpu_utilization_ratio",
-    "mesh_gpu_temperature_celsius",
-    "mesh_container_running",
-    "mesh_container_healthy",
-    "mesh_container_last_exit_code",
-    "mesh_container_restarts_total",
-    "mesh_container_cpu_usage_ratio",
-    "mesh_container_memory_bytes",
-    "mesh_container_memory_limit_bytes",
-    "mesh_container_pids",
-    "mesh_container_gpu_memory_bytes",
-    "mesh_container_block_read_bytes_total",
-    "mesh_container_block_write_bytes_total",
-    "mesh_container_network_receive_bytes_total",
-    "mesh_container_network_transmit_bytes_total",
-    "mesh_failover_epoch",
-    "mesh_failover_lease_remaining_seconds",
-    "mesh_failover_last_duration_seconds",
-    "mesh_failovers_total",
-    "mesh_volume_lag_bytes",
-    "mesh_volume_standby_up_to_date",
-    "mesh_volume_last_fsync_seconds",
-    "mesh_bridge_messages_total",
-    "mesh_bridge_bytes_total",
-    "mesh_bridge_errors_total",
-    "mesh_bridge_retries_total",
-    "mesh_bridge_late_replies_total",
-    "mesh_bridge_in_flight",
-    "mesh_bridge_rtt_seconds_bucket",
-    "mesh_bridge_rtt_seconds_sum",
-    "mesh_bridge_rtt_seconds_count",
-    "mesh_tunnel_rtt_seconds",
-    "mesh_tunnel_up",
-    "mesh_tunnel_reconnects_total",
-];
-
-/// The sample names in an exposition text.
-pub fn sample_names(text: &str) -> std::collections::BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_string)
-        .collect()
-}
 
 fn family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, FloatGauge>
 where
@@ -131,10 +61,10 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::default();
     let snapshot = shared.registry().snapshot(Now::system());
     nodes(&mut reg, shared, &snapshot);
-    super::exposition_hosts::gpus(&mut reg, &snapshot, &shared.topology.planned_vram());
+    mesh_exposition::gpus(&mut reg, &snapshot, &shared.topology.planned_vram());
     let reports = shared.registry().container_reports(None);
-    super::exposition_hosts::containers(&mut reg, &reports);
-    super::exposition_hosts::services(
+    mesh_exposition::containers(&mut reg, &reports);
+    mesh_exposition::services(
         &mut reg,
         &shared
             .topology
@@ -143,8 +73,8 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
     failover(&mut reg, shared);
     volumes(&mut reg, shared);
     let traffic = shared.traffic.all();
-    super::exposition_bridges::bridges(&mut reg, &traffic);
-    super::exposition_hosts::usage(&mut reg, &traffic);
+    mesh_exposition::bridges(&mut reg, &traffic);
+    mesh_exposition::usage(&mut reg, &traffic);
     let m = &shared.metrics;
     counter(
         &mut reg,
@@ -170,57 +100,17 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
 }
 
 fn nodes(reg: &mut Registry, shared: &Shared, snapshot: &[mesh_proto::v1::Node]) {
-    let state = family::<NodeStateLabels>(
-        reg,
-        "mesh_node_state",
-        "1 for the node's current state (ready, suspect, down), 0 for the others",
-    );
-    let age = family::<NodeLabels>(
-        reg,
-        "mesh_node_heartbeat_age_seconds",
-        "Time since the node's last heartbeat was received",
-    );
-    let load = family::<NodeLabels>(reg, "mesh_node_load1", "The host's 1-minute load average");
-    let mem_total = family::<NodeLabels>(reg, "mesh_node_memory_total_bytes", "The host's memory");
-    let mem_free = family::<NodeLabels>(
-        reg,
-        "mesh_node_memory_available_bytes",
-        "The host's available memory",
-    );
-    let disk_free = family::<NodeLabels>(
-        reg,
-        "mesh_node_disk_available_bytes",
-        "Free space where the host's container storage lives",
-    );
     let silences = shared.registry().silences(Instant::now());
-    for n in snapshot {
-        let node = NodeLabels {
-            node: n.name.clone(),
-        };
-        for s in [NodeState::Ready, NodeState::Suspect, NodeState::Down] {
-            state
-                .get_or_create(&NodeStateLabels {
-                    node: n.name.clone(),
-                    state: s.label().into(),
-                })
-                .set(if n.state() == s { 1.0 } else { 0.0 });
-        }
-        if let Some(s) = silences.get(&n.name) {
-            age.get_or_create(&node).set(s.as_secs_f64());
-        }
-        if let Some(inv) = &n.inventory {
-            load.get_or_create(&node).set(inv.load_1m);
-            mem_total
-                .get_or_create(&node)
-                .set(inv.memory_total_bytes as f64);
-            mem_free
-                .get_or_create(&node)
-                .set(inv.memory_available_bytes as f64);
-            if let Some(d) = &inv.disk {
-                disk_free.get_or_create(&node).set(d.available_bytes as f64);
-            }
-        }
-    }
+    let facts: Vec<mesh_exposition::NodeFacts<'_>> = snapshot
+        .iter()
+        .map(|n| mesh_exposition::NodeFacts {
+            name: &n.name,
+            state: Some(n.state()),
+            heartbeat_age: silences.get(&n.name).copied(),
+            inventory: n.inventory.as_ref(),
+        })
+        .collect();
+    mesh_exposition::nodes(reg, &facts);
 }
 
 fn failover(reg: &mut Registry, shared: &Shared) {

@@ -6,8 +6,6 @@ pub mod dashboard_view;
 pub mod desired;
 pub mod events;
 pub mod exposition;
-pub mod exposition_bridges;
-pub mod exposition_hosts;
 pub mod failover;
 pub mod metrics;
 pub mod numbering;

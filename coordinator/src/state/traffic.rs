@@ -6,15 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use mesh_proto::v1::{BridgeStat, ContainerUsage, TunnelStat};
-
-/// One node's latest bridge and tunnel report.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct NodeTraffic {
-    pub bridges: Vec<BridgeStat>,
-    pub tunnels: Vec<TunnelStat>,
-    pub usage: Vec<ContainerUsage>,
-}
+pub use mesh_exposition::NodeTraffic;
 
 #[derive(Debug, Default)]
 pub struct Traffic {

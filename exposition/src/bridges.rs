@@ -4,19 +4,15 @@
 //! round-trip histogram; per tunnel its round trip and reconnects. Labels
 //! are node, service and peer names: bounded by the mesh's size.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use super::traffic::NodeTraffic;
-
-type FloatGauge = Gauge<f64, AtomicU64>;
+use crate::{FloatGauge, NodeTraffic};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BridgeLabels {
@@ -260,9 +256,9 @@ mod tests {
         ] {
             assert!(text.contains(&line), "missing {line:?} in:\n{text}");
         }
-        for name in super::super::exposition::sample_names(&text) {
+        for name in crate::sample_names(&text) {
             assert!(
-                super::super::exposition::EXPORTED.contains(&name.as_str()),
+                crate::EXPORTED.contains(&name.as_str()),
                 "{name} is not in EXPORTED"
             );
         }

@@ -1,16 +1,13 @@
-//! The per-GPU and per-container part of `/metrics`, from the agents'
-//! latest inventories and container reports (see [`super::exposition`]).
-
-use std::sync::atomic::AtomicU64;
+//! Hosts, GPUs, containers (with their resource usage) and services'
+//! rollout phases, from agents' inventories and container reports.
 
 use mesh_proto::v1::{ContainerState, HealthState, Node};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-type FloatGauge = Gauge<f64, AtomicU64>;
+use crate::{gauges, NodeTraffic};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GpuLabels {
@@ -30,13 +27,83 @@ struct ContainerLabels {
     service: String,
 }
 
-fn gauges<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, FloatGauge>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, FloatGauge>::default();
-    reg.register(name, help, f.clone());
-    f
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeStateLabels {
+    node: String,
+    state: String,
+}
+
+/// What is known of one node: its state and heartbeat age (the
+/// coordinator's view; an agent reporting itself has neither) and its
+/// latest inventory.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeFacts<'a> {
+    pub name: &'a str,
+    pub state: Option<mesh_proto::v1::NodeState>,
+    pub heartbeat_age: Option<std::time::Duration>,
+    pub inventory: Option<&'a mesh_proto::v1::HostInventory>,
+}
+
+/// Each node's state, heartbeat age, load, memory and disk.
+pub fn nodes(reg: &mut Registry, nodes: &[NodeFacts<'_>]) {
+    use mesh_proto::v1::NodeState;
+    let state = gauges::<NodeStateLabels>(
+        reg,
+        "mesh_node_state",
+        "1 for the node's current state (ready, suspect, down), 0 for the others",
+    );
+    let age = gauges::<NodeLabels>(
+        reg,
+        "mesh_node_heartbeat_age_seconds",
+        "Time since the node's last heartbeat was received",
+    );
+    let load = gauges::<NodeLabels>(reg, "mesh_node_load1", "The host's 1-minute load average");
+    let mem_total = gauges::<NodeLabels>(reg, "mesh_node_memory_total_bytes", "The host's memory");
+    let mem_free = gauges::<NodeLabels>(
+        reg,
+        "mesh_node_memory_available_bytes",
+        "The host's available memory",
+    );
+    let disk_free = gauges::<NodeLabels>(
+        reg,
+        "mesh_node_disk_available_bytes",
+        "Free space where the host's container storage lives",
+    );
+    for n in nodes {
+        let node = NodeLabels {
+            node: n.name.to_string(),
+        };
+        if let Some(now) = n.state {
+            for s in [NodeState::Ready, NodeState::Suspect, NodeState::Down] {
+                state
+                    .get_or_create(&NodeStateLabels {
+                        node: n.name.to_string(),
+                        state: s.label().into(),
+                    })
+                    .set(if now == s { 1.0 } else { 0.0 });
+            }
+        }
+        if let Some(a) = n.heartbeat_age {
+            age.get_or_create(&node).set(a.as_secs_f64());
+        }
+        if let Some(inv) = n.inventory {
+            load.get_or_create(&node).set(inv.load_1m);
+            mem_total
+                .get_or_create(&node)
+                .set(inv.memory_total_bytes as f64);
+            mem_free
+                .get_or_create(&node)
+                .set(inv.memory_available_bytes as f64);
+            if let Some(d) = &inv.disk {
+                disk_free.get_or_create(&node).set(d.available_bytes as f64);
+            }
+        }
+    }
 }
 
 /// Every GPU of every node: memory (and what the placement plans on it,
@@ -98,10 +165,7 @@ pub fn gpus(
 /// stats; GPU memory from NVML per process). Usage is sampled, so the
 /// I/O totals are counters of the container's life, reset when it is
 /// recreated.
-pub fn usage(
-    reg: &mut Registry,
-    traffic: &std::collections::BTreeMap<String, super::traffic::NodeTraffic>,
-) {
+pub fn usage(reg: &mut Registry, traffic: &std::collections::BTreeMap<String, NodeTraffic>) {
     let cpu = gauges::<ContainerLabels>(
         reg,
         "mesh_container_cpu_usage_ratio",
@@ -327,7 +391,7 @@ mod tests {
         let mut traffic = std::collections::BTreeMap::new();
         traffic.insert(
             "pc2".to_string(),
-            crate::state::traffic::NodeTraffic {
+            crate::NodeTraffic {
                 usage: vec![mesh_proto::v1::ContainerUsage {
                     name: "memory-db".into(),
                     group: "memory".into(),
@@ -366,9 +430,9 @@ mod tests {
         ] {
             assert!(text.contains(&line), "missing {line:?} in:\n{text}");
         }
-        for name in super::super::exposition::sample_names(&text) {
+        for name in crate::sample_names(&text) {
             assert!(
-                super::super::exposition::EXPORTED.contains(&name.as_str()),
+                crate::EXPORTED.contains(&name.as_str()),
                 "{name} is not in EXPORTED"
             );
         }
