@@ -32,6 +32,18 @@ pub struct FileConfig {
     pub tls: TlsSection,
     #[serde(default)]
     pub liveness: LivenessSection,
+    #[serde(default)]
+    pub events: EventsSection,
+}
+
+/// `[events]`: how much of the event history the state database keeps.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// The newest this many events [100000].
+    pub keep: Option<u64>,
+    /// And none older than this many days [no age bound].
+    pub keep_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -145,10 +157,28 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
             )
         })?),
     };
+    let keep = file.events.keep.unwrap_or(crate::state::store::EVENTS_KEPT);
+    if !(100..=100_000_000).contains(&keep) {
+        return Err(ConfigError::field(
+            "events.keep",
+            format!("{keep} is outside 100..=100000000"),
+        ));
+    }
+    let keep_for = match file.events.keep_days {
+        None => None,
+        Some(d @ 1..=36_500) => Some(Duration::from_secs(u64::from(d) * 86_400)),
+        Some(d) => {
+            return Err(ConfigError::field(
+                "events.keep_days",
+                format!("{d} is outside 1..=36500"),
+            ))
+        }
+    };
     Ok(Config {
         listen,
         tls,
         settings: Settings {
+            events: crate::state::events::Retention { keep, keep_for },
             liveness,
             tick: Duration::from_millis(tick_ms),
             state_dir: Some(
@@ -224,6 +254,28 @@ mod tests {
             err.starts_with("metrics_listen:") && err.contains("\"off\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn event_retention_is_a_count_and_an_age() {
+        let file = parse_file(
+            Path::new("c.toml"),
+            "[tls]\ncerts_dir = \"/c\"\n[events]\nkeep = 5000\nkeep_days = 7\n",
+        )
+        .unwrap();
+        let c = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(c.settings.events.keep, 5000);
+        assert_eq!(
+            c.settings.events.keep_for,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        let file = parse_file(
+            Path::new("c.toml"),
+            "[tls]\ncerts_dir = \"/c\"\n[events]\nkeep_days = 0\n",
+        )
+        .unwrap();
+        let err = resolve(file, Overrides::default()).unwrap_err().to_string();
+        assert!(err.starts_with("events.keep_days:"), "{err}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Settings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `/metrics` and the dashboard over mutual TLS (mesh certificates).
     pub metrics_tls: bool,
+    /// How much event history is kept.
+    pub events: crate::state::events::Retention,
 }
 
 impl Default for Settings {
@@ -70,6 +72,7 @@ impl Default for Settings {
                 DEFAULT_METRICS_PORT,
             ))),
             metrics_tls: false,
+            events: Default::default(),
         }
     }
 }
@@ -98,6 +101,7 @@ impl Coordinator {
             .map(|s| s.path().display().to_string())
             .unwrap_or_default();
         let shared = Shared::new(identity.mesh.clone(), settings.liveness, store)?;
+        shared.events.set_retention(settings.events);
         match crate::rpc::topology_api::restore(&shared) {
             Ok(Some(source)) => {
                 tracing::info!(%source, "resuming the applied topology from the state database")

@@ -20,6 +20,24 @@ pub struct EventLog {
     tx: broadcast::Sender<MeshEvent>,
     /// The containers as last reported (None: not looked at yet).
     containers: Mutex<Option<crate::decide::container_events::Snapshot>>,
+    retention: Mutex<Retention>,
+}
+
+/// How much history is kept: the newest `keep` events, and (when set)
+/// none older than `keep_for`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub keep: u64,
+    pub keep_for: Option<std::time::Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep: EVENTS_KEPT,
+            keep_for: None,
+        }
+    }
 }
 
 /// Events are made durable at least this often (each one when they are
@@ -67,7 +85,13 @@ impl EventLog {
             }),
             tx,
             containers: Mutex::new(None),
+            retention: Mutex::new(Retention::default()),
         }
+    }
+
+    /// Sets how much history is kept (`[events]` in coordinator.toml).
+    pub fn set_retention(&self, r: Retention) {
+        *self.retention.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
     /// Records each container change between the last reports and these
@@ -98,6 +122,10 @@ impl EventLog {
             message,
         };
         inner.next_seq += 1;
+        let r = *self.retention.lock().unwrap_or_else(|p| p.into_inner());
+        let cutoff = r
+            .keep_for
+            .map(|d| e.at_unix_ms.saturating_sub(d.as_millis() as i64));
         match &self.store {
             Some(store) => {
                 let now = std::time::Instant::now();
@@ -108,13 +136,19 @@ impl EventLog {
                     inner.last_durable = Some(now);
                 }
                 inner.pending = !durable;
-                if let Err(err) = store.append_event(&e, EVENTS_KEPT, durable) {
+                if let Err(err) = store.append_event(&e, r.keep, cutoff, durable) {
                     tracing::error!(error = %err, event = %e.message, "cannot record an event in the state database");
                 }
             }
             None => {
                 inner.memory.push_back(e.clone());
-                while inner.memory.len() as u64 > EVENTS_KEPT {
+                while inner.memory.len() as u64 > r.keep
+                    || inner
+                        .memory
+                        .front()
+                        .zip(cutoff)
+                        .is_some_and(|(f, c)| f.at_unix_ms < c)
+                {
                     inner.memory.pop_front();
                 }
             }

@@ -12,12 +12,23 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// How many events the store keeps (the oldest go first).
 pub const EVENTS_KEPT: u64 = 100_000;
 
+/// Events older than the age bound dropped per append at most.
+const PRUNE_BATCH: usize = 64;
+
 impl Store {
-    /// Appends `e` and drops what is beyond the newest `keep`. With
+    /// Appends `e` and drops what is beyond the newest `keep` and what is
+    /// older than `cutoff_unix_ms` (at most a bounded batch per call, so
+    /// a long backlog goes over a few appends, none of them slow). With
     /// `durable`, on disk before this returns (and so is every event
     /// appended before it); without, it becomes durable with the next
     /// durable commit of this database.
-    pub fn append_event(&self, e: &MeshEvent, keep: u64, durable: bool) -> Result<(), StoreError> {
+    pub fn append_event(
+        &self,
+        e: &MeshEvent,
+        keep: u64,
+        cutoff_unix_ms: Option<i64>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(|x| self.io(x))?;
         if !durable {
             txn.set_durability(redb::Durability::None)
@@ -34,6 +45,21 @@ impl Store {
                 table
                     .retain_in(..=cut, |_, _| false)
                     .map_err(|x| self.io(x))?;
+            }
+            if let Some(cutoff) = cutoff_unix_ms {
+                // Sequence numbers grow with time: the old ones are first.
+                for _ in 0..PRUNE_BATCH {
+                    let first = table.first().map_err(|x| self.io(x))?;
+                    let Some((seq, bytes)) = first.map(|(k, v)| (k.value(), v.value().to_vec()))
+                    else {
+                        break;
+                    };
+                    let at = MeshEvent::decode(bytes.as_slice()).map_or(i64::MAX, |m| m.at_unix_ms);
+                    if at >= cutoff || seq == e.seq {
+                        break;
+                    }
+                    table.remove(seq).map_err(|x| self.io(x))?;
+                }
             }
         }
         txn.commit().map_err(|x| self.io(x))
@@ -112,7 +138,7 @@ mod tests {
         for seq in 1..=30 {
             let node = if seq % 2 == 0 { "pc2" } else { "mainpc" };
             store
-                .append_event(&event(seq, node), 20, seq % 7 == 0 || seq == 30)
+                .append_event(&event(seq, node), 20, None, seq % 7 == 0 || seq == 30)
                 .expect("append");
         }
         let all = store.load_events(1000, |_| true).expect("load");
@@ -125,5 +151,20 @@ mod tests {
         drop(store);
         let again = Store::open(dir.path()).expect("reopen");
         assert_eq!(again.last_event_seq().expect("seq"), 30);
+    }
+
+    #[test]
+    fn events_older_than_the_age_bound_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        for seq in 1..=100 {
+            // Times are the sequence numbers: keep those at or after 90.
+            store
+                .append_event(&event(seq, "pc2"), 1000, Some(90), false)
+                .expect("append");
+        }
+        let all = store.load_events(1000, |_| true).expect("load");
+        assert_eq!(all.first().map(|e| e.seq), Some(90), "{} kept", all.len());
+        assert_eq!(all.len(), 11);
     }
 }
