@@ -301,6 +301,9 @@ pub async fn logs(
     tail: u32,
     follow: bool,
 ) -> Result<()> {
+    if follow {
+        return follow_logs(client, node, container, tail).await;
+    }
     let mut shown: VecDeque<String> = VecDeque::new();
     loop {
         let result = client
@@ -328,6 +331,46 @@ pub async fn logs(
             return Ok(());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `meshctl logs -f`: the last `tail` lines, then each line as the
+/// container writes it, streamed from its agent through the coordinator
+/// until the log ends or Ctrl-C.
+async fn follow_logs(
+    client: &mut AdminServiceClient<Channel>,
+    node: &str,
+    container: &str,
+    tail: u32,
+) -> Result<()> {
+    let mut stream = client
+        .follow_logs(mesh_proto::v1::FollowLogsRequest {
+            node: node.to_string(),
+            container: container.to_string(),
+            tail,
+        })
+        .await
+        .map_err(admin::call_error)?
+        .into_inner();
+    loop {
+        let next = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            n = stream.message() => n,
+        };
+        match next.map_err(admin::call_error)? {
+            None => return Ok(()),
+            Some(chunk) => {
+                for line in &chunk.lines {
+                    println!("{line}");
+                }
+                if !chunk.error.is_empty() {
+                    bail!("{node}/{container}: {}", chunk.error);
+                }
+                if chunk.end {
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 

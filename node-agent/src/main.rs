@@ -269,6 +269,7 @@ fn main() -> anyhow::Result<()> {
             .with_lease(agent.lease());
         let volumes_task = tokio::spawn(volume_host.run(assignments_rx, shutdown.clone()));
         let (usage_tx, usage_rx) = tokio::sync::watch::channel(Vec::new());
+        let podman_logs = podman.clone();
         tokio::spawn(mesh_node_agent::usage::run(
             podman.clone(),
             mesh.clone(),
@@ -292,6 +293,7 @@ fn main() -> anyhow::Result<()> {
         let mut agent = agent
             .with_manager(ManagerLink { inputs, report })
             .with_usage(usage_rx)
+            .with_logs(Arc::new(podman_logs))
             .with_volumes(volume_states);
         if let Some(addr) = config.metrics_listen {
             let view = mesh_node_agent::metrics_http::AgentView {

@@ -59,6 +59,8 @@ pub struct Agent {
     manager: Option<ManagerLink>,
     bridges: Option<Arc<crate::bridges::BridgeHost>>,
     usage: Option<watch::Receiver<Vec<mesh_proto::v1::ContainerUsage>>>,
+    /// Follows container logs for `meshctl logs -f` (None: no runtime).
+    logs: Option<Arc<dyn crate::runtime::LogFollower>>,
     volumes: Option<watch::Receiver<Vec<mesh_proto::v1::VolumeStatus>>>,
     /// The send time of the newest acknowledged heartbeat: the start of
     /// the coordinator's lease (failover groups fence themselves by it).
@@ -87,6 +89,7 @@ impl Agent {
             manager: None,
             bridges: None,
             usage: None,
+            logs: None,
             volumes: None,
             lease: Arc::new(watch::channel(None).0),
             inventory_tx: Arc::new(watch::channel(Default::default()).0),
@@ -107,6 +110,12 @@ impl Agent {
         usage: watch::Receiver<Vec<mesh_proto::v1::ContainerUsage>>,
     ) -> Agent {
         self.usage = Some(usage);
+        self
+    }
+
+    /// Where container logs are followed from (`meshctl logs -f`).
+    pub fn with_logs(mut self, logs: Arc<dyn crate::runtime::LogFollower>) -> Agent {
+        self.logs = Some(logs);
         self
     }
 
@@ -258,6 +267,8 @@ impl Agent {
         // reported at once, not at the next beat: the coordinator waits on it.
         let mut volumes = self.volumes.clone();
         let mut reported_phases = volume_phases(volumes.as_ref());
+        // Logs followed for the coordinator, by its id; stopped with the session.
+        let mut follows = Follows::default();
         loop {
             let volume_change = async {
                 match volumes.as_mut() {
@@ -344,12 +355,41 @@ impl Agent {
                             work.applier.directory(directory);
                         }
                         Some(CoordBody::Check(request)) => self.run_check(work, request, tx.clone()),
+                        Some(CoordBody::FollowLogs(f)) => {
+                            if f.stop {
+                                follows.stop(f.id);
+                            } else {
+                                let task = self.follow_logs(work, f.clone(), tx.clone());
+                                follows.0.retain(|_, t| !t.is_finished());
+                                follows.0.insert(f.id, task);
+                            }
+                        }
                         _ => {}
                     },
                     Ok(None) => return Err(SessionError::Broken("coordinator closed the stream".into())),
                     Err(s) => return Err(SessionError::Broken(status_text(&s))),
                 },
             }
+        }
+    }
+}
+
+/// Log follows under way on this session; aborted when it ends.
+#[derive(Default)]
+struct Follows(std::collections::HashMap<u64, tokio::task::AbortHandle>);
+
+impl Follows {
+    fn stop(&mut self, id: u64) {
+        if let Some(t) = self.0.remove(&id) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Follows {
+    fn drop(&mut self) {
+        for t in self.0.values() {
+            t.abort();
         }
     }
 }
@@ -395,6 +435,69 @@ fn volume_phases(
 
 impl Agent {
     /// Runs the connectivity checks without holding up the stream.
+    /// Follows a container's log for the coordinator: its lines in chunks
+    /// (a chunk at most every 100 ms or 200 lines), sent only while the
+    /// outbound queue has room to spare, so a chatty log never holds up a
+    /// heartbeat.
+    fn follow_logs(
+        &self,
+        work: &Work,
+        f: mesh_proto::v1::LogFollow,
+        tx: mpsc::Sender<AgentMessage>,
+    ) -> tokio::task::AbortHandle {
+        use tokio_stream::StreamExt;
+        let logs = self.logs.clone();
+        let name = mesh_proto::spec::container_name(&f.container);
+        work.runtime
+            .spawn(async move {
+                let chunk = |lines: Vec<String>, end: bool, error: String| AgentMessage {
+                    body: Some(AgentBody::LogChunk(mesh_proto::v1::LogChunk {
+                        id: f.id,
+                        lines,
+                        end,
+                        error,
+                    })),
+                };
+                let Some(logs) = logs else {
+                    let _ = tx
+                        .send(chunk(vec![], true, "this agent cannot follow logs".into()))
+                        .await;
+                    return;
+                };
+                let stream = logs.follow(&name, f.tail as usize);
+                let mut batches =
+                    std::pin::pin!(stream.chunks_timeout(200, Duration::from_millis(100)));
+                while let Some(batch) = batches.next().await {
+                    let mut lines = Vec::with_capacity(batch.len());
+                    let mut failed = None;
+                    for l in batch {
+                        match l {
+                            Ok(l) => lines.push(l),
+                            Err(e) => failed = Some(e.to_string()),
+                        }
+                    }
+                    // Leave the heartbeat its room in the queue.
+                    while tx.capacity() < 2 {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let end = failed.is_some();
+                    if tx
+                        .send(chunk(lines, end, failed.unwrap_or_default()))
+                        .await
+                        .is_err()
+                        || end
+                    {
+                        return;
+                    }
+                }
+                let _ = tx.send(chunk(vec![], true, String::new())).await;
+            })
+            .abort_handle()
+    }
+
     fn run_check(
         &self,
         work: &Work,

@@ -279,13 +279,19 @@ impl MeshFixture {
 
     /// Runs meshctl with the admin certificate from host `from`.
     pub fn meshctl(&self, from: &str, args: &[&str]) -> Output {
+        process::run(self.meshctl_command(from, args))
+    }
+
+    /// The meshctl command line on host `from`, for a test to start itself
+    /// (a long-running `logs -f`, say).
+    pub fn meshctl_command(&self, from: &str, args: &[&str]) -> std::process::Command {
         let mut cmd = process::command(Some(&self.hosts[from]), &binaries::path("meshctl"));
         cmd.arg("--coordinator")
             .arg(self.coordinator_address())
             .arg("--certs-dir")
             .arg(self.pki.dir())
             .args(args);
-        process::run(cmd)
+        cmd
     }
 
     /// The coordinator's `/metrics` (its default address, 127.0.0.1:9464,

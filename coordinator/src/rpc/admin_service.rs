@@ -60,6 +60,48 @@ impl AdminService for AdminApi {
         Ok(Response::new(stream))
     }
 
+    type FollowLogsStream = ReceiverStream<Result<mesh_proto::v1::LogChunk, Status>>;
+
+    async fn follow_logs(
+        &self,
+        request: Request<mesh_proto::v1::FollowLogsRequest>,
+    ) -> Result<Response<Self::FollowLogsStream>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, &s.mesh, "FollowLogs", &s.metrics)?;
+        let req = request.into_inner();
+        let (id, mut chunks) = s
+            .sessions
+            .follow_logs(&req.node, &req.container, req.tail)?;
+        let (tx, rx) = mpsc::channel(16);
+        let shared = self.shared.clone();
+        let node = req.node.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    c = chunks.recv() => match c {
+                        Some(c) => {
+                            let end = c.end;
+                            if tx.send(Ok(c)).await.is_err() || end {
+                                break;
+                            }
+                        }
+                        None => {
+                            let _ = tx
+                                .send(Err(Status::unavailable(format!(
+                                    "node '{node}' disconnected, or this follower fell behind; run it again"
+                                ))))
+                                .await;
+                            break;
+                        }
+                    },
+                }
+            }
+            shared.sessions.stop_logs(id);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn get_usage(
         &self,
         request: Request<mesh_proto::v1::GetUsageRequest>,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
     CheckReport, CheckRequest, CommandResult, ContainerCommand, CoordinatorMessage,
-    DesiredContainers, Directory,
+    DesiredContainers, Directory, LogChunk, LogFollow,
 };
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -34,8 +34,14 @@ pub struct Sessions {
     outboxes: Mutex<HashMap<String, Stream>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<CommandResult>>>,
     checks: Mutex<HashMap<u64, oneshot::Sender<CheckReport>>>,
+    /// Logs followed for admins: id -> (node, where its chunks go).
+    follows: Mutex<HashMap<u64, (String, mpsc::Sender<LogChunk>)>>,
     next_command: AtomicU64,
 }
+
+/// Chunks of a followed log waiting for a slow admin before the follow is
+/// given up.
+const FOLLOW_QUEUE: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -59,6 +65,8 @@ impl Sessions {
         let mut outboxes = lock(&self.outboxes);
         if outboxes.get(node).is_some_and(|s| s.session == session) {
             outboxes.remove(node);
+            // Its followed logs end: their receivers see the senders go.
+            lock(&self.follows).retain(|_, (n, _)| n != node);
         }
     }
 
@@ -185,6 +193,65 @@ impl Sessions {
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "node '{node}' did not answer within {limit:?}"
             ))),
+        }
+    }
+
+    /// Asks `node`'s agent to follow `container`'s log: its chunks come
+    /// on the receiver until the log ends, the agent goes, or
+    /// [`Self::stop_logs`].
+    pub fn follow_logs(
+        &self,
+        node: &str,
+        container: &str,
+        tail: u32,
+    ) -> Result<(u64, mpsc::Receiver<LogChunk>), Status> {
+        let id = self.next_command.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::channel(FOLLOW_QUEUE);
+        lock(&self.follows).insert(id, (node.to_string(), tx));
+        let asked = self.send(
+            node,
+            Body::FollowLogs(LogFollow {
+                id,
+                container: container.to_string(),
+                tail,
+                stop: false,
+            }),
+        );
+        if !asked {
+            lock(&self.follows).remove(&id);
+            return Err(Status::unavailable(format!(
+                "node '{node}' is not connected; check `meshctl nodes`"
+            )));
+        }
+        Ok((id, rx))
+    }
+
+    /// The admin stopped following log `id`: the agent stops too.
+    pub fn stop_logs(&self, id: u64) {
+        if let Some((node, _)) = lock(&self.follows).remove(&id) {
+            self.send(
+                &node,
+                Body::FollowLogs(LogFollow {
+                    id,
+                    stop: true,
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+
+    /// A chunk of a followed log from an agent. An admin too slow to take
+    /// it loses the follow (it is told so) rather than holding up the
+    /// agent's stream.
+    pub fn log_chunk(&self, chunk: LogChunk) {
+        let id = chunk.id;
+        let end = chunk.end;
+        let target = lock(&self.follows).get(&id).map(|(_, tx)| tx.clone());
+        let Some(tx) = target else { return };
+        if tx.try_send(chunk).is_err() {
+            self.stop_logs(id);
+        } else if end {
+            lock(&self.follows).remove(&id);
         }
     }
 

@@ -93,6 +93,41 @@ pub enum RuntimeError {
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
+/// A container's log lines as they are written; ends when the container's
+/// log does, or with an error.
+pub type LogStream = tokio_stream::wrappers::ReceiverStream<Result<String>>;
+
+/// Follows container logs (`meshctl logs -f`): an object-safe seam the
+/// agent's session holds beside the manager's runtime.
+pub trait LogFollower: Send + Sync {
+    /// The last `tail` lines of Podman container `name`, then each new one.
+    fn follow(&self, name: &str, tail: usize) -> LogStream;
+}
+
+/// Splits a stream of byte chunks into lines: complete lines out, the
+/// unfinished rest kept for the next chunk.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    rest: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.rest.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(i) = self.rest.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.rest.drain(..=i).collect();
+            out.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+        }
+        out
+    }
+
+    /// What is left when the stream ends (a last line without a newline).
+    pub fn finish(self) -> Option<String> {
+        (!self.rest.is_empty()).then(|| String::from_utf8_lossy(&self.rest).into_owned())
+    }
+}
+
 /// What the agent needs from a container runtime. All calls are about
 /// containers by their Podman name.
 pub trait ContainerRuntime: Send + Sync {

@@ -285,6 +285,43 @@ impl ContainerRuntime for PodmanRuntime {
     }
 }
 
+impl super::LogFollower for PodmanRuntime {
+    fn follow(&self, name: &str, tail: usize) -> super::LogStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let podman = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let opts = ContainerLogsOpts::builder()
+                .stdout(true)
+                .stderr(true)
+                .follow(true)
+                .tail(tail.to_string())
+                .build();
+            let container = podman.podman.containers().get(&name);
+            let mut stream = container.logs(&opts);
+            let mut lines = super::LineSplitter::default();
+            while let Some(chunk) = stream.next().await {
+                let out = match chunk {
+                    Ok(c) => lines.push(&c),
+                    Err(e) => {
+                        let _ = tx.send(Err(podman.error(e, &name))).await;
+                        return;
+                    }
+                };
+                for line in out {
+                    if tx.send(Ok(line)).await.is_err() {
+                        return; // nobody follows any more
+                    }
+                }
+            }
+            if let Some(last) = lines.finish() {
+                let _ = tx.send(Ok(last)).await;
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
 /// Podman's one-shot stats answer (`{"Error": ..., "Stats": [...]}`), as
 /// samples.
 pub fn parse_stats(v: serde_json::Value) -> std::result::Result<Vec<StatsSample>, String> {
