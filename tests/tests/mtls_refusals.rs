@@ -152,6 +152,23 @@ async fn no_client_certificate_is_refused_at_handshake() {
     assert!(err.contains("CertificateRequired"), "{err}");
     assert_eq!(state_of(&r), before);
     assert!(r.shared.metrics.connections_refused() >= 1);
+    refused_for(&r, "no_certificate").await;
+}
+
+/// Waits (bounded) until a connection refusal for `reason` is counted.
+async fn refused_for(r: &Running, reason: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let by = r.shared.metrics.connections_refused_by_reason();
+        if by.get(reason).is_some_and(|n| *n >= 1) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal counted for {reason}: {by:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -189,6 +206,7 @@ async fn certificate_from_another_ca_is_refused() {
         .unwrap_err();
     assert!(err.contains("UnknownCA"), "{err}");
     assert_eq!(state_of(&r), before);
+    refused_for(&r, "unknown_ca").await;
 }
 
 #[tokio::test]
@@ -215,6 +233,7 @@ async fn expired_certificate_is_refused() {
         .unwrap_err();
     assert!(err.contains("CertificateExpired"), "{err}");
     assert_eq!(state_of(&r), before);
+    refused_for(&r, "expired").await;
 }
 
 #[tokio::test]
@@ -229,6 +248,7 @@ async fn agent_certificate_cannot_call_admin_rpc() {
     );
     assert_eq!(state_of(&r), before);
     assert_eq!(r.shared.metrics.calls_refused(), 1);
+    assert_eq!(r.shared.metrics.calls_refused_by_reason()["wrong_role"], 1);
 }
 
 #[tokio::test]

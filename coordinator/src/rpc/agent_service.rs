@@ -67,14 +67,14 @@ impl AgentService for AgentApi {
         let register = match first.and_then(|m| m.body) {
             Some(AgentBody::Register(r)) => r,
             _ => {
-                shared.metrics.count_call_refused();
+                shared.metrics.count_call_refused("protocol");
                 return Err(Status::invalid_argument(
                     "the first message on the agent stream must be Register",
                 ));
             }
         };
         if register.node != identity.name {
-            shared.metrics.count_call_refused();
+            shared.metrics.count_call_refused("wrong_name");
             tracing::warn!(%identity, claimed = %register.node, "registration under another name refused");
             return Err(Status::permission_denied(format!(
                 "certificate {identity} may only register as node '{}', not '{}'",

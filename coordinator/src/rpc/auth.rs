@@ -16,12 +16,23 @@ pub fn require<T>(
     rpc: &str,
     metrics: &Metrics,
 ) -> Result<Identity, Status> {
-    let result = identify(request).and_then(|id| check(&id, role, mesh, rpc).map(|_| id));
-    if let Err(status) = &result {
-        metrics.count_call_refused();
+    let result = identify(request)
+        .map_err(|s| ("no_identity", s))
+        .and_then(|id| {
+            let why = if id.mesh != mesh {
+                "wrong_mesh"
+            } else {
+                "wrong_role"
+            };
+            check(&id, role, mesh, rpc)
+                .map(|_| id)
+                .map_err(|s| (why, s))
+        });
+    result.map_err(|(why, status)| {
+        metrics.count_call_refused(why);
         tracing::warn!(rpc, reason = status.message(), "call refused");
-    }
-    result
+        status
+    })
 }
 
 fn identify<T>(request: &Request<T>) -> Result<Identity, Status> {

@@ -137,7 +137,9 @@ impl Coordinator {
             self.server_tls,
             self.settings.handshake_timeout,
             move |refusal| {
-                refusals.metrics.count_connection_refused();
+                refusals.metrics.count_connection_refused(
+                    crate::state::metrics::connection_reason(&refusal.reason),
+                );
                 refusals.events.record(
                     "certificate",
                     "",

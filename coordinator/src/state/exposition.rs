@@ -23,6 +23,11 @@ use crate::state::registry::Now;
 use crate::state::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabels {
     group: String,
 }
@@ -82,17 +87,30 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
         "Heartbeats the coordinator received from agents",
         m.heartbeats(),
     );
-    counter(
+    let by_reason = |reg: &mut Registry,
+                     name: &str,
+                     help: &str,
+                     counts: std::collections::BTreeMap<&'static str, u64>| {
+        let f = Family::<ReasonLabels, Counter>::default();
+        reg.register(name, help, f.clone());
+        for (reason, n) in counts {
+            f.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+        }
+    };
+    by_reason(
         &mut reg,
         "mesh_refused_connections",
-        "Connections refused for their certificate",
-        m.connections_refused(),
+        "TLS connections refused, by reason (unknown_ca, expired, no_certificate, bad_certificate, timeout, handshake)",
+        m.connections_refused_by_reason(),
     );
-    counter(
+    by_reason(
         &mut reg,
         "mesh_refused_calls",
-        "Calls refused for the caller's role",
-        m.calls_refused(),
+        "Calls refused, by reason (no_identity, wrong_mesh, wrong_role, wrong_name, protocol)",
+        m.calls_refused_by_reason(),
     );
     let mut out = String::new();
     encode(&mut out, &reg)?;
@@ -217,6 +235,7 @@ mod tests {
         let s = Shared::new("prod".into(), Default::default(), None).expect("shared");
         s.metrics.count_heartbeat();
         s.metrics.count_heartbeat();
+        s.metrics.count_call_refused("wrong_role");
         s.volumes
             .save(vec![VolumeRecord {
                 group: "memory".into(),
@@ -236,7 +255,7 @@ mod tests {
         for line in [
             "# TYPE mesh_heartbeats_received counter",
             "mesh_heartbeats_received_total 2",
-            "mesh_refused_connections_total 0",
+            "mesh_refused_calls_total{reason=\"wrong_role\"} 1",
             "# TYPE mesh_failover_epoch gauge",
             "mesh_failover_epoch{group=\"memory\"} 3.0",
             "mesh_failovers_total{group=\"memory\",cause=\"switchover\"} 1",
