@@ -18,7 +18,45 @@ pub struct Counters {
     rtt_total_us: AtomicU64,
     rtt_last_us: AtomicU64,
     rtt_max_us: AtomicU64,
-    rtt_buckets: [AtomicU64; RTT_BUCKETS_US.len()],
+    rtt_buckets: LatencyHistogram,
+}
+
+/// A latency histogram on the data path: plain atomics, fixed buckets
+/// ([`RTT_BUCKETS_US`]). Used for bridge round trips and for replicated
+/// volumes' fsyncs.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; RTT_BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+/// A copy of a [`LatencyHistogram`]: counts per bucket (not cumulative;
+/// above the last bound counts only in `count`), the count and the sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub buckets: [u64; RTT_BUCKETS_US.len()],
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let us = micros(d);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        if let Some(i) = RTT_BUCKETS_US.iter().position(|le| us <= *le) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            count: self.count.load(Relaxed),
+            sum_us: self.sum_us.load(Relaxed),
+        }
+    }
 }
 
 /// Upper bounds (inclusive, microseconds) of the round-trip histogram's
@@ -101,9 +139,7 @@ impl Counters {
         self.rtt_total_us.fetch_add(us, Relaxed);
         self.rtt_last_us.store(us, Relaxed);
         self.rtt_max_us.fetch_max(us, Relaxed);
-        if let Some(i) = RTT_BUCKETS_US.iter().position(|le| us <= *le) {
-            self.rtt_buckets[i].fetch_add(1, Relaxed);
-        }
+        self.rtt_buckets.observe(d);
     }
 
     /// The counters now. Fields are read one by one, so a snapshot taken under load may mix
@@ -126,7 +162,7 @@ impl Counters {
             rtt_last: some(self.rtt_last_us.load(Relaxed)),
             rtt_max: some(self.rtt_max_us.load(Relaxed)),
             rtt_sum_us,
-            rtt_buckets: std::array::from_fn(|i| self.rtt_buckets[i].load(Relaxed)),
+            rtt_buckets: self.rtt_buckets.snapshot().buckets,
         }
     }
 }

@@ -43,7 +43,9 @@ mod tunnel;
 
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use channel::{Channel, ChannelFuture};
-pub use counters::{CounterSnapshot, Counters, RTT_BUCKETS_US};
+pub use counters::{
+    CounterSnapshot, Counters, HistogramSnapshot, LatencyHistogram, RTT_BUCKETS_US,
+};
 pub use error::{ConnectCause, Error, FailureKind, Result};
 pub use frame::FrameError;
 pub use mesh_backoff::Backoff;

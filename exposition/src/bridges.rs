@@ -40,7 +40,17 @@ struct TunnelLabels {
 type Reported = (f64, u64, Vec<(f64, u64)>);
 
 #[derive(Debug, Default)]
-struct ReportedHistogram(Mutex<Option<Reported>>);
+pub struct ReportedHistogram(Mutex<Option<Reported>>);
+
+impl ReportedHistogram {
+    /// Holds a histogram as reported: bounds (us), counts per bucket (not
+    /// cumulative), the count and the sum (us). An inconsistent report
+    /// (lengths differ, buckets above the count) is left empty.
+    pub fn set(&self, le_us: &[u64], counts: &[u64], count: u64, sum_us: u64) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+            buckets_of(le_us, counts, count).map(|b| (sum_us as f64 / 1e6, count, b));
+    }
+}
 
 impl TypedMetric for ReportedHistogram {
     const TYPE: MetricType = MetricType::Histogram;
@@ -62,19 +72,23 @@ impl EncodeMetric for ReportedHistogram {
 
 /// The buckets in seconds, not cumulative, with the `+Inf` bucket holding
 /// what is above the last bound; None when the report is inconsistent.
-fn rtt_buckets(c: &mesh_proto::v1::BridgeCounters) -> Option<Vec<(f64, u64)>> {
-    if c.rtt_bucket_le_us.len() != c.rtt_bucket_counts.len() {
+fn buckets_of(le_us: &[u64], counts: &[u64], count: u64) -> Option<Vec<(f64, u64)>> {
+    if le_us.len() != counts.len() {
         return None;
     }
-    let mut out: Vec<(f64, u64)> = c
-        .rtt_bucket_le_us
+    let mut out: Vec<(f64, u64)> = le_us
         .iter()
-        .zip(&c.rtt_bucket_counts)
+        .zip(counts)
         .map(|(le, n)| (*le as f64 / 1e6, *n))
         .collect();
-    let below: u64 = c.rtt_bucket_counts.iter().sum();
-    out.push((f64::MAX, c.rtt_count.checked_sub(below)?));
+    let below: u64 = counts.iter().sum();
+    out.push((f64::MAX, count.checked_sub(below)?));
     Some(out)
+}
+
+#[cfg(test)]
+fn rtt_buckets(c: &mesh_proto::v1::BridgeCounters) -> Option<Vec<(f64, u64)>> {
+    buckets_of(&c.rtt_bucket_le_us, &c.rtt_bucket_counts, c.rtt_count)
 }
 
 fn counters<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
@@ -162,13 +176,12 @@ pub fn bridges(reg: &mut Registry, traffic: &std::collections::BTreeMap<String, 
             retries.get_or_create(&l).inc_by(c.retries);
             late.get_or_create(&l).inc_by(c.late_replies);
             in_flight.get_or_create(&l).set(c.in_flight as f64);
-            if let Some(buckets) = rtt_buckets(c) {
-                *rtt.get_or_create(&l)
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) =
-                    Some((c.rtt_sum_us as f64 / 1e6, c.rtt_count, buckets));
-            }
+            rtt.get_or_create(&l).set(
+                &c.rtt_bucket_le_us,
+                &c.rtt_bucket_counts,
+                c.rtt_count,
+                c.rtt_sum_us,
+            );
         }
         for tun in &t.tunnels {
             let l = TunnelLabels {

@@ -19,7 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-pub use bridges::bridges;
+pub use bridges::{bridges, ReportedHistogram};
 pub use hosts::{containers, gpus, nodes, services, usage, NodeFacts};
 
 pub type FloatGauge = Gauge<f64, AtomicU64>;
@@ -82,6 +82,9 @@ pub const EXPORTED: &[&str] = &[
     "mesh_volume_lag_bytes",
     "mesh_volume_standby_up_to_date",
     "mesh_volume_last_fsync_seconds",
+    "mesh_volume_fsync_seconds_bucket",
+    "mesh_volume_fsync_seconds_sum",
+    "mesh_volume_fsync_seconds_count",
     "mesh_bridge_messages_total",
     "mesh_bridge_bytes_total",
     "mesh_bridge_errors_total",

@@ -142,6 +142,17 @@ fn prometheus_scrapes_the_coordinator_with_the_shipped_config() {
     .unwrap();
     let p99 = p99.first().map(value).unwrap_or(f64::NAN);
     assert!(p99 > 0.0 && p99 < 10.0, "bridge p99 {p99} s");
+    // The writes were fsynced through the standby: the volume's fsync
+    // histogram has them.
+    mesh_tests::wait::until(
+        "Prometheus to hold the volume's fsync round trips",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let r = query(&mesh, "mesh_volume_fsync_seconds_count{group=\"memory\"}")?;
+            Ok(r.first().is_some_and(|s| value(s) >= 1.0).then_some(()))
+        },
+    );
     let up = query(&mesh, "mesh_tunnel_up{node=\"mainpc\",peer=\"pc2\"}").unwrap();
     assert!(up.first().is_some_and(|s| value(s) == 1.0), "{up:?}");
     // And the event history has the restart, for that node.

@@ -203,10 +203,32 @@ fn volumes(reg: &mut Registry, shared: &Shared) {
         "mesh_volume_last_fsync_seconds",
         "How long the primary's last fsync through the standby took",
     );
+    let fsyncs = Family::<VolumeLabels, mesh_exposition::ReportedHistogram>::default();
+    reg.register(
+        "mesh_volume_fsync_seconds",
+        "Round trips of the primary's fsyncs through the standby, since the volume was attached there",
+        fsyncs.clone(),
+    );
     let (defs, _) = shared.topology.volume_view();
-    let rows =
-        crate::rpc::volumes_api::rows(&defs, &shared.volumes.records(), &shared.volumes.reports());
+    let reports = shared.volumes.reports();
+    let rows = crate::rpc::volumes_api::rows(&defs, &shared.volumes.records(), &reports);
     for v in rows.iter().filter(|v| v.replicate && !v.primary.is_empty()) {
+        if let Some(p) = reports
+            .get(&v.primary)
+            .and_then(|r| r.iter().find(|s| s.group == v.group && s.name == v.name))
+        {
+            fsyncs
+                .get_or_create(&VolumeLabels {
+                    group: v.group.clone(),
+                    volume: v.name.clone(),
+                })
+                .set(
+                    &p.fsync_bucket_le_us,
+                    &p.fsync_bucket_counts,
+                    p.fsync_count,
+                    p.fsync_sum_us,
+                );
+        }
         let l = VolumeLabels {
             group: v.group.clone(),
             volume: v.name.clone(),
@@ -247,6 +269,18 @@ mod tests {
                 ..Default::default()
             }])
             .expect("save");
+        s.volumes.report(
+            "pc2",
+            vec![mesh_proto::v1::VolumeStatus {
+                group: "memory".into(),
+                name: "db".into(),
+                fsync_bucket_le_us: vec![1000, 10_000],
+                fsync_bucket_counts: vec![3, 1],
+                fsync_count: 5,
+                fsync_sum_us: 60_000,
+                ..Default::default()
+            }],
+        );
         s.failover.track(
             "memory",
             Tracked::new(Cause::Switchover, "pc2", "mainpc", 4, Instant::now(), 0),
@@ -260,6 +294,9 @@ mod tests {
             "mesh_failover_epoch{group=\"memory\"} 3.0",
             "mesh_failovers_total{group=\"memory\",cause=\"switchover\"} 1",
             "# HELP mesh_failover_epoch The failover group's epoch.\n",
+            "mesh_volume_fsync_seconds_count{group=\"memory\",volume=\"db\"} 5",
+            "mesh_volume_fsync_seconds_bucket{le=\"0.001\",group=\"memory\",volume=\"db\"} 3",
+            "mesh_volume_fsync_seconds_bucket{le=\"+Inf\",group=\"memory\",volume=\"db\"} 5",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -886,6 +886,10 @@ fn status_of(h: &Held) -> VolumeStatus {
                 s.lag_writes = st.inflight_writes;
                 s.lag_bytes = st.inflight_bytes;
                 s.last_fsync_us = st.last_fsync.map_or(0, |d| d.as_micros() as u64);
+                s.fsync_bucket_le_us = mesh_bridge::RTT_BUCKETS_US.to_vec();
+                s.fsync_bucket_counts = st.fsyncs.buckets.to_vec();
+                s.fsync_count = st.fsyncs.count;
+                s.fsync_sum_us = st.fsyncs.sum_us;
                 s.last_seq = st.last_seq;
                 s.durable_seq = st.durable_seq;
                 s.standing = if st.fenced {

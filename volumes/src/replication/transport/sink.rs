@@ -82,6 +82,8 @@ pub struct SinkStatus {
     pub resync: Option<(u64, u64)>,
     /// How long the last fsync through the sink took.
     pub last_fsync: Option<Duration>,
+    /// Every fsync's round trip since the sink opened.
+    pub fsyncs: mesh_bridge::HistogramSnapshot,
     /// When the newest Flush the standby acknowledged was sent: the start
     /// of the lease the standby grants (see [`ReplicatingSink::start_keepalive`]).
     pub last_grant: Option<LeaseInstant>,
@@ -108,6 +110,7 @@ struct State {
     last_error: Option<String>,
     last_refusal: Option<String>,
     last_fsync: Option<Duration>,
+    fsyncs: mesh_bridge::LatencyHistogram,
     /// Flushes sent and not yet acknowledged: (seq, when sent).
     flushes_sent: std::collections::VecDeque<(u64, LeaseInstant)>,
     last_grant: Option<LeaseInstant>,
@@ -161,6 +164,7 @@ impl ReplicatingSink {
                 last_error: None,
                 last_refusal: None,
                 last_fsync: None,
+                fsyncs: Default::default(),
                 flushes_sent: std::collections::VecDeque::new(),
                 last_grant: None,
             }),
@@ -197,6 +201,7 @@ impl ReplicatingSink {
                 )
             }),
             last_fsync: st.last_fsync,
+            fsyncs: st.fsyncs.snapshot(),
             last_grant: st.last_grant,
         }
     }
@@ -324,7 +329,9 @@ impl WriteSink for ReplicatingSink {
         loop {
             match st.primary.fsync_state(ticket).map_err(to_io)? {
                 FsyncState::Durable => {
-                    st.last_fsync = Some(started.elapsed());
+                    let took = started.elapsed();
+                    st.last_fsync = Some(took);
+                    st.fsyncs.observe(took);
                     return Ok(());
                 }
                 FsyncState::Waiting => {
