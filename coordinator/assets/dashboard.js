@@ -62,8 +62,17 @@ function gpuCell(host) {
   return box;
 }
 
+// When this page first showed each host in each state (ms since the
+// epoch): how long a change took to reach the page can be read off it.
+const firstSeen = {};
+window.meshFirstSeen = firstSeen;
+
 function render(v) {
   document.getElementById("mesh").textContent = v.mesh;
+  for (const h of v.hosts) {
+    const key = h.name + "/" + h.state;
+    if (!(key in firstSeen)) firstSeen[key] = Date.now();
+  }
   fill("#hosts", v.hosts.map((h) => {
     const lost = h.state === "suspect" || h.state === "down";
     return el("tr", { "data-host": h.name, "data-state": h.state, class: lost ? "lost" : "" },

@@ -7,7 +7,8 @@
 //!    server on a loopback port), timed; the CPU share at a 1 s scrape
 //!    interval is the mean scrape time per second. With `--bridges` (100)
 //!    bridge endpoints reported by the agents, each with its counters,
-//!    round-trip histogram, and a tunnel to its service's host.
+//!    round-trip histogram, and a tunnel to its service's host; and every
+//!    container's resource usage (CPU, memory, I/O, GPU memory).
 //! 2. The event history in a redb store: N events appended through the
 //!    coordinator's event log (100 nodes), then a query by node, with the
 //!    process's RSS before and after.
@@ -125,9 +126,9 @@ fn mesh(shared: &Shared, nodes: usize, per_node: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `count` bridge endpoints spread over the nodes, as their heartbeats
-/// report them.
-fn bridges(shared: &Shared, nodes: usize, count: usize) {
+/// `count` bridge endpoints spread over the nodes, and every container's
+/// resource usage, as their heartbeats report them.
+fn bridges(shared: &Shared, nodes: usize, count: usize, per_node: usize) {
     use mesh_proto::v1::{BridgeCounters, BridgeStat, TunnelStat};
     let le = mesh_bridge::RTT_BUCKETS_US.to_vec();
     for n in 0..nodes {
@@ -157,12 +158,27 @@ fn bridges(shared: &Shared, nodes: usize, count: usize) {
             })
             .into_iter()
             .collect();
+        let usage = (0..per_node)
+            .map(|c| mesh_proto::v1::ContainerUsage {
+                name: format!("svc-{n}-{c}"),
+                group: format!("group-{n}"),
+                service: format!("svc-{n}-{c}"),
+                cpu_percent: 12.5,
+                memory_bytes: 300 << 20,
+                memory_limit_bytes: 1 << 30,
+                block_read_bytes: 1 << 20,
+                net_rx_bytes: 1 << 20,
+                pids: 4,
+                gpu_memory_bytes: if c == 0 { 3 << 30 } else { 0 },
+                ..Default::default()
+            })
+            .collect();
         shared.traffic.report(
             &format!("pc{n}"),
             mesh_coordinator::state::traffic::NodeTraffic {
                 bridges: mine,
                 tunnels,
-                usage: Vec::new(),
+                usage,
             },
         );
     }
@@ -173,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let shared = Shared::new("bench".into(), LivenessPolicy::default(), None)?;
     mesh(&shared, args.nodes, args.containers_per_node)?;
-    bridges(&shared, args.nodes, args.bridges);
+    bridges(&shared, args.nodes, args.bridges, args.containers_per_node);
     let addr: std::net::SocketAddr = "127.0.0.1:19464".parse()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(mesh_coordinator::rpc::metrics_http::serve(
