@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_system_busybox_image, require_podman, BUSYBOX_IMAGE};
 
 fn ticker() -> String {
@@ -43,14 +43,7 @@ fn logs_follow_streams_new_lines_as_they_are_written() {
         return;
     }
     ensure_system_busybox_image();
-    let mesh = MeshFixture::start(
-        &["mainpc", "pc2"],
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    let mesh = MeshFixture::start_with_containers(&["mainpc", "pc2"]);
     let out = mesh.set_containers("pc2", &ticker());
     assert!(
         out.status.success(),

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_system_busybox_image, require_podman, BUSYBOX_IMAGE};
 
 fn busy() -> String {
@@ -34,14 +34,7 @@ fn top_shows_each_containers_cpu_memory_and_processes() {
         return;
     }
     ensure_system_busybox_image();
-    let mut mesh = MeshFixture::start(
-        &["mainpc", "pc2"],
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    let mut mesh = MeshFixture::start_with_containers(&["mainpc", "pc2"]);
     let out = mesh.set_containers("pc2", &busy());
     assert!(
         out.status.success(),
