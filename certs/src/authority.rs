@@ -277,6 +277,71 @@ mod tests {
         CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
     }
 
+    /// A certificate signed by `ca` with the mesh identity's URI(s) and
+    /// `change` applied to otherwise correct leaf parameters.
+    fn crafted(
+        ca: &CertificateAuthority,
+        uris: &[&str],
+        change: impl FnOnce(&mut CertificateParams),
+    ) -> CertificateDer<'static> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        change(&mut params);
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        der(&cert.pem())
+    }
+
+    #[test]
+    fn flawed_leaves_from_the_right_ca_are_refused_with_the_reason() {
+        let ca = CertificateAuthority::generate("prod", Validity::days(30)).unwrap();
+        let ok = crafted(&ca, &["spiffe://prod/agent/pc2"], |_| {});
+        assert_eq!(
+            Identity::from_cert_der(&ok).unwrap().to_string(),
+            "spiffe://prod/agent/pc2"
+        );
+        let refused =
+            |c: CertificateDer<'static>| Identity::from_cert_der(&c).unwrap_err().to_string();
+        let e = refused(crafted(&ca, &["spiffe://prod/agent/pc2"], |p| {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)
+        }));
+        assert!(e.contains("is a CA certificate"), "{e}");
+        let e = refused(crafted(&ca, &["spiffe://prod/agent/pc2"], |p| {
+            p.key_usages = vec![KeyUsagePurpose::KeyEncipherment]
+        }));
+        assert!(e.contains("lacks digitalSignature"), "{e}");
+        let e = refused(crafted(&ca, &["spiffe://prod/agent/pc2"], |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning]
+        }));
+        assert!(e.contains("neither TLS client nor server"), "{e}");
+        let e = refused(crafted(
+            &ca,
+            &["spiffe://prod/agent/pc2", "spiffe://prod/admin/root"],
+            |_| {},
+        ));
+        assert!(e.contains("2 spiffe:// URI SANs"), "{e}");
+        let e = refused(crafted(&ca, &[], |_| {}));
+        assert!(e.contains("no spiffe:// URI SAN"), "{e}");
+        for bad in [
+            "spiffe://prod/agent",
+            "spiffe://prod/wizard/pc2",
+            "spiffe://prod/agent/PC_2",
+            "spiffe:///agent/pc2",
+        ] {
+            let e = refused(crafted(&ca, &[bad], |_| {}));
+            assert!(
+                e.contains("spiffe") || e.contains("name") || e.contains("role"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
     #[test]
     fn generate_then_load_round_trip() {
         let ca = CertificateAuthority::generate("prod", Validity::days(30)).unwrap();
@@ -349,7 +414,7 @@ mod tests {
     fn ca_has_no_leaf_identity_and_bad_inputs_fail() {
         let ca = CertificateAuthority::generate("prod", Validity::days(30)).unwrap();
         let err = Identity::from_cert_der(&der(ca.cert_pem())).unwrap_err();
-        assert!(err.to_string().contains("spiffe://prod"), "{err}");
+        assert!(err.to_string().contains("is a CA certificate"), "{err}");
 
         let id = Identity::new("prod", Role::Agent, "pc2").unwrap();
         let err = ca.issue(&id, &["bad name".into()], Validity::days(1));

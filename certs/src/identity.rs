@@ -111,6 +111,7 @@ impl Identity {
     /// [`Identity::from_cert_der`] with the name (usually a file path) used in errors.
     pub(crate) fn from_cert_der_named(der: &[u8], what: &str) -> Result<Identity> {
         let cert = crate::x509::parse_der(der, what)?;
+        crate::x509::check_leaf_usage(&cert, what)?;
         let uris = crate::x509::spiffe_uris(&cert, what)?;
         match uris.as_slice() {
             [uri] => Identity::parse_uri(uri),

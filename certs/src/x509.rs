@@ -37,6 +37,47 @@ pub(crate) fn first_cert_from_pem(pem: &str, what: &str) -> Result<CertificateDe
     Ok(certs.swap_remove(0))
 }
 
+/// A mesh identity is a leaf for TLS: not a CA, allowed to sign (TLS 1.3
+/// needs digitalSignature) and, when it names extended usages, usable
+/// for TLS client or server authentication. Each refusal says which.
+pub(crate) fn check_leaf_usage(cert: &X509Certificate<'_>, what: &str) -> Result<()> {
+    let fix = "issue a leaf certificate with the mesh CA (`meshctl certs issue`)";
+    if cert.is_ca() {
+        return Err(Error::invalid(
+            what,
+            format!("it is a CA certificate (basic constraints CA:TRUE), which cannot be a mesh identity; {fix}"),
+        ));
+    }
+    match cert.key_usage() {
+        Err(e) => {
+            return Err(Error::invalid(
+                what,
+                format!("its key usage cannot be read: {e}"),
+            ))
+        }
+        Ok(Some(ku)) if !ku.value.digital_signature() => {
+            return Err(Error::invalid(
+                what,
+                format!("its key usage lacks digitalSignature, which TLS 1.3 needs; {fix}"),
+            ))
+        }
+        Ok(_) => {}
+    }
+    match cert.extended_key_usage() {
+        Err(e) => Err(Error::invalid(
+            what,
+            format!("its extended key usage cannot be read: {e}"),
+        )),
+        Ok(Some(eku)) if !(eku.value.client_auth || eku.value.server_auth || eku.value.any) => {
+            Err(Error::invalid(
+                what,
+                format!("its extended key usage allows neither TLS client nor server authentication; {fix}"),
+            ))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 /// The general names of the subject alternative name extension (empty when absent).
 fn general_names<'a>(cert: &'a X509Certificate<'_>, what: &str) -> Result<&'a [GeneralName<'a>]> {
     let ext = cert.subject_alternative_name().map_err(|e| {
