@@ -249,6 +249,18 @@ async fn agent_certificate_cannot_call_admin_rpc() {
     assert_eq!(state_of(&r), before);
     assert_eq!(r.shared.metrics.calls_refused(), 1);
     assert_eq!(r.shared.metrics.calls_refused_by_reason()["wrong_role"], 1);
+    // The refusal is in the event history, with who and why.
+    let events = r.shared.events.list(&Default::default()).unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == "admin"
+            && e.message.starts_with("ListNodes refused:")
+            && e.message.contains("spiffe://prod/agent/pc2")),
+        "{events:?}"
+    );
+    // An allowed read is not recorded.
+    list_nodes(&r.address, admin(&r)).await.unwrap();
+    let after = r.shared.events.list(&Default::default()).unwrap();
+    assert_eq!(after.len(), events.len(), "{after:?}");
 }
 
 #[tokio::test]

@@ -41,6 +41,13 @@ fn top_shows_each_containers_cpu_memory_and_processes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The change is in the event history with who made it.
+    let out = mesh.meshctl("mainpc", &["events", "--node", ""]);
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events.contains("SetContainers by spiffe://testmesh/admin/admin: allowed"),
+        "{events}"
+    );
     mesh.wait_container("pc2", "busy", "running", Duration::from_secs(60), |r| {
         r["state"] == "running"
     });

@@ -45,7 +45,7 @@ impl AdminService for AdminApi {
         request: Request<mesh_proto::v1::ListEventsRequest>,
     ) -> Result<Response<mesh_proto::v1::ListEventsResponse>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "ListEvents", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "ListEvents")?;
         let events = crate::rpc::events_api::list(s, request.get_ref())?;
         Ok(Response::new(mesh_proto::v1::ListEventsResponse { events }))
     }
@@ -55,7 +55,7 @@ impl AdminService for AdminApi {
         request: Request<mesh_proto::v1::ListEventsRequest>,
     ) -> Result<Response<Self::FollowEventsStream>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "FollowEvents", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "FollowEvents")?;
         let stream = crate::rpc::events_api::follow(s, request.into_inner())?;
         Ok(Response::new(stream))
     }
@@ -67,7 +67,7 @@ impl AdminService for AdminApi {
         request: Request<mesh_proto::v1::FollowLogsRequest>,
     ) -> Result<Response<Self::FollowLogsStream>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "FollowLogs", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "FollowLogs")?;
         let req = request.into_inner();
         let (id, mut chunks) = s
             .sessions
@@ -107,7 +107,7 @@ impl AdminService for AdminApi {
         request: Request<mesh_proto::v1::GetUsageRequest>,
     ) -> Result<Response<mesh_proto::v1::GetUsageResponse>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "GetUsage", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "GetUsage")?;
         let only = request.into_inner().node;
         if !only.is_empty() && !s.registry().is_known(&only) {
             return Err(Status::not_found(format!(
@@ -132,7 +132,7 @@ impl AdminService for AdminApi {
         request: Request<PlanTopologyRequest>,
     ) -> Result<Response<TopologyPlan>, Status> {
         let s = &self.shared;
-        let caller = auth::require(&request, Role::Admin, &s.mesh, "PlanTopology", &s.metrics)?;
+        let caller = auth::require(&request, Role::Admin, s, "PlanTopology")?;
         let req = request.into_inner();
         let _span =
             tracing::info_span!("plan_topology", source = %req.source_name, caller = %caller)
@@ -152,7 +152,7 @@ impl AdminService for AdminApi {
         request: Request<ApplyTopologyRequest>,
     ) -> Result<Response<Self::ApplyTopologyStream>, Status> {
         let s = &self.shared;
-        let caller = auth::require(&request, Role::Admin, &s.mesh, "ApplyTopology", &s.metrics)?;
+        let caller = auth::require(&request, Role::Admin, s, "ApplyTopology")?;
         let req = request.into_inner();
         let span =
             tracing::info_span!("apply_topology", source = %req.source_name, caller = %caller);
@@ -249,7 +249,7 @@ impl AdminService for AdminApi {
         request: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "ListVolumes", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "ListVolumes")?;
         let volumes = crate::rpc::volumes_api::live_rows(s);
         Ok(Response::new(ListVolumesResponse { volumes }))
     }
@@ -259,7 +259,7 @@ impl AdminService for AdminApi {
         request: Request<SwitchoverRequest>,
     ) -> Result<Response<SwitchoverResponse>, Status> {
         let s = &self.shared;
-        let caller = auth::require(&request, Role::Admin, &s.mesh, "Switchover", &s.metrics)?;
+        let caller = auth::require(&request, Role::Admin, s, "Switchover")?;
         let req = request.into_inner();
         let _span =
             tracing::info_span!("switchover", group = %req.group, to = %req.to, caller = %caller)
@@ -278,7 +278,7 @@ impl AdminService for AdminApi {
         request: Request<GetDirectoryRequest>,
     ) -> Result<Response<Directory>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "GetDirectory", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "GetDirectory")?;
         Ok(Response::new(s.directory()))
     }
 
@@ -287,7 +287,7 @@ impl AdminService for AdminApi {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let s = &self.shared;
-        let caller = auth::require(&request, Role::Admin, &s.mesh, "Check", &s.metrics)?;
+        let caller = auth::require(&request, Role::Admin, s, "Check")?;
         let req = request.into_inner();
         let span = tracing::info_span!("check", caller = %caller);
         let timeout_ms = if req.timeout_ms == 0 {
@@ -332,7 +332,7 @@ impl AdminService for AdminApi {
         request: Request<GetTopologyRequest>,
     ) -> Result<Response<TopologyStatus>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "GetTopology", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "GetTopology")?;
         let reports = usable_reports(s.registry().container_reports(None));
         Ok(Response::new(s.topology.status(&reports)))
     }
@@ -342,7 +342,7 @@ impl AdminService for AdminApi {
         request: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
         let s = &self.shared;
-        let caller = auth::require(&request, Role::Admin, &s.mesh, "ListNodes", &s.metrics)?;
+        let caller = auth::require(&request, Role::Admin, s, "ListNodes")?;
         let _span = tracing::debug_span!("list_nodes", caller = %caller).entered();
         let now = Now::system();
         let nodes = s.registry().snapshot(now);
@@ -357,7 +357,7 @@ impl AdminService for AdminApi {
         request: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "GetStatus", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "GetStatus")?;
         let registry = s.registry();
         let (ready, suspect, down) = registry.counts();
         Ok(Response::new(GetStatusResponse {
@@ -379,7 +379,7 @@ impl AdminService for AdminApi {
         request: Request<SetContainersRequest>,
     ) -> Result<Response<SetContainersResponse>, Status> {
         let s = &self.shared;
-        let caller = auth::require(&request, Role::Admin, &s.mesh, "SetContainers", &s.metrics)?;
+        let caller = auth::require(&request, Role::Admin, s, "SetContainers")?;
         let req = request.into_inner();
         let _span =
             tracing::info_span!("set_containers", node = %req.node, caller = %caller).entered();
@@ -419,7 +419,7 @@ impl AdminService for AdminApi {
         request: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
         let s = &self.shared;
-        auth::require(&request, Role::Admin, &s.mesh, "ListContainers", &s.metrics)?;
+        auth::require(&request, Role::Admin, s, "ListContainers")?;
         let req = request.into_inner();
         let only = (!req.node.is_empty()).then_some(req.node.as_str());
         let reports = s.registry().container_reports(only);
@@ -439,7 +439,7 @@ impl AdminService for AdminApi {
         request: Request<RunCommandRequest>,
     ) -> Result<Response<CommandResult>, Status> {
         let s = &self.shared;
-        let caller = auth::require(&request, Role::Admin, &s.mesh, "RunCommand", &s.metrics)?;
+        let caller = auth::require(&request, Role::Admin, s, "RunCommand")?;
         let req = request.into_inner();
         let action = CommandAction::try_from(req.action).unwrap_or(CommandAction::Unspecified);
         let span = tracing::info_span!("run_command", node = %req.node, service = %req.container, action = action.as_str_name(), caller = %caller);
@@ -453,6 +453,22 @@ impl AdminService for AdminApi {
                 "no node named '{}' has registered; see `meshctl nodes`",
                 req.node
             )));
+        }
+        if action != CommandAction::Logs {
+            s.events.record(
+                "admin",
+                &req.node,
+                "",
+                format!(
+                    "RunCommand {} {}/{} by {caller}: allowed",
+                    action
+                        .as_str_name()
+                        .trim_start_matches("COMMAND_ACTION_")
+                        .to_lowercase(),
+                    req.node,
+                    req.container
+                ),
+            );
         }
         // The hold is desired state: recorded and sent before the command,
         // which only gives the operator an immediate result.

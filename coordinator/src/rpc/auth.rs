@@ -4,18 +4,26 @@
 use mesh_certs::{Identity, Role};
 use tonic::{Request, Status};
 
-use crate::state::metrics::Metrics;
+use crate::state::Shared;
 
-/// Returns the caller's identity if it holds `role` in `mesh`, else the
-/// refusal, counted in `metrics`. The TLS layer has already verified the
-/// chain to the mesh CA; this decides what that identity may do.
+/// RPCs that change the mesh: each allowed call is recorded in the event
+/// history (who, what, when). Reads are not (a dashboard or a script
+/// polling `meshctl nodes` would drown the history); every refused call
+/// is, read or not.
+/// (RunCommand records its own, with the action, and not for logs.)
+const CHANGES_THE_MESH: &[&str] = &["SetContainers", "ApplyTopology", "Switchover"];
+
+/// Returns the caller's identity if it holds `role` in the coordinator's
+/// mesh, else the refusal, counted in its metrics and recorded in its
+/// event history. The TLS layer has already verified the chain to the
+/// mesh CA; this decides what that identity may do.
 pub fn require<T>(
     request: &Request<T>,
     role: Role,
-    mesh: &str,
+    shared: &Shared,
     rpc: &str,
-    metrics: &Metrics,
 ) -> Result<Identity, Status> {
+    let mesh = shared.mesh.as_str();
     let result = identify(request)
         .map_err(|s| ("no_identity", s))
         .and_then(|id| {
@@ -28,11 +36,27 @@ pub fn require<T>(
                 .map(|_| id)
                 .map_err(|s| (why, s))
         });
-    result.map_err(|(why, status)| {
-        metrics.count_call_refused(why);
-        tracing::warn!(rpc, reason = status.message(), "call refused");
-        status
-    })
+    match result {
+        Ok(id) => {
+            if CHANGES_THE_MESH.contains(&rpc) {
+                shared
+                    .events
+                    .record("admin", "", "", format!("{rpc} by {id}: allowed"));
+            }
+            Ok(id)
+        }
+        Err((why, status)) => {
+            shared.metrics.count_call_refused(why);
+            tracing::warn!(rpc, reason = status.message(), "call refused");
+            shared.events.record(
+                "admin",
+                "",
+                "",
+                format!("{rpc} refused: {}", status.message()),
+            );
+            Err(status)
+        }
+    }
 }
 
 fn identify<T>(request: &Request<T>) -> Result<Identity, Status> {
