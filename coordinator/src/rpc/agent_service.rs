@@ -49,7 +49,7 @@ impl AgentService for AgentApi {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<OutStream>, Status> {
         let shared = &self.shared;
-        let identity = auth::require(&request, Role::Agent, &shared, "Connect")?;
+        let identity = auth::require(&request, Role::Agent, shared, "Connect")?;
         let peer_ip = request.remote_addr().map(|a| a.ip().to_string());
         let mut inbound = request.into_inner();
 
@@ -116,7 +116,7 @@ impl AgentService for AgentApi {
         request: Request<VolumeEventRequest>,
     ) -> Result<Response<VolumeEventResponse>, Status> {
         let shared = &self.shared;
-        let identity = auth::require(&request, Role::Agent, &shared, "VolumeEvent")?;
+        let identity = auth::require(&request, Role::Agent, shared, "VolumeEvent")?;
         let req = request.into_inner();
         let _span = tracing::info_span!("volume_event", node = %identity.name, group = %req.group, volume = %req.volume).entered();
         // The record is committed before the answer leaves; a blocking
