@@ -1,6 +1,6 @@
-//! Hostile input to every file parser the coordinator and meshctl read
-//! (issue #14's fuzzing, bounded time in CI): topology files, compose
-//! files for import, container files and coordinator.toml. Random bytes,
+//! Hostile input to every file parser the mesh reads (issue #14's
+//! fuzzing, bounded time in CI): topology files, compose files for
+//! import, container files, coordinator.toml and agent.toml. Random bytes,
 //! and valid files mutated (bytes flipped, cut short, lines duplicated or
 //! dropped), must give a value or an error with a message: never a panic.
 //! `PROPTEST_CASES=N` runs longer.
@@ -28,6 +28,27 @@ ports = ["8080:8080"]
 http = { port = 8080, path = "/index.html" }
 interval_ms = 300
 "#;
+const AGENT_TOML: &str = r#"
+node = "pc2"
+coordinator = "192.168.1.10:7443"
+heartbeat_ms = 500
+storage_path = "/var/lib/containers"
+metrics_listen = "127.0.0.1:9465"
+[labels]
+role = "pc2"
+[tls]
+certs_dir = "/etc/mesh/certs"
+[podman]
+own_service = true
+[bridge]
+listen = "0.0.0.0:7444"
+[volumes]
+fsync_bound_ms = 5000
+[[gpus]]
+name = "RTX 3060"
+vram_mib = 12288
+"#;
+
 const COORDINATOR_TOML: &str = r#"
 listen = "0.0.0.0:7443"
 metrics_listen = "127.0.0.1:9464"
@@ -138,6 +159,19 @@ proptest! {
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
     }
+
+    #[test]
+    fn agent_config_never_panics(text in mutated(AGENT_TOML)) {
+        use mesh_node_agent::config::{parse_file, resolve, Overrides};
+        match parse_file(Path::new("agent.toml"), &text) {
+            Ok(file) => {
+                if let Err(e) = resolve(file, Overrides::default()) {
+                    prop_assert!(!e.to_string().is_empty());
+                }
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
 }
 
 #[test]
@@ -157,4 +191,15 @@ fn the_unmutated_files_parse() {
     let file = mesh_coordinator::config::parse_file(Path::new("c.toml"), COORDINATOR_TOML)
         .expect("coordinator.toml");
     mesh_coordinator::config::resolve(file, Default::default()).expect("resolve");
+}
+
+#[test]
+fn the_unmutated_file_resolves() {
+    let file =
+        mesh_node_agent::config::parse_file(Path::new("agent.toml"), AGENT_TOML).expect("parse");
+    let c = mesh_node_agent::config::resolve(file, Default::default()).expect("resolve");
+    assert_eq!(
+        c.metrics_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9465")
+    );
 }
