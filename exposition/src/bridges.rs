@@ -7,12 +7,11 @@
 use std::sync::Mutex;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use crate::{FloatGauge, NodeTraffic};
+use crate::{counters, gauges, NodeTraffic};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BridgeLabels {
@@ -91,15 +90,6 @@ fn rtt_buckets(c: &mesh_proto::v1::BridgeCounters) -> Option<Vec<(f64, u64)>> {
     buckets_of(&c.rtt_bucket_le_us, &c.rtt_bucket_counts, c.rtt_count)
 }
 
-fn counters<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, Counter>::default();
-    reg.register(name, help, f.clone());
-    f
-}
-
 /// Every bridge endpoint and tunnel the agents report.
 pub fn bridges(reg: &mut Registry, traffic: &std::collections::BTreeMap<String, NodeTraffic>) {
     let messages = counters::<DirectionLabels>(
@@ -127,11 +117,10 @@ pub fn bridges(reg: &mut Registry, traffic: &std::collections::BTreeMap<String, 
         "mesh_bridge_late_replies",
         "Replies dropped because their request was already answered or retried",
     );
-    let in_flight = Family::<BridgeLabels, FloatGauge>::default();
-    reg.register(
+    let in_flight = gauges::<BridgeLabels>(
+        reg,
         "mesh_bridge_in_flight",
         "Requests sent through the bridge and not answered yet",
-        in_flight.clone(),
     );
     let rtt = Family::<BridgeLabels, ReportedHistogram>::default();
     reg.register(
@@ -139,17 +128,15 @@ pub fn bridges(reg: &mut Registry, traffic: &std::collections::BTreeMap<String, 
         "Round trips of requests through the bridge, as its host measured them",
         rtt.clone(),
     );
-    let tunnel_rtt = Family::<TunnelLabels, FloatGauge>::default();
-    reg.register(
+    let tunnel_rtt = gauges::<TunnelLabels>(
+        reg,
         "mesh_tunnel_rtt_seconds",
         "The live tunnel connection's round trip (QUIC's estimate)",
-        tunnel_rtt.clone(),
     );
-    let tunnel_up = Family::<TunnelLabels, FloatGauge>::default();
-    reg.register(
+    let tunnel_up = gauges::<TunnelLabels>(
+        reg,
         "mesh_tunnel_up",
         "1 when the host holds a live tunnel connection to the peer",
-        tunnel_up.clone(),
     );
     let reconnects = counters::<TunnelLabels>(
         reg,

@@ -3,11 +3,9 @@
 
 use mesh_proto::v1::{ContainerState, HealthState, Node};
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use crate::{gauges, NodeTraffic};
+use crate::{counters, gauges, NodeTraffic};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GpuLabels {
@@ -187,11 +185,7 @@ pub fn usage(reg: &mut Registry, traffic: &std::collections::BTreeMap<String, No
         "mesh_container_gpu_memory_bytes",
         "GPU memory the container's processes use (NVML per-process accounting)",
     );
-    let io = |reg: &mut Registry, name: &str, help: &str| {
-        let f = Family::<ContainerLabels, Counter>::default();
-        reg.register(name, help, f.clone());
-        f
-    };
+    let io = counters::<ContainerLabels>;
     let block_read = io(
         reg,
         "mesh_container_block_read_bytes",
@@ -292,11 +286,10 @@ pub fn containers(
         "mesh_container_last_exit_code",
         "The container's last exit code",
     );
-    let restarts = Family::<ContainerLabels, Counter>::default();
-    reg.register(
+    let restarts = counters::<ContainerLabels>(
+        reg,
         "mesh_container_restarts",
         "Restarts of the container by its agent",
-        restarts.clone(),
     );
     for (node, report) in reports {
         let Some(report) = report else { continue };

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicU64;
 
 use mesh_proto::v1::{BridgeStat, ContainerUsage, TunnelStat};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -39,6 +40,16 @@ where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
 {
     let f = Family::<L, FloatGauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+/// A family of counters, registered (its samples get `_total`).
+pub fn counters<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Family::<L, Counter>::default();
     reg.register(name, help, f.clone());
     f
 }

@@ -5,7 +5,6 @@
 //! gone. Label values are node, group and volume names and a fixed set of
 //! states and causes: bounded by the mesh's size.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use mesh_proto::v1::DiskState;
@@ -13,11 +12,12 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Every sample name the mesh exports, and the names in a text.
 pub use mesh_exposition::{sample_names, EXPORTED};
+
+use mesh_exposition::{counters, gauges};
 
 use crate::state::registry::Now;
 use crate::state::Shared;
@@ -42,17 +42,6 @@ struct CauseLabels {
 struct VolumeLabels {
     group: String,
     volume: String,
-}
-
-type FloatGauge = Gauge<f64, AtomicU64>;
-
-fn family<L>(reg: &mut Registry, name: &str, help: &str) -> Family<L, FloatGauge>
-where
-    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
-{
-    let f = Family::<L, FloatGauge>::default();
-    reg.register(name, help, f.clone());
-    f
 }
 
 fn counter(reg: &mut Registry, name: &str, help: &str, value: u64) {
@@ -91,8 +80,7 @@ pub fn render(shared: &Shared) -> Result<String, std::fmt::Error> {
                      name: &str,
                      help: &str,
                      counts: std::collections::BTreeMap<&'static str, u64>| {
-        let f = Family::<ReasonLabels, Counter>::default();
-        reg.register(name, help, f.clone());
+        let f = counters::<ReasonLabels>(reg, name, help);
         for (reason, n) in counts {
             f.get_or_create(&ReasonLabels {
                 reason: reason.to_string(),
@@ -132,22 +120,21 @@ fn nodes(reg: &mut Registry, shared: &Shared, snapshot: &[mesh_proto::v1::Node])
 }
 
 fn failover(reg: &mut Registry, shared: &Shared) {
-    let epoch = family::<GroupLabels>(reg, "mesh_failover_epoch", "The failover group's epoch");
-    let lease = family::<GroupLabels>(
+    let epoch = gauges::<GroupLabels>(reg, "mesh_failover_epoch", "The failover group's epoch");
+    let lease = gauges::<GroupLabels>(
         reg,
         "mesh_failover_lease_remaining_seconds",
         "The primary's lease left, as the coordinator counts it",
     );
-    let last = family::<GroupLabels>(
+    let last = gauges::<GroupLabels>(
         reg,
         "mesh_failover_last_duration_seconds",
         "The last failover or switchover, from its start to healthy and re-pointed",
     );
-    let total = Family::<CauseLabels, Counter>::default();
-    reg.register(
+    let total = counters::<CauseLabels>(
+        reg,
         "mesh_failovers",
         "Failovers and switchovers by cause, since the coordinator started",
-        total.clone(),
     );
     let records = shared.volumes.records();
     let (defs, _) = shared.topology.volume_view();
@@ -188,17 +175,17 @@ fn failover(reg: &mut Registry, shared: &Shared) {
 }
 
 fn volumes(reg: &mut Registry, shared: &Shared) {
-    let lag = family::<VolumeLabels>(
+    let lag = gauges::<VolumeLabels>(
         reg,
         "mesh_volume_lag_bytes",
         "Bytes the primary sent that the standby has not acknowledged",
     );
-    let up = family::<VolumeLabels>(
+    let up = gauges::<VolumeLabels>(
         reg,
         "mesh_volume_standby_up_to_date",
         "1 when the standby is UpToDate and in sync, 0 otherwise",
     );
-    let fsync = family::<VolumeLabels>(
+    let fsync = gauges::<VolumeLabels>(
         reg,
         "mesh_volume_last_fsync_seconds",
         "How long the primary's last fsync through the standby took",
