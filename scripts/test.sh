@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# One clean build: incremental compilation state would only cost disk
+# (several GB for this workspace) on a machine that builds once.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+scripts/check-disk.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
