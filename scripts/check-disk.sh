@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Refuses to start a build that cannot fit: a cold build of the workspace
-# and its tests takes about 8 GB under target/. Failing here names the
+# and its tests takes about 4 GB under target/. Failing here names the
 # cause; failing later is a linker "Bus error" or "No space left on device"
 # halfway through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-need_gb="${MESH_BUILD_DISK_GB:-10}"
+need_gb="${MESH_BUILD_DISK_GB:-6}"
 mkdir -p target
 free_kb=$(df -Pk target | awk 'NR == 2 { print $4 }')
 free_gb=$((free_kb / 1024 / 1024))
