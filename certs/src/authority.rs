@@ -89,15 +89,43 @@ fn hex_id(bytes: &[u8]) -> String {
 }
 
 impl CertificateAuthority {
-    /// Generates a new self-signed CA for `mesh` with an ECDSA P-256 key.
+    /// Generates a new self-signed CA for `mesh` with an ECDSA P-256 key
+    /// that signs leaves directly.
     pub fn generate(mesh: &str, validity: Validity) -> Result<Self> {
+        Self::generate_ca(mesh, validity, None, 0)
+    }
+
+    /// Generates a root CA for `mesh` (to be kept offline) and an
+    /// intermediate CA signed by it (for the coordinator, which signs
+    /// joining and renewing members' leaves with it). Members trust the
+    /// root; leaves carry the intermediate in their chain.
+    pub fn generate_root_and_intermediate(
+        mesh: &str,
+        root_validity: Validity,
+        intermediate_validity: Validity,
+    ) -> Result<(Self, Self)> {
+        let root = Self::generate_ca(mesh, root_validity, None, 1)?;
+        let intermediate = Self::generate_ca(mesh, intermediate_validity, Some(&root), 0)?;
+        Ok((root, intermediate))
+    }
+
+    fn generate_ca(
+        mesh: &str,
+        validity: Validity,
+        parent: Option<&CertificateAuthority>,
+        path_len: u8,
+    ) -> Result<Self> {
         validate_name("mesh name", mesh)?;
         validity.check()?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| Error::generate("CA key", e))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, format!("{mesh} mesh CA"));
+        let cn = match parent {
+            None => format!("{mesh} mesh CA"),
+            Some(_) => format!("{mesh} mesh intermediate CA"),
+        };
+        dn.push(DnType::CommonName, cn);
         // A per-CA serial in the subject: two CAs for the same mesh name
         // (a re-init, or an impostor) then differ in name, so a foreign
         // certificate fails as "unknown issuer" instead of as a confusing
@@ -113,13 +141,19 @@ impl CertificateAuthority {
                 .map_err(|e| Error::generate("CA certificate", e))?,
         )];
         // The CA signs leaves only, never other CAs.
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| Error::generate("CA certificate", e))?;
+        params.serial_number = Some(random_serial()?);
+        let cert = match parent {
+            None => params.self_signed(&key),
+            Some(p) => {
+                params.use_authority_key_identifier_extension = true;
+                params.signed_by(&key, &p.issuer)
+            }
+        }
+        .map_err(|e| Error::generate("CA certificate", e))?;
         Ok(CertificateAuthority {
             mesh: mesh.to_string(),
             cert_pem: cert.pem(),
@@ -206,31 +240,10 @@ impl CertificateAuthority {
         sans: &[String],
         validity: Validity,
     ) -> Result<LeafCert> {
-        validity.check()?;
         let what = format!("certificate for {identity}");
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| Error::generate(&what, e))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity.name.clone());
-        params.distinguished_name = dn;
-        let uri = identity
-            .uri()
-            .try_into()
-            .map_err(|e| Error::generate(&what, e))?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
-        for san in sans {
-            params.subject_alt_names.push(extra_san(san)?);
-        }
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = validity.not_before;
-        params.not_after = validity.not_after;
+        let params = leaf_params(identity, sans, validity)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| Error::generate(&what, e))?;
@@ -241,6 +254,84 @@ impl CertificateAuthority {
             not_after: validity.not_after,
         })
     }
+
+    /// Signs a certificate for `identity` over the public key of a CSR
+    /// (PEM) whose holder kept its private key. Only the CSR's key (and its
+    /// proof of possession, the CSR's signature) is used: identity, usages
+    /// and validity are ours, whatever the CSR asks for. Returns the leaf
+    /// PEM followed by this CA's certificate when it is an intermediate.
+    pub fn sign_csr(
+        &self,
+        identity: &Identity,
+        csr_pem: &str,
+        validity: Validity,
+    ) -> Result<String> {
+        let what = format!("certificate for {identity}");
+        let public_key = crate::csr::public_key_of(csr_pem)?;
+        let params = leaf_params(identity, &[], validity)?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| Error::generate(&what, e))?;
+        let mut chain = cert.pem();
+        if self.is_intermediate()? {
+            chain.push_str(&self.cert_pem);
+        }
+        Ok(chain)
+    }
+
+    /// Whether this CA's certificate is signed by another (an intermediate).
+    pub fn is_intermediate(&self) -> Result<bool> {
+        let der = x509::first_cert_from_pem(&self.cert_pem, "CA certificate")?;
+        let cert = x509::parse_der(&der, "CA certificate")?;
+        Ok(cert.subject() != cert.issuer())
+    }
+}
+
+/// A fresh positive 128-bit serial number: serials must be unique per CA,
+/// and the revocation list names certificates by them.
+fn random_serial() -> Result<rcgen::SerialNumber> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::invalid("serial number", "the system random source failed"))?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
+}
+
+/// What every mesh leaf certificate says: the identity, usable for TLS
+/// client and server authentication, never for signing certificates.
+fn leaf_params(
+    identity: &Identity,
+    sans: &[String],
+    validity: Validity,
+) -> Result<CertificateParams> {
+    validity.check()?;
+    let what = format!("certificate for {identity}");
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, identity.name.clone());
+    params.distinguished_name = dn;
+    let uri = identity
+        .uri()
+        .try_into()
+        .map_err(|e| Error::generate(&what, e))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    for san in sans {
+        params.subject_alt_names.push(extra_san(san)?);
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
 }
 
 /// An extra SAN given on the command line: an IP address if it parses as one, else a DNS name.

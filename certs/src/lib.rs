@@ -26,17 +26,21 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod csr;
 mod error;
 pub mod identity;
+pub mod join_token;
 pub mod store;
 pub mod tls;
 mod x509;
 
 pub use authority::{CertificateAuthority, LeafCert, Validity};
+pub use csr::{new_key_and_csr, KeyAndCsr};
 pub use error::{Error, Result};
 pub use identity::{validate_name, Identity, Role};
+pub use join_token::{ca_fingerprint, JoinToken};
 pub use store::{
     ca_cert_path, ca_key_path, init_dir, issue_to_dir, leaf_paths, list_dir, CaSummary, CertInfo,
     IssueRequest, IssuedCert, EXPIRY_WARNING_DAYS,
 };
-pub use tls::{peer_identity, MeshTls, PeerExpectation, TlsFiles};
+pub use tls::{peer_identity, LeafFacts, MeshTls, PeerExpectation, Revocations, TlsFiles};

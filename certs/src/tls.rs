@@ -1,7 +1,10 @@
 //! rustls configurations for the mesh: TLS 1.3 only, the ring provider, mutual authentication
 //! against the mesh CA, and identities read from certificates.
 
+mod keys;
 mod verifier;
+
+pub use keys::Revocations;
 
 #[cfg(test)]
 mod tests;
@@ -21,7 +24,8 @@ use crate::identity::{Identity, Role};
 use crate::store::{ca_cert_path, leaf_paths, read_text};
 use crate::x509;
 
-use verifier::MeshServerVerifier;
+use keys::KeyCell;
+use verifier::{MeshClientVerifier, MeshServerVerifier};
 
 /// The three files a mesh member needs for TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,11 +89,27 @@ pub struct PeerExpectation {
 }
 
 /// Our trust anchors, certificate chain, key and identity, ready to build rustls configs.
+///
+/// Clones share the current key and the revocation list: configurations
+/// built from any clone present the newest certificate after
+/// [`MeshTls::renew`] and refuse what [`MeshTls::revocations`] holds.
+#[derive(Clone)]
 pub struct MeshTls {
     roots: Arc<RootCertStore>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    keys: Arc<KeyCell>,
     identity: Identity,
+    revoked: Arc<Revocations>,
+}
+
+/// Facts about our current leaf certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafFacts {
+    /// The serial number, big-endian bytes.
+    pub serial: Vec<u8>,
+    /// Seconds since the Unix epoch.
+    pub not_before_unix: i64,
+    /// Seconds since the Unix epoch.
+    pub not_after_unix: i64,
 }
 
 impl fmt::Debug for MeshTls {
@@ -97,7 +117,7 @@ impl fmt::Debug for MeshTls {
         f.debug_struct("MeshTls")
             .field("identity", &self.identity)
             .field("roots", &self.roots.len())
-            .field("chain", &self.chain.len())
+            .field("revoked", &self.revoked.len())
             .finish_non_exhaustive()
     }
 }
@@ -167,33 +187,113 @@ impl MeshTls {
                 Error::invalid(ca_what, format!("it is not a usable trust anchor: {e}"))
             })?;
         }
-        let chain = x509::certs_from_pem(cert_pem, cert_what)?;
-        let identity = chain
-            .first()
-            .map(|leaf| Identity::from_cert_der_named(leaf, cert_what))
-            .ok_or_else(|| Error::invalid(cert_what, "it is empty"))??;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
-            Error::invalid(key_what, format!("it holds no usable PEM private key: {e}"))
-        })?;
-        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).map_err(
-            |e| {
-                Error::invalid(
-                    key_what,
-                    format!(
-                        "it cannot be used with {cert_what}: {e}; keep a certificate and the \
-                         key issued with it together"
-                    ),
-                )
-            },
-        )?;
+        let (identity, key) = certified_key(cert_pem, cert_what, key_pem, key_what)?;
         Ok(MeshTls {
             roots: Arc::new(roots),
-            chain,
-            key,
+            keys: Arc::new(KeyCell::new(key)),
             identity,
+            revoked: Arc::default(),
         })
     }
 
+    /// Replaces our certificate and key (PEM) for every handshake from now
+    /// on, in every configuration built from this `MeshTls` or its clones.
+    /// Connections already established are not touched. Refused, changing
+    /// nothing, unless the new certificate carries the same identity and
+    /// chains to the mesh CA.
+    pub fn renew(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let (identity, key) =
+            certified_key(cert_pem, "renewed certificate", key_pem, "renewed key")?;
+        if identity != self.identity {
+            return Err(Error::invalid(
+                "renewed certificate",
+                format!("it is for {identity}, not for {}", self.identity),
+            ));
+        }
+        let leaf = key
+            .cert
+            .first()
+            .ok_or_else(|| Error::invalid("renewed certificate", "it is empty"))?;
+        let parsed = rustls::server::ParsedCertificate::try_from(leaf)
+            .map_err(|e| Error::invalid("renewed certificate", e.to_string()))?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.roots,
+            &key.cert[1..],
+            rustls_pki_types::UnixTime::now(),
+            provider().signature_verification_algorithms.all,
+        )
+        .map_err(|e| {
+            Error::invalid(
+                "renewed certificate",
+                format!("it does not chain to the mesh CA: {e}"),
+            )
+        })?;
+        self.keys.set(key);
+        Ok(())
+    }
+
+    /// The serials this member refuses (shared by its clones and every
+    /// configuration built from them).
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revoked
+    }
+
+    /// Serial and validity of the certificate presented now.
+    pub fn leaf(&self) -> Result<LeafFacts> {
+        let key = self.keys.get();
+        let der = key
+            .cert
+            .first()
+            .ok_or_else(|| Error::invalid("certificate", "it is empty"))?;
+        let cert = x509::parse_der(der, "certificate")?;
+        Ok(LeafFacts {
+            serial: cert.raw_serial().to_vec(),
+            not_before_unix: cert.validity().not_before.timestamp(),
+            not_after_unix: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    /// The current certificate chain, PEM (leaf first).
+    pub fn chain_pem(&self) -> String {
+        self.keys
+            .get()
+            .cert
+            .iter()
+            .map(|c| x509::to_pem(c))
+            .collect()
+    }
+}
+
+/// A certificate chain and its key, checked to belong together, and the
+/// identity the leaf carries.
+fn certified_key(
+    cert_pem: &str,
+    cert_what: &str,
+    key_pem: &str,
+    key_what: &str,
+) -> Result<(Identity, rustls::sign::CertifiedKey)> {
+    let chain = x509::certs_from_pem(cert_pem, cert_what)?;
+    let identity = chain
+        .first()
+        .map(|leaf| Identity::from_cert_der_named(leaf, cert_what))
+        .ok_or_else(|| Error::invalid(cert_what, "it is empty"))??;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
+        Error::invalid(key_what, format!("it holds no usable PEM private key: {e}"))
+    })?;
+    let key = rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        Error::invalid(
+            key_what,
+            format!(
+                "it cannot be used with {cert_what}: {e}; keep a certificate and the \
+                 key issued with it together"
+            ),
+        )
+    })?;
+    Ok((identity, key))
+}
+
+impl MeshTls {
     /// Our identity, from our certificate.
     pub fn identity(&self) -> &Identity {
         &self.identity
@@ -206,10 +306,11 @@ impl MeshTls {
     /// per request what that peer may do.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>> {
         let provider = provider();
-        let verifier =
+        let webpki =
             WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
                 .build()
                 .map_err(|e| Error::invalid("mesh CA trust anchors", e.to_string()))?;
+        let verifier = Arc::new(MeshClientVerifier::new(webpki, self.revoked.clone()));
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(TLS13_ONLY)
             .map_err(|source| Error::Tls {
@@ -217,11 +318,12 @@ impl MeshTls {
                 source,
             })?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|source| Error::Tls {
-                what: "server TLS configuration",
-                source,
-            })?;
+            .with_cert_resolver(self.keys.clone());
+        // No session resumption: a resumed TLS 1.3 session skips the
+        // certificate checks, so a revoked or expired peer could come back
+        // on an old ticket.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
@@ -242,6 +344,7 @@ impl MeshTls {
             self.roots.clone(),
             expect,
             provider.signature_verification_algorithms,
+            self.revoked.clone(),
         );
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(TLS13_ONLY)
@@ -251,11 +354,8 @@ impl MeshTls {
             })?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|source| Error::Tls {
-                what: "client TLS configuration",
-                source,
-            })?;
+            .with_client_cert_resolver(self.keys.clone());
+        config.resumption = rustls::client::Resumption::disabled();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }

@@ -158,3 +158,16 @@ pub(crate) fn ca_mesh(cert: &X509Certificate<'_>, what: &str) -> Result<String> 
         )),
     }
 }
+
+/// One DER certificate as PEM text.
+pub(crate) fn to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}

@@ -200,6 +200,7 @@ fn server_rejects_client_without_cert() {
         tls.roots.clone(),
         expect_coordinator(),
         provider().signature_verification_algorithms,
+        Default::default(),
     );
     let client = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(TLS13_ONLY)
@@ -317,4 +318,56 @@ fn from_pem_rejects_mismatched_key_and_peer_identity_needs_a_cert() {
     let err = MeshTls::from_pem(prod.ca.cert_pem(), &a.cert_pem, &b.key_pem).unwrap_err();
     assert!(err.to_string().contains("private key"), "{err}");
     assert!(matches!(peer_identity(&[]), Err(Error::NoPeerCertificate)));
+}
+
+#[test]
+fn revoked_serials_are_refused_both_ways_and_renewal_swaps_the_presented_key() {
+    let prod = Mesh::new("prod");
+    let agent = prod.tls(&prod, "prod", Role::Agent, "pc2");
+    let coord = prod.tls(&prod, "prod", Role::Coordinator, "main");
+    let client = agent.client_config(expect_coordinator(), &[]).unwrap();
+    let server = coord.server_config(&[]).unwrap();
+    assert!(handshake(client.clone(), server.clone()).succeeded());
+
+    // The coordinator revokes the agent's serial: the same, already built
+    // server configuration refuses it with the revoked alert.
+    coord.revocations().add(&agent.leaf().unwrap().serial);
+    let out = handshake(client.clone(), server.clone());
+    assert!(
+        matches!(
+            out.server,
+            Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+        ),
+        "{:?}",
+        out.server
+    );
+    assert!(matches!(
+        out.client,
+        Err(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRevoked
+        ))
+    ));
+
+    // The agent renews: the client config it already handed out presents
+    // the new certificate, which is not revoked.
+    let id = agent.identity().clone();
+    let req = crate::csr::new_key_and_csr(&id).unwrap();
+    let chain = prod
+        .ca
+        .sign_csr(&id, &req.csr_pem, Validity::days(1))
+        .unwrap();
+    agent.renew(&chain, &req.key_pem).unwrap();
+    assert!(handshake(client.clone(), server.clone()).succeeded());
+
+    // And the agent refuses a coordinator whose serial it holds revoked.
+    agent.revocations().add(&coord.leaf().unwrap().serial);
+    let out = handshake(client, server);
+    assert!(
+        matches!(
+            out.client,
+            Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
+        ),
+        "{:?}",
+        out.client
+    );
 }

@@ -5,12 +5,17 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::error::Error;
 use crate::identity::Identity;
+use crate::tls::keys::Revocations;
 use crate::tls::PeerExpectation;
 
 /// Accepts a server whose certificate chains to the mesh CA and whose SPIFFE identity has the
@@ -24,6 +29,7 @@ pub(crate) struct MeshServerVerifier {
     roots: Arc<RootCertStore>,
     expect: PeerExpectation,
     algorithms: WebPkiSupportedAlgorithms,
+    revoked: Arc<Revocations>,
 }
 
 impl MeshServerVerifier {
@@ -31,11 +37,13 @@ impl MeshServerVerifier {
         roots: Arc<RootCertStore>,
         expect: PeerExpectation,
         algorithms: WebPkiSupportedAlgorithms,
+        revoked: Arc<Revocations>,
     ) -> MeshServerVerifier {
         MeshServerVerifier {
             roots,
             expect,
             algorithms,
+            revoked,
         }
     }
 
@@ -82,6 +90,9 @@ impl ServerCertVerifier for MeshServerVerifier {
             now,
             self.algorithms.all,
         )?;
+        if self.revoked.refuses(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
         let identity =
             Identity::from_cert_der_named(end_entity, "server certificate").map_err(reject)?;
         self.check_identity(&identity).map_err(reject)?;
@@ -108,5 +119,65 @@ impl ServerCertVerifier for MeshServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// The server-side client verifier: the mesh CA chain (webpki), then the
+/// revocation list.
+#[derive(Debug)]
+pub(crate) struct MeshClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Arc<Revocations>,
+}
+
+impl MeshClientVerifier {
+    pub(crate) fn new(
+        inner: Arc<dyn ClientCertVerifier>,
+        revoked: Arc<Revocations>,
+    ) -> MeshClientVerifier {
+        MeshClientVerifier { inner, revoked }
+    }
+}
+
+impl ClientCertVerifier for MeshClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.revoked.refuses(end_entity) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
