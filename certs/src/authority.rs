@@ -247,9 +247,13 @@ impl CertificateAuthority {
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| Error::generate(&what, e))?;
+        let mut cert_pem = cert.pem();
+        if self.is_intermediate()? {
+            cert_pem.push_str(&self.cert_pem);
+        }
         Ok(LeafCert {
             identity: identity.clone(),
-            cert_pem: cert.pem(),
+            cert_pem,
             key_pem: key.serialize_pem(),
             not_after: validity.not_after,
         })

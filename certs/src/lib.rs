@@ -40,7 +40,11 @@ pub use error::{Error, Result};
 pub use identity::{validate_name, Identity, Role};
 pub use join_token::{ca_fingerprint, JoinToken};
 pub use store::{
-    ca_cert_path, ca_key_path, init_dir, issue_to_dir, leaf_paths, list_dir, CaSummary, CertInfo,
-    IssueRequest, IssuedCert, EXPIRY_WARNING_DAYS,
+    ca_cert_path, ca_key_path, init_dir, init_dir_with_intermediate, intermediate_paths,
+    issue_to_dir, leaf_paths, list_dir, load_signing_ca, write_ca_cert, write_file_atomic,
+    write_leaf, CaSummary, CertInfo, IssueRequest, IssuedCert, EXPIRY_WARNING_DAYS,
 };
-pub use tls::{peer_identity, LeafFacts, MeshTls, PeerExpectation, Revocations, TlsFiles};
+pub use tls::{
+    leaf_facts, leaf_facts_pem, peer_identity, LeafFacts, MeshTls, PeerExpectation, Revocations,
+    TlsFiles,
+};

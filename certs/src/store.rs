@@ -3,6 +3,8 @@
 //! ```text
 //! DIR/ca.crt             the mesh CA certificate (0644)
 //! DIR/ca.key             the mesh CA private key (0600)
+//! DIR/intermediate.crt   an intermediate CA signed by ca.crt (optional, 0644)
+//! DIR/intermediate.key   its private key (0600): what the coordinator signs with
 //! DIR/ROLE-NAME.crt      a leaf certificate, e.g. agent-pc2.crt (0644)
 //! DIR/ROLE-NAME.key      its private key (0600)
 //! ```
@@ -39,6 +41,11 @@ pub fn ca_cert_path(dir: &Path) -> PathBuf {
 /// `DIR/ca.key`.
 pub fn ca_key_path(dir: &Path) -> PathBuf {
     dir.join("ca.key")
+}
+
+/// `(DIR/intermediate.crt, DIR/intermediate.key)`.
+pub fn intermediate_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("intermediate.crt"), dir.join("intermediate.key"))
 }
 
 /// `(DIR/ROLE-NAME.crt, DIR/ROLE-NAME.key)`.
@@ -115,12 +122,114 @@ pub fn init_dir(dir: &Path, mesh: &str, days: u32, force: bool) -> Result<CaSumm
     })
 }
 
+/// Creates a root CA (`ca.crt`, `ca.key`, valid `days`) and an
+/// intermediate CA signed by it (`intermediate.crt`, `intermediate.key`,
+/// valid `intermediate_days`) in `dir`. Keep `ca.key` offline: the
+/// coordinator needs only `ca.crt` and the intermediate pair. Refuses,
+/// writing nothing, when any of the four exists unless `force`.
+pub fn init_dir_with_intermediate(
+    dir: &Path,
+    mesh: &str,
+    days: u32,
+    intermediate_days: u32,
+    force: bool,
+) -> Result<CaSummary> {
+    check_days(days)?;
+    check_days(intermediate_days)?;
+    let cert_path = ca_cert_path(dir);
+    let key_path = ca_key_path(dir);
+    let (icert, ikey) = intermediate_paths(dir);
+    if !force {
+        refuse_existing(&[&cert_path, &key_path, &icert, &ikey])?;
+    }
+    let validity = Validity::days(days);
+    let (root, inter) = CertificateAuthority::generate_root_and_intermediate(
+        mesh,
+        validity,
+        Validity::days(intermediate_days.min(days)),
+    )?;
+    create_dir(dir)?;
+    write_atomic(&key_path, root.key_pem().as_bytes(), KEY_MODE)?;
+    write_atomic(&cert_path, root.cert_pem().as_bytes(), CERT_MODE)?;
+    write_atomic(&ikey, inter.key_pem().as_bytes(), KEY_MODE)?;
+    write_atomic(&icert, inter.cert_pem().as_bytes(), CERT_MODE)?;
+    Ok(CaSummary {
+        mesh: root.mesh().to_string(),
+        cert_path,
+        key_path,
+        not_after: validity.not_after,
+    })
+}
+
+/// The CA that signs leaves from `dir`: the intermediate when
+/// `intermediate.crt` and `intermediate.key` are there, else `ca.crt` and
+/// `ca.key`. Errors name the files and how to create them.
+pub fn load_signing_ca(dir: &Path) -> Result<CertificateAuthority> {
+    let (icert, ikey) = intermediate_paths(dir);
+    if icert.exists() && ikey.exists() {
+        let cert_pem = read_text(&icert, "read intermediate CA certificate", || {
+            init_hint(dir)
+        })?;
+        let key_pem = read_text(&ikey, "read intermediate CA key", || init_hint(dir))?;
+        return CertificateAuthority::load_named(
+            &cert_pem,
+            &format!("intermediate CA certificate {}", icert.display()),
+            &key_pem,
+            &format!("intermediate CA key {}", ikey.display()),
+        );
+    }
+    load_ca(dir)
+}
+
+/// Writes a leaf certificate (chain PEM) and its key as `ROLE-NAME.crt`
+/// (0644) and `ROLE-NAME.key` (0600), atomically, key first. Existing
+/// files are replaced only with `force` (renewal passes it).
+pub fn write_leaf(
+    dir: &Path,
+    role: Role,
+    name: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    force: bool,
+) -> Result<(PathBuf, PathBuf)> {
+    let (cert_path, key_path) = leaf_paths(dir, role, name);
+    if !force {
+        refuse_existing(&[&cert_path, &key_path])?;
+    }
+    create_dir(dir)?;
+    write_atomic(&key_path, key_pem.as_bytes(), KEY_MODE)?;
+    write_atomic(&cert_path, cert_pem.as_bytes(), CERT_MODE)?;
+    Ok((cert_path, key_path))
+}
+
+/// Writes `contents` over `path` atomically: mode 0600 when `secret`
+/// (a key), 0644 otherwise.
+pub fn write_file_atomic(path: &Path, contents: &str, secret: bool) -> Result<()> {
+    write_atomic(
+        path,
+        contents.as_bytes(),
+        if secret { KEY_MODE } else { CERT_MODE },
+    )
+}
+
+/// Writes the mesh's root CA certificate as `DIR/ca.crt` (0644), unless
+/// one is there already and `force` is not given.
+pub fn write_ca_cert(dir: &Path, ca_pem: &str, force: bool) -> Result<PathBuf> {
+    let path = ca_cert_path(dir);
+    if !force {
+        refuse_existing(&[&path])?;
+    }
+    create_dir(dir)?;
+    write_atomic(&path, ca_pem.as_bytes(), CERT_MODE)?;
+    Ok(path)
+}
+
 /// Issues a leaf certificate from the CA in `dir` for `req.role`/`req.name` in the CA's mesh
 /// and writes `ROLE-NAME.key` (0600) and `ROLE-NAME.crt` (0644), atomically. Existing files
 /// are only replaced with `req.force`.
 pub fn issue_to_dir(dir: &Path, req: &IssueRequest) -> Result<IssuedCert> {
     check_days(req.days)?;
-    let ca = load_ca(dir)?;
+    let ca = load_signing_ca(dir)?;
     let identity = Identity::new(ca.mesh(), req.role, &req.name)?;
     let (cert_path, key_path) = leaf_paths(dir, req.role, &req.name);
     if !req.force {

@@ -246,12 +246,7 @@ impl MeshTls {
             .cert
             .first()
             .ok_or_else(|| Error::invalid("certificate", "it is empty"))?;
-        let cert = x509::parse_der(der, "certificate")?;
-        Ok(LeafFacts {
-            serial: cert.raw_serial().to_vec(),
-            not_before_unix: cert.validity().not_before.timestamp(),
-            not_after_unix: cert.validity().not_after.timestamp(),
-        })
+        leaf_facts(der)
     }
 
     /// The current certificate chain, PEM (leaf first).
@@ -328,6 +323,57 @@ impl MeshTls {
         Ok(Arc::new(config))
     }
 
+    /// Server side for hosts that hold no mesh certificate yet (the join
+    /// port): our chain with the root CA `root_pem` appended (the joining
+    /// host pins it by fingerprint), no client certificate asked for.
+    /// Whoever connects is anonymous; the service decides on its own
+    /// credential (the token).
+    pub fn server_config_for_join(
+        &self,
+        root_pem: &str,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<ServerConfig>> {
+        let root = x509::first_cert_from_pem(root_pem, "CA certificate")?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(TLS13_ONLY)
+            .map_err(|source| Error::Tls {
+                what: "join server TLS configuration",
+                source,
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(keys::WithRoot {
+                keys: self.keys.clone(),
+                root,
+            }));
+        config.send_tls13_tickets = 0;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
+    /// Client side for joining: accepts only a coordinator whose chain
+    /// includes a CA certificate with SHA-256 `ca_fingerprint` (from the
+    /// token) and chains to it; presents no certificate. The mesh is the
+    /// pinned CA's.
+    pub fn join_client_config(ca_fingerprint: &str, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>> {
+        let provider = provider();
+        let verifier = verifier::PinnedServerVerifier::new(
+            ca_fingerprint,
+            provider.signature_verification_algorithms,
+        );
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(TLS13_ONLY)
+            .map_err(|source| Error::Tls {
+                what: "join client TLS configuration",
+                source,
+            })?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
     /// Client side: presents our certificate; verifies the server chain against the mesh CA
     /// (expiry included) and then that the server's identity has the expected mesh and role.
     ///
@@ -359,6 +405,21 @@ impl MeshTls {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
+}
+
+/// Serial and validity of a leaf certificate (DER).
+pub fn leaf_facts(der: &[u8]) -> Result<LeafFacts> {
+    let cert = x509::parse_der(der, "certificate")?;
+    Ok(LeafFacts {
+        serial: cert.raw_serial().to_vec(),
+        not_before_unix: cert.validity().not_before.timestamp(),
+        not_after_unix: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// [`leaf_facts`] of the first certificate in a PEM text.
+pub fn leaf_facts_pem(pem: &str) -> Result<LeafFacts> {
+    leaf_facts(&x509::first_cert_from_pem(pem, "certificate")?)
 }
 
 /// Identity of the peer from the certificates rustls saw (leaf first). Used by the coordinator

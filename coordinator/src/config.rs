@@ -13,6 +13,7 @@ use crate::decide::liveness::LivenessPolicy;
 use crate::rpc::server::Settings;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+pub const DEFAULT_JOIN_PORT: u16 = 7445;
 pub const DEFAULT_STATE_DIR: &str = "mesh-coordinator-state";
 
 /// The file format (`coordinator.toml`). Every field is optional.
@@ -20,6 +21,15 @@ pub const DEFAULT_STATE_DIR: &str = "mesh-coordinator-state";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// Where hosts without a certificate join with a token ("off": no
+    /// joining) [the listen address's IP, port 7445]. Served only when
+    /// the certificate directory holds a signing CA.
+    pub join_listen: Option<String>,
+    /// Lifetime of agent and coordinator certificates this coordinator
+    /// issues and renews, in seconds [86400].
+    pub member_cert_lifetime_s: Option<u64>,
+    /// Lifetime of admin certificates it issues, in seconds [2592000].
+    pub admin_cert_lifetime_s: Option<u64>,
     /// Where `/metrics` is served ("off": nowhere) [127.0.0.1:9464].
     pub metrics_listen: Option<String>,
     /// Serve `/metrics` and the dashboard over mutual TLS with the mesh
@@ -70,6 +80,8 @@ pub struct LivenessSection {
 #[derive(Debug, Default)]
 pub struct Overrides {
     pub listen: Option<String>,
+    pub join_listen: Option<String>,
+    pub member_cert_lifetime_s: Option<u64>,
     pub metrics_listen: Option<String>,
     pub metrics_tls: Option<bool>,
     pub state_dir: Option<PathBuf>,
@@ -80,6 +92,12 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// None: joining is off.
+    pub join_listen: Option<SocketAddr>,
+    /// Where the signing CA is looked for (the certificate directory).
+    pub signing_dir: Option<PathBuf>,
+    pub member_cert_lifetime: Duration,
+    pub admin_cert_lifetime: Duration,
     pub tls: TlsFiles,
     pub settings: Settings,
 }
@@ -104,6 +122,35 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
             format!("'{listen_text}' is not an address and port ({e}); e.g. 0.0.0.0:7443"),
         )
     })?;
+    let join_listen = match over.join_listen.or(file.join_listen).as_deref() {
+        Some("off") => None,
+        None => Some(SocketAddr::new(listen.ip(), DEFAULT_JOIN_PORT)),
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::field(
+                "join_listen",
+                format!("'{text}' is not an address and port ({e}); e.g. 0.0.0.0:7445, or \"off\""),
+            )
+        })?),
+    };
+    let lifetime = |field: &'static str, v: Option<u64>, default: u64| match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(s @ 10..=31_536_000) => Ok(Duration::from_secs(s)),
+        Some(s) => Err(ConfigError::field(
+            field,
+            format!("{s} s is outside 10..=31536000 (10 seconds to a year)"),
+        )),
+    };
+    let member_cert_lifetime = lifetime(
+        "member_cert_lifetime_s",
+        over.member_cert_lifetime_s.or(file.member_cert_lifetime_s),
+        86_400,
+    )?;
+    let admin_cert_lifetime = lifetime(
+        "admin_cert_lifetime_s",
+        file.admin_cert_lifetime_s,
+        30 * 86_400,
+    )?;
+    let signing_dir = over.tls.certs_dir.clone().or(file.tls.certs_dir.clone());
     let name = over
         .tls
         .name
@@ -176,6 +223,10 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
     };
     Ok(Config {
         listen,
+        join_listen,
+        signing_dir,
+        member_cert_lifetime,
+        admin_cert_lifetime,
         tls,
         settings: Settings {
             events: crate::state::events::Retention { keep, keep_for },

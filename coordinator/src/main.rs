@@ -42,6 +42,13 @@ struct Args {
     cert: Option<PathBuf>,
     #[arg(long)]
     key: Option<PathBuf>,
+    /// Where hosts join with a token, or "off" [default: the listen IP, port 7445].
+    #[arg(long, env = "MESH_COORDINATOR_JOIN_LISTEN")]
+    join_listen: Option<String>,
+    /// Lifetime in seconds of the agent and coordinator certificates this
+    /// coordinator issues and renews [default: 86400].
+    #[arg(long, env = "MESH_MEMBER_CERT_LIFETIME_S")]
+    member_cert_lifetime_s: Option<u64>,
     /// Missed heartbeats before a node is Suspect [default: 3].
     #[arg(long)]
     suspect_after: Option<u32>,
@@ -65,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let overrides = Overrides {
         listen: args.listen,
+        join_listen: args.join_listen,
+        member_cert_lifetime_s: args.member_cert_lifetime_s,
         metrics_listen: args.metrics_listen,
         metrics_tls: args.metrics_tls.then_some(true),
         state_dir: args.state_dir,
@@ -83,7 +92,29 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = config::resolve(file, overrides)?;
     let tls = mesh_certs::MeshTls::load(&config.tls)?;
-    let coordinator = Coordinator::new(&tls, config.settings)?;
+    let mut settings = config.settings;
+    settings.tls_files = Some(config.tls.clone());
+    settings.signer = match &config.signing_dir {
+        Some(dir) if mesh_coordinator::state::signer::has_signing_key(dir) => {
+            let signer = mesh_coordinator::state::signer::Signer::load(dir, &config.tls.ca)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot use the signing CA in {}: {e}", dir.display())
+                })?
+                .with_lifetimes(config.member_cert_lifetime, config.admin_cert_lifetime);
+            tracing::info!(dir = %dir.display(), fingerprint = signer.fingerprint(), "signing CA loaded: joins and renewals on");
+            Some(std::sync::Arc::new(signer))
+        }
+        _ => {
+            tracing::info!(
+                "no signing CA in the certificate directory: joins and renewals are off"
+            );
+            None
+        }
+    };
+    if settings.signer.is_some() {
+        settings.join_listen = config.join_listen;
+    }
+    let coordinator = Coordinator::new(&tls, settings)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

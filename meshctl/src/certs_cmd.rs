@@ -23,6 +23,14 @@ pub enum CertsCommand {
         /// Replace an existing CA (every certificate it issued stops working).
         #[arg(long)]
         force: bool,
+        /// Also create an intermediate CA (intermediate.crt/.key) signed by
+        /// the root: the coordinator signs joins and renewals with it, and
+        /// ca.key can stay offline.
+        #[arg(long)]
+        intermediate: bool,
+        /// Lifetime of the intermediate CA in days.
+        #[arg(long, default_value_t = 365)]
+        intermediate_days: u32,
     },
     /// Issue a certificate for a coordinator, agent or admin.
     Issue {
@@ -46,6 +54,13 @@ pub enum CertsCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Renew this admin's certificate over its own connection (new key).
+    Renew,
+    /// Revoke a certificate by serial (hex, as `certs issued` shows).
+    Revoke { serial: String },
+    /// Certificates the coordinator issued or saw in use: expiry, issue
+    /// (renewal) time, revoked or not.
+    Issued,
 }
 
 #[derive(Serialize)]
@@ -75,8 +90,14 @@ pub fn run(command: CertsCommand, output: Output) -> Result<()> {
             mesh,
             days,
             force,
+            intermediate,
+            intermediate_days,
         } => {
-            let ca = mesh_certs::init_dir(&dir, &mesh, days, force)?;
+            let ca = if intermediate {
+                mesh_certs::init_dir_with_intermediate(&dir, &mesh, days, intermediate_days, force)?
+            } else {
+                mesh_certs::init_dir(&dir, &mesh, days, force)?
+            };
             println!(
                 "created CA for mesh '{}': {} (key {}, mode 0600), valid until {}",
                 ca.mesh,
@@ -84,7 +105,14 @@ pub fn run(command: CertsCommand, output: Output) -> Result<()> {
                 ca.key_path.display(),
                 rfc3339(ca.not_after)
             );
-            println!("keep ca.key off the hosts: it is only needed to issue certificates");
+            if intermediate {
+                println!(
+                    "created intermediate CA {} (key intermediate.key): give the coordinator ca.crt, intermediate.crt and intermediate.key; keep ca.key offline",
+                    mesh_certs::intermediate_paths(&dir).0.display()
+                );
+            } else {
+                println!("keep ca.key off the hosts: it is only needed to issue certificates");
+            }
         }
         CertsCommand::Issue {
             dir,
@@ -111,6 +139,9 @@ pub fn run(command: CertsCommand, output: Output) -> Result<()> {
                 issued.key_path.display(),
                 rfc3339(issued.not_after)
             );
+        }
+        CertsCommand::Renew | CertsCommand::Revoke { .. } | CertsCommand::Issued => {
+            anyhow::bail!("this certs command talks to the coordinator; run it through meshctl")
         }
         CertsCommand::List { dir } => {
             let certs = mesh_certs::list_dir(&dir, time::OffsetDateTime::now_utc())?;

@@ -19,6 +19,7 @@ mod check;
 mod containers_cmd;
 mod events_cmd;
 mod failover_cmd;
+mod identity_cmd;
 mod import;
 mod nodes;
 mod place;
@@ -42,6 +43,16 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand, Debug)]
+enum NodesCommand {
+    /// Remove a node: revoke its certificates, close its stream, drop it
+    /// from the directory; every agent refuses its tunnels.
+    Remove {
+        #[arg(id = "node_name", value_name = "NAME")]
+        name: String,
+    },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
@@ -55,8 +66,17 @@ enum Command {
         #[command(subcommand)]
         command: certs_cmd::CertsCommand,
     },
-    /// List nodes with state, heartbeat age, CPU, memory and GPUs.
-    Nodes,
+    /// List nodes with state, heartbeat age, CPU, memory, GPUs and
+    /// certificate expiry; `nodes remove NAME` removes one.
+    Nodes {
+        #[command(subcommand)]
+        command: Option<NodesCommand>,
+    },
+    /// Join tokens for new hosts (`mesh-agent join`).
+    Token {
+        #[command(subcommand)]
+        command: identity_cmd::TokenCommand,
+    },
     /// Coordinator version, uptime, node counts, and the applied
     /// topology's groups with their hosts and health.
     Status,
@@ -144,8 +164,21 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Certs {
+            command: certs_cmd::CertsCommand::Renew,
+        } => identity_cmd::renew(&cli.admin).await,
+        Command::Certs {
+            command: certs_cmd::CertsCommand::Revoke { serial },
+        } => identity_cmd::revoke(&cli.admin, &serial).await,
+        Command::Certs {
+            command: certs_cmd::CertsCommand::Issued,
+        } => identity_cmd::issued(&cli.admin, cli.output).await,
         Command::Certs { command } => certs_cmd::run(command, cli.output),
-        Command::Nodes => {
+        Command::Token { command } => identity_cmd::token(&cli.admin, command, cli.output).await,
+        Command::Nodes {
+            command: Some(NodesCommand::Remove { name }),
+        } => identity_cmd::remove_node(&cli.admin, &name).await,
+        Command::Nodes { command: None } => {
             let mut client = admin::connect(&cli.admin).await?;
             let response = client
                 .list_nodes(ListNodesRequest {})

@@ -34,6 +34,11 @@ pub struct NodeJson {
     /// the coordinator received them, and how many it got.
     pub heartbeat_gap_max_us: u64,
     pub session_heartbeats: u64,
+    /// The certificate the agent's stream uses: serial (hex), expiry and
+    /// when the coordinator last issued it (0: issued offline).
+    pub cert_serial: String,
+    pub cert_not_after_unix: i64,
+    pub cert_renewed_unix: i64,
     pub agent_version: String,
     pub labels: BTreeMap<String, String>,
     pub cpu: CpuJson,
@@ -130,6 +135,9 @@ fn node_json(n: &v1::Node) -> NodeJson {
         heartbeat_interval_ms: n.heartbeat_interval_ms,
         heartbeat_gap_max_us: n.heartbeat_gap_max_us,
         session_heartbeats: n.session_heartbeats,
+        cert_serial: n.cert_serial.clone(),
+        cert_not_after_unix: n.cert_not_after_unix,
+        cert_renewed_unix: n.cert_renewed_unix,
         agent_version: n.agent_version.clone(),
         labels: n.labels.clone().into_iter().collect(),
         cpu: CpuJson {
@@ -241,6 +249,7 @@ pub fn nodes_table(json: &NodesJson) -> String {
                     n.memory.total_bytes as f64 / GIB
                 ),
                 gpu_cell(&n.gpu),
+                cert_cell(n.cert_not_after_unix, json.now_unix_ms / 1000),
             ]
         })
         .collect();
@@ -256,9 +265,25 @@ pub fn nodes_table(json: &NodesJson) -> String {
             "CPUS",
             "MEM FREE/TOTAL",
             "GPUS (FREE/TOTAL)",
+            "CERT EXPIRES IN",
         ],
         &rows,
     )
+}
+
+/// Time left on a certificate ("-" when unknown).
+fn cert_cell(not_after: i64, now: i64) -> String {
+    if not_after == 0 {
+        return "-".into();
+    }
+    let left = not_after - now;
+    match left {
+        l if l <= 0 => "expired".into(),
+        l if l < 120 => format!("{l}s"),
+        l if l < 7200 => format!("{}m", l / 60),
+        l if l < 172_800 => format!("{}h", l / 3600),
+        l => format!("{}d", l / 86_400),
+    }
 }
 
 #[derive(Serialize)]

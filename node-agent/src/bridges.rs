@@ -691,6 +691,7 @@ mod tests {
                 node: "pc2".into(),
                 address: "10.99.0.2:7444".into(),
             }],
+            revoked_serials: vec![],
         }
     }
 

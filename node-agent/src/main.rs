@@ -79,6 +79,27 @@ struct Args {
 enum Command {
     /// Print this host's inventory (CPU, memory, disk, GPUs via NVML) as JSON and exit.
     Inventory,
+    /// Join a mesh with a token from `meshctl token create`, then run:
+    /// makes this host's key here (it is never sent), checks the
+    /// coordinator against the CA the token pins, gets a certificate for
+    /// a CSR, writes ca.crt and agent-NAME.crt/.key into --certs-dir.
+    /// Nothing is written when the coordinator refuses.
+    Join {
+        /// The coordinator's address, HOST:PORT (its main port, 7443).
+        coordinator: String,
+        /// The join token.
+        #[arg(long, env = "MESH_JOIN_TOKEN")]
+        token: String,
+        /// This node's name [default: --node].
+        #[arg(long)]
+        name: Option<String>,
+        /// The coordinator's join port.
+        #[arg(long, default_value_t = 7445)]
+        join_port: u16,
+        /// Join, write the files and exit instead of starting the agent.
+        #[arg(long)]
+        no_start: bool,
+    },
     /// Open a bridge tunnel (mutual-TLS QUIC) to another agent with this
     /// agent's certificate, print the outcome (round-trip time, or what
     /// failed and its likely cause) and exit: 0 when the tunnel opened, 1
@@ -104,7 +125,45 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Join {
+        coordinator,
+        token,
+        name,
+        join_port,
+        no_start,
+    }) = args.command.take_if(|c| matches!(c, Command::Join { .. }))
+    {
+        let Some(name) = name.or_else(|| args.node.clone()) else {
+            anyhow::bail!(
+                "give this node's name: mesh-agent join COORDINATOR --token TOKEN --name NAME"
+            );
+        };
+        let Some(dir) = args.certs_dir.clone() else {
+            anyhow::bail!("give --certs-dir DIR: where this host keeps its key and certificate");
+        };
+        let join_addr = mesh_node_agent::join::join_address(&coordinator, join_port)
+            .map_err(anyhow::Error::msg)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let joined = runtime
+            .block_on(mesh_node_agent::join::join(&join_addr, &token, &name, &dir))
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "joined mesh '{}' as agent '{}': {} (key {}, mode 0600), valid until {} (renewed automatically)",
+            joined.mesh,
+            joined.name,
+            joined.cert.display(),
+            joined.key.display(),
+            joined.not_after_unix
+        );
+        if no_start {
+            return Ok(());
+        }
+        args.node = Some(joined.name);
+        args.coordinator = Some(coordinator);
+    }
     let file = match &args.config {
         Some(path) => config::load_file(path)?,
         None => Default::default(),
@@ -312,6 +371,10 @@ fn main() -> anyhow::Result<()> {
         if let Some(host) = bridges {
             agent = agent.with_bridges(host);
         }
+        agent = agent.with_renewal(mesh_node_agent::session::renewal::Renewal {
+            tls: tls.clone(),
+            files: Some(config.tls.clone()),
+        });
         if let Err(e) = agent.spawn(shutdown).await {
             tracing::error!(error = %e, "cannot start the session thread");
         }

@@ -10,6 +10,7 @@
 //! runtime cannot delay a heartbeat (failover leases depend on them).
 
 pub mod apply;
+pub mod renewal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub struct Agent {
     lease: Arc<watch::Sender<Option<HeartbeatLease>>>,
     /// The latest inventory reading (heartbeats and the agent's /metrics).
     inventory_tx: Arc<watch::Sender<mesh_proto::v1::HostInventory>>,
+    /// Renews the certificate over the session and refuses revoked peers.
+    renewal: Option<renewal::Renewal>,
 }
 
 impl Agent {
@@ -93,6 +96,7 @@ impl Agent {
             volumes: None,
             lease: Arc::new(watch::channel(None).0),
             inventory_tx: Arc::new(watch::channel(Default::default()).0),
+            renewal: None,
         })
     }
 
@@ -110,6 +114,13 @@ impl Agent {
         usage: watch::Receiver<Vec<mesh_proto::v1::ContainerUsage>>,
     ) -> Agent {
         self.usage = Some(usage);
+        self
+    }
+
+    /// Certificate renewal at two thirds of its lifetime, and the
+    /// directory's revocation list applied to this agent's TLS.
+    pub fn with_renewal(mut self, renewal: renewal::Renewal) -> Agent {
+        self.renewal = Some(renewal);
         self
     }
 
@@ -255,6 +266,11 @@ impl Agent {
             Err(s) => return Err(SessionError::Refused(status_text(&s))),
         }
 
+        // Renewal rides on this connection and ends with it.
+        let _renewal = self
+            .renewal
+            .clone()
+            .map(|r| AbortOnDrop(tokio::spawn(renewal::run(client.clone(), r))));
         let silence_limit = (cfg.heartbeat * 10).max(Duration::from_secs(5));
         let mut ticker = tokio::time::interval(cfg.heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -352,6 +368,9 @@ impl Agent {
                         Some(CoordBody::Command(command)) => self.forward_command(work, command, tx.clone()),
                         Some(CoordBody::Directory(directory)) => {
                             tracing::info!(generation = directory.generation, bridges = directory.bridges.len(), peers = directory.peers.len(), "bridge directory received");
+                            if let Some(r) = &self.renewal {
+                                r.tls.revocations().replace(directory.revoked_serials.iter().cloned());
+                            }
                             work.applier.directory(directory);
                         }
                         Some(CoordBody::Check(request)) => self.run_check(work, request, tx.clone()),
@@ -625,4 +644,13 @@ fn status_text(status: &tonic::Status) -> String {
         text.push_str(&transport::error_chain(source));
     }
     text
+}
+
+/// Aborts a task when dropped (a session's helpers end with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -53,6 +53,24 @@ impl ResolvesServerCert for KeyCell {
     }
 }
 
+/// The join port's certificate: ours, with the root CA appended, so a
+/// joining host that knows only the root's fingerprint (its token) can
+/// verify the chain during the handshake, before it sends the token.
+#[derive(Debug)]
+pub(crate) struct WithRoot {
+    pub(crate) keys: Arc<KeyCell>,
+    pub(crate) root: rustls_pki_types::CertificateDer<'static>,
+}
+
+impl ResolvesServerCert for WithRoot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self.keys.get();
+        let mut chain = current.cert.clone();
+        chain.push(self.root.clone());
+        Some(Arc::new(CertifiedKey::new(chain, current.key.clone())))
+    }
+}
+
 /// Serial numbers (big-endian bytes as in the certificate) that no
 /// verifier of this member accepts, whoever signed them.
 #[derive(Debug, Default)]

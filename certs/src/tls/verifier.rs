@@ -181,3 +181,106 @@ impl ClientCertVerifier for MeshClientVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+/// The joining host's verifier: the server's chain must include the CA
+/// certificate the token pins (SHA-256 of its DER) and chain to it, and
+/// the server must be that mesh's coordinator.
+#[derive(Debug)]
+pub(crate) struct PinnedServerVerifier {
+    fingerprint: String,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PinnedServerVerifier {
+    pub(crate) fn new(fingerprint: &str, algorithms: WebPkiSupportedAlgorithms) -> Self {
+        PinnedServerVerifier {
+            fingerprint: fingerprint.to_ascii_lowercase(),
+            algorithms,
+        }
+    }
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl ServerCertVerifier for PinnedServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let pinned = intermediates
+            .iter()
+            .position(|c| sha256_hex(c) == self.fingerprint)
+            .ok_or_else(|| {
+                reject(Error::invalid(
+                    "coordinator",
+                    format!(
+                        "it did not present the CA the token pins (SHA-256 {}): it belongs to \
+                         another mesh, or the token was made for another mesh",
+                        self.fingerprint
+                    ),
+                ))
+            })?;
+        let root = intermediates[pinned].clone().into_owned();
+        let mesh = crate::x509::parse_der(&root, "pinned CA")
+            .and_then(|c| crate::x509::ca_mesh(&c, "pinned CA"))
+            .map_err(reject)?;
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(root)
+            .map_err(|e| reject(Error::invalid("pinned CA", e.to_string())))?;
+        let rest: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != pinned)
+            .map(|(_, c)| c.clone())
+            .collect();
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(&cert, &roots, &rest, now, self.algorithms.all)?;
+        let identity =
+            Identity::from_cert_der_named(end_entity, "server certificate").map_err(reject)?;
+        MeshServerVerifier::new(
+            Arc::new(RootCertStore::empty()),
+            PeerExpectation {
+                mesh,
+                role: crate::identity::Role::Coordinator,
+            },
+            self.algorithms,
+            Arc::default(),
+        )
+        .check_identity(&identity)
+        .map_err(reject)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}

@@ -130,12 +130,13 @@ pub fn compute(
                 address: address.clone(),
             })
             .collect(),
+        revoked_serials: Vec::new(),
     }
 }
 
 /// Same content, whatever the generation.
 pub fn same(a: &Directory, b: &Directory) -> bool {
-    a.bridges == b.bridges && a.peers == b.peers
+    a.bridges == b.bridges && a.peers == b.peers && a.revoked_serials == b.revoked_serials
 }
 
 /// The bridged services whose host or epoch differs between two
@@ -295,11 +296,13 @@ env = "EVENTS_URL"
             generation: 5,
             bridges: vec![entry("pc2", 1)],
             peers: vec![],
+            revoked_serials: vec![],
         };
         let new = Directory {
             generation: 6,
             bridges: vec![entry("mainpc", 2)],
             peers: vec![],
+            revoked_serials: vec![],
         };
         assert_eq!(
             moves(&old, &new),
@@ -319,6 +322,7 @@ env = "EVENTS_URL"
             generation: 6,
             bridges: vec![entry("", 1)],
             peers: vec![],
+            revoked_serials: vec![],
         };
         assert_eq!(moves(&old, &gone)[0].2, "bridge memory-db: pc2 -> nowhere");
     }

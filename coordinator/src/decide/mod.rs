@@ -1,6 +1,7 @@
 //! Pure decisions: functions of state and `now` that return what to do,
 //! tested without I/O.
 
+pub mod admission;
 pub mod container_events;
 pub mod directory;
 pub mod failover;

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::rpc::auth;
+use crate::rpc::identity_api;
 use crate::rpc::topology_api;
 use crate::state::registry::Now;
 use crate::state::topology_state::usable_reports;
@@ -337,6 +338,82 @@ impl AdminService for AdminApi {
         Ok(Response::new(s.topology.status(&reports)))
     }
 
+    async fn create_token(
+        &self,
+        request: Request<mesh_proto::v1::CreateTokenRequest>,
+    ) -> Result<Response<mesh_proto::v1::CreateTokenResponse>, Status> {
+        let caller = auth::require(&request, Role::Admin, &self.shared, "CreateToken")?;
+        identity_api::create_token(&self.shared, &caller, request.into_inner()).map(Response::new)
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<mesh_proto::v1::ListTokensRequest>,
+    ) -> Result<Response<mesh_proto::v1::ListTokensResponse>, Status> {
+        auth::require(&request, Role::Admin, &self.shared, "ListTokens")?;
+        Ok(Response::new(identity_api::list_tokens(&self.shared)))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<mesh_proto::v1::RevokeTokenRequest>,
+    ) -> Result<Response<mesh_proto::v1::RevokeTokenResponse>, Status> {
+        let caller = auth::require(&request, Role::Admin, &self.shared, "RevokeToken")?;
+        let id = request.into_inner().id;
+        match self.shared.identities.revoke_token(&id) {
+            Ok(true) => {
+                self.shared.events.record(
+                    "admin",
+                    "",
+                    "",
+                    format!("RevokeToken by {caller}: token {id}"),
+                );
+                Ok(Response::new(Default::default()))
+            }
+            Ok(false) => Err(Status::not_found(format!(
+                "no token '{id}' (see `meshctl token list`)"
+            ))),
+            Err(e) => Err(Status::unavailable(format!(
+                "cannot record the revocation: {e}"
+            ))),
+        }
+    }
+
+    async fn list_identities(
+        &self,
+        request: Request<mesh_proto::v1::ListIdentitiesRequest>,
+    ) -> Result<Response<mesh_proto::v1::ListIdentitiesResponse>, Status> {
+        auth::require(&request, Role::Admin, &self.shared, "ListIdentities")?;
+        Ok(Response::new(identity_api::list_identities(&self.shared)))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<mesh_proto::v1::RemoveNodeRequest>,
+    ) -> Result<Response<mesh_proto::v1::RemoveNodeResponse>, Status> {
+        let caller = auth::require(&request, Role::Admin, &self.shared, "RemoveNode")?;
+        let name = request.into_inner().name;
+        identity_api::remove_node(&self.shared, &caller, &name).map(Response::new)
+    }
+
+    async fn revoke_certificate(
+        &self,
+        request: Request<mesh_proto::v1::RevokeCertificateRequest>,
+    ) -> Result<Response<mesh_proto::v1::RevokeCertificateResponse>, Status> {
+        let caller = auth::require(&request, Role::Admin, &self.shared, "RevokeCertificate")?;
+        let serial = request.into_inner().serial;
+        identity_api::revoke_certificate(&self.shared, &caller, &serial).map(Response::new)
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<mesh_proto::v1::RenewCertificateRequest>,
+    ) -> Result<Response<mesh_proto::v1::RenewCertificateResponse>, Status> {
+        let caller = auth::require(&request, Role::Admin, &self.shared, "RenewCertificate")?;
+        let csr = request.into_inner().csr_pem;
+        identity_api::renew(&self.shared, &caller, &csr).map(Response::new)
+    }
+
     async fn list_nodes(
         &self,
         request: Request<ListNodesRequest>,
@@ -345,7 +422,14 @@ impl AdminService for AdminApi {
         let caller = auth::require(&request, Role::Admin, s, "ListNodes")?;
         let _span = tracing::debug_span!("list_nodes", caller = %caller).entered();
         let now = Now::system();
-        let nodes = s.registry().snapshot(now);
+        let mut nodes = s.registry().snapshot(now);
+        for n in &mut nodes {
+            if let Some(c) = s.identities.newest(Role::Agent, &n.name) {
+                n.cert_not_after_unix = c.not_after_unix;
+                n.cert_serial = c.serial;
+                n.cert_renewed_unix = c.issued_unix;
+            }
+        }
         Ok(Response::new(ListNodesResponse {
             nodes,
             now_unix_ms: now.unix_ms,

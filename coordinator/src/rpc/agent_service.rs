@@ -111,6 +111,15 @@ impl AgentService for AgentApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn renew_certificate(
+        &self,
+        request: Request<mesh_proto::v1::RenewCertificateRequest>,
+    ) -> Result<Response<mesh_proto::v1::RenewCertificateResponse>, Status> {
+        let caller = auth::require(&request, Role::Agent, &self.shared, "RenewCertificate")?;
+        let csr = request.into_inner().csr_pem;
+        crate::rpc::identity_api::renew(&self.shared, &caller, &csr).map(Response::new)
+    }
+
     async fn volume_event(
         &self,
         request: Request<VolumeEventRequest>,

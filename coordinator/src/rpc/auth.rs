@@ -11,7 +11,12 @@ use crate::state::Shared;
 /// polling `meshctl nodes` would drown the history); every refused call
 /// is, read or not.
 /// (RunCommand records its own, with the action, and not for logs.)
-const CHANGES_THE_MESH: &[&str] = &["SetContainers", "ApplyTopology", "Switchover"];
+const CHANGES_THE_MESH: &[&str] = &[
+    "SetContainers",
+    "ApplyTopology",
+    "Switchover",
+    "RenewCertificate",
+];
 
 /// Returns the caller's identity if it holds `role` in the coordinator's
 /// mesh, else the refusal, counted in its metrics and recorded in its
@@ -26,6 +31,7 @@ pub fn require<T>(
     let mesh = shared.mesh.as_str();
     let result = identify(request)
         .map_err(|s| ("no_identity", s))
+        .and_then(|id| not_revoked(request, shared, id).map_err(|s| ("revoked", s)))
         .and_then(|id| {
             let why = if id.mesh != mesh {
                 "wrong_mesh"
@@ -57,6 +63,37 @@ pub fn require<T>(
             Err(status)
         }
     }
+}
+
+/// Refuses a certificate revoked after its connection was made (the
+/// handshake refuses it on any new connection); notes the certificates it
+/// sees, so `meshctl nodes remove` can revoke ones issued offline.
+fn not_revoked<T>(request: &Request<T>, shared: &Shared, id: Identity) -> Result<Identity, Status> {
+    let Some(certs) = request.peer_certs() else {
+        return Ok(id);
+    };
+    let Some(facts) = certs.first().and_then(|c| mesh_certs::leaf_facts(c).ok()) else {
+        return Ok(id);
+    };
+    if shared.identities.is_revoked(&facts.serial) {
+        return Err(Status::permission_denied(format!(
+            "certificate {} of {id} is revoked; this identity was removed from the mesh",
+            crate::state::identities::serial_hex(&facts.serial)
+        )));
+    }
+    shared.identities.record_seen(
+        crate::state::identities::CertRecord {
+            identity: id.uri(),
+            role: id.role.to_string(),
+            name: id.name.clone(),
+            serial: crate::state::identities::serial_hex(&facts.serial),
+            not_after_unix: facts.not_after_unix,
+            issued_unix: 0,
+            revoked: false,
+        },
+        facts.not_before_unix.max(0),
+    );
+    Ok(id)
 }
 
 fn identify<T>(request: &Request<T>) -> Result<Identity, Status> {

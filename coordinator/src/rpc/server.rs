@@ -56,6 +56,14 @@ pub struct Settings {
     pub metrics_tls: bool,
     /// How much event history is kept.
     pub events: crate::state::events::Retention,
+    /// Where hosts join with a token (None: not at all; needs `signer`).
+    pub join_listen: Option<std::net::SocketAddr>,
+    /// Signs joining and renewing members, and renews this coordinator's
+    /// own certificate.
+    pub signer: Option<Arc<crate::state::signer::Signer>>,
+    /// Where this coordinator's certificate lives, so a renewed one is
+    /// written back (None: renewed in memory only).
+    pub tls_files: Option<mesh_certs::TlsFiles>,
 }
 
 impl Default for Settings {
@@ -73,6 +81,9 @@ impl Default for Settings {
             ))),
             metrics_tls: false,
             events: Default::default(),
+            join_listen: None,
+            signer: None,
+            tls_files: None,
         }
     }
 }
@@ -82,6 +93,8 @@ pub struct Coordinator {
     shared: Arc<Shared>,
     server_tls: Arc<rustls::ServerConfig>,
     metrics_tls: Option<Arc<rustls::ServerConfig>>,
+    join_tls: Option<Arc<rustls::ServerConfig>>,
+    tls: MeshTls,
     settings: Settings,
 }
 
@@ -111,8 +124,22 @@ impl Coordinator {
         }
         // Numbered before any agent connects: an agent keeps the newest
         // directory it saw, also one from before this process.
+        let _ = shared.revocations.set(tls.revocations().clone());
+        if let Some(signer) = &settings.signer {
+            let _ = shared.signer.set(signer.clone());
+        }
+        tls.revocations().replace(
+            shared
+                .identities
+                .revoked_serials(Now::system().unix_ms / 1000),
+        );
         shared.refresh_directory(Now::system().unix_ms.max(0) as u64);
         Ok(Coordinator {
+            join_tls: match &settings.signer {
+                Some(signer) => Some(tls.server_config_for_join(signer.root_pem(), &[ALPN_H2])?),
+                None => None,
+            },
+            tls: tls.clone(),
             shared,
             server_tls: tls.server_config(&[ALPN_H2])?,
             metrics_tls: if settings.metrics_tls {
@@ -170,6 +197,31 @@ impl Coordinator {
                 self.metrics_tls.clone(),
             ));
         }
+        if let (Some(addr), Some(join_tls)) = (self.settings.join_listen, self.join_tls.clone()) {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "join port listening");
+                    tokio::spawn(serve_join(
+                        shared.clone(),
+                        l,
+                        join_tls,
+                        self.settings.handshake_timeout,
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen on the join port; hosts cannot join (set join_listen)")
+                }
+            }
+        }
+        if let Some(signer) = self.settings.signer.clone() {
+            tokio::spawn(crate::rpc::self_renewal::run(
+                self.tls.clone(),
+                signer,
+                self.settings.tls_files.clone(),
+                shutdown.clone(),
+            ));
+        }
         tracing::info!(mesh = %shared.mesh, "coordinator serving");
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
@@ -190,6 +242,30 @@ impl Coordinator {
         ticker.abort();
         rollout.abort();
         result
+    }
+}
+
+/// The join port: Join only, anonymous TLS, handshakes bounded as on the
+/// main port.
+async fn serve_join(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let incoming = tls_incoming(listener, tls, handshake_timeout, |refusal| {
+        tracing::debug!(peer = %refusal.peer, reason = %refusal.reason, "join TLS connection refused");
+    });
+    let result = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(10))
+        .add_service(mesh_proto::v1::join_service_server::JoinServiceServer::new(
+            crate::rpc::identity_api::JoinApi::new(shared),
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "join server failed");
     }
 }
 

@@ -294,6 +294,11 @@ impl Registry {
             .collect()
     }
 
+    /// Forgets `node` (it was removed from the mesh); whether it was known.
+    pub fn remove(&mut self, node: &str) -> bool {
+        self.nodes.remove(node).is_some()
+    }
+
     pub fn is_known(&self, node: &str) -> bool {
         self.nodes.contains_key(node)
     }
@@ -321,6 +326,7 @@ impl Registry {
                 history: r.history.iter().cloned().collect(),
                 heartbeat_gap_max_us: r.heartbeat_gap_max.as_micros() as u64,
                 session_heartbeats: r.session_heartbeats,
+                ..Default::default()
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));

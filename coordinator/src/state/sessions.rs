@@ -70,6 +70,20 @@ impl Sessions {
         }
     }
 
+    /// Ends `node`'s stream with `status` (its agent sees why); whether
+    /// it had one.
+    pub fn close(&self, node: &str, status: Status) -> bool {
+        let stream = lock(&self.outboxes).remove(node);
+        lock(&self.follows).retain(|_, (n, _)| n != node);
+        match stream {
+            Some(s) => {
+                let _ = s.outbox.try_send(Err(status));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The agent on `session` says it holds `held`.
     pub fn heard(&self, node: &str, session: SessionId, held: Held) {
         if let Some(s) = lock(&self.outboxes).get_mut(node) {

@@ -28,6 +28,13 @@ pub struct Shared {
     pub failover: crate::state::failover::FailoverState,
     pub events: crate::state::events::EventLog,
     pub traffic: crate::state::traffic::Traffic,
+    /// Join tokens, issued certificates and revocations.
+    pub identities: crate::state::identities::Identities,
+    /// Signs joining and renewing members (None: this coordinator has no
+    /// signing CA; joins and renewals are refused with how to give one).
+    pub signer: std::sync::OnceLock<Arc<crate::state::signer::Signer>>,
+    /// What this coordinator's TLS refuses; updated with every revocation.
+    pub revocations: std::sync::OnceLock<Arc<mesh_certs::Revocations>>,
     numbering: Numbering,
     directory: Mutex<mesh_proto::v1::Directory>,
     registry: Mutex<Registry>,
@@ -52,6 +59,9 @@ impl Shared {
             failover: Default::default(),
             events: crate::state::events::EventLog::new(store.clone()),
             traffic: Default::default(),
+            identities: crate::state::identities::Identities::new(store.clone())?,
+            signer: Default::default(),
+            revocations: Default::default(),
             topology: TopologyState::new(store),
             numbering,
             directory: Mutex::new(mesh_proto::v1::Directory::default()),
@@ -87,6 +97,9 @@ impl Shared {
             .filter_map(|(service, group)| group_epochs.get(&group).map(|e| (service, *e)))
             .collect();
         let mut next = crate::decide::directory::compute(&defs, &hosts, &healthy, &peers, &epochs);
+        let mut revoked = self.identities.revoked_serials((now_unix_ms / 1000) as i64);
+        revoked.sort();
+        next.revoked_serials = revoked;
         let mut current = self.directory.lock().unwrap_or_else(|p| p.into_inner());
         if current.generation != 0 && crate::decide::directory::same(&current, &next) {
             return;

@@ -25,6 +25,7 @@ const HOLDS: TableDefinition<(&str, &str), i32> = TableDefinition::new("holds");
 const VOLUMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("volumes");
 
 mod events;
+mod identities;
 pub use events::EVENTS_KEPT;
 
 /// What a generation numbers.
@@ -99,10 +100,20 @@ impl Store {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let db = Database::create(&path).map_err(|e| StoreError::Open {
+        let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
             path: path.clone(),
             message: e.to_string(),
-        })?;
+        };
+        // A new database is made under a temporary name and renamed into
+        // place: a coordinator killed while creating it leaves no
+        // half-written file that a restart would refuse to open.
+        if !path.exists() {
+            let tmp = dir.join("coordinator.redb.creating");
+            let _ = std::fs::remove_file(&tmp);
+            drop(Database::create(&tmp).map_err(|e| open_error(&e))?);
+            std::fs::rename(&tmp, &path).map_err(|e| open_error(&e))?;
+        }
+        let db = Database::create(&path).map_err(|e| open_error(&e))?;
         Ok(Store { db, path })
     }
 
