@@ -170,9 +170,11 @@ pub fn tls_incoming(
 /// the TLS alert or OS error buried in it says what to fix.
 pub fn explain(error: &str) -> Option<&'static str> {
     const HINTS: &[(&str, &str)] = &[
+        ("CertificateRevoked", "this certificate was revoked (its node removed with `meshctl nodes remove`, or `meshctl certs revoke`): join again with a new token (`meshctl token create`, then `mesh-agent join`)"),
+        ("is revoked", "this certificate was revoked (its node removed with `meshctl nodes remove`, or `meshctl certs revoke`): join again with a new token (`meshctl token create`, then `mesh-agent join`)"),
         ("CertificateRequired", "the coordinator wants a client certificate and got none: pass --certs-dir or --cert/--key"),
         ("UnknownCA", "the coordinator does not trust our certificate: it was issued by another CA; issue one from this mesh's CA with `meshctl certs issue`"),
-        ("CertificateExpired", "a certificate has expired: reissue it with `meshctl certs issue ... --force`"),
+        ("CertificateExpired", "a certificate has expired: an agent rejoins with a new token (`meshctl token create`, `mesh-agent join`); or reissue it with `meshctl certs issue ... --force`"),
         ("BadCertificate", "the coordinator rejected our certificate: check that it was issued by this mesh's CA and is still valid"),
         ("UnknownIssuer", "the server's certificate was not issued by our mesh CA: check --ca, or that this is the right coordinator"),
         ("belongs to mesh", "the server is a coordinator of another mesh: check the coordinator address and the CA"),

@@ -110,7 +110,43 @@ fn mutated(base: &'static str) -> impl Strategy<Value = String> {
     ]
 }
 
+/// A real join token and a real CSR, the bases for the CSR/token path.
+fn join_inputs() -> (&'static str, &'static str, mesh_certs::CertificateAuthority) {
+    use std::sync::OnceLock;
+    static TEXTS: OnceLock<(String, String)> = OnceLock::new();
+    let ca = mesh_certs::CertificateAuthority::generate("prod", mesh_certs::Validity::days(1))
+        .expect("CA");
+    let (token, csr) = TEXTS.get_or_init(|| {
+        let fp = mesh_certs::ca_fingerprint(ca.cert_pem()).expect("fingerprint");
+        let token = mesh_certs::JoinToken::generate(&fp)
+            .expect("token")
+            .to_string();
+        let id = mesh_certs::Identity::new("prod", mesh_certs::Role::Agent, "pc3").expect("id");
+        let csr = mesh_certs::new_key_and_csr(&id).expect("csr").csr_pem;
+        (token, csr)
+    });
+    (token.as_str(), csr.as_str(), ca)
+}
+
 proptest! {
+    #[test]
+    fn join_tokens_never_panic(text in mutated(join_inputs().0)) {
+        if let Err(e) = text.parse::<mesh_certs::JoinToken>() {
+            prop_assert!(e.to_string().contains("token"));
+        }
+    }
+
+    #[test]
+    fn csrs_never_panic(text in mutated(join_inputs().1)) {
+        let (_, _, ca) = join_inputs();
+        let id = mesh_certs::Identity::new("prod", mesh_certs::Role::Agent, "pc3").expect("id");
+        match ca.sign_csr(&id, &text, mesh_certs::Validity::days(1)) {
+            // Whatever is signed is a mesh leaf for `id` alone.
+            Ok(chain) => prop_assert!(mesh_certs::leaf_facts_pem(&chain).is_ok()),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
     #[test]
     fn topology_files_never_panic(text in mutated(TOPOLOGY)) {
         if let Err(problems) = mesh_coordinator::decide::planning::parse("t.toml", &text) {
