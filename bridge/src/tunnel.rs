@@ -102,6 +102,13 @@ struct Inner {
     peers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     serve: Arc<ServeCtx>,
     shutdown: CancellationToken,
+    /// QUIC handshakes under way, bounded in all and per peer address.
+    handshakes: mesh_certs::HandshakeSlots,
+    /// Handshakes refused by those bounds.
+    handshakes_refused: std::sync::atomic::AtomicU64,
+    /// Revoked serials (from the directory): new handshakes refuse them in
+    /// TLS; connections already open to or from them are closed.
+    revoked: Arc<mesh_certs::Revocations>,
 }
 
 /// This agent's tunnel endpoint and its connections to peer agents. Cheap to clone.
@@ -159,6 +166,9 @@ impl Tunnels {
             peers: Mutex::new(HashMap::new()),
             serve,
             shutdown: CancellationToken::new(),
+            handshakes: mesh_certs::HandshakeSlots::default(),
+            handshakes_refused: Default::default(),
+            revoked: tls.revocations().clone(),
         });
         let span = info_span!("tunnel", node = %inner.identity.name);
         tokio::spawn(accept_loop(inner.clone()).instrument(span));
@@ -225,6 +235,7 @@ impl Tunnels {
         }
         match self.dial(peer).await {
             Ok(conn) => {
+                tokio::spawn(close_when_revoked(conn.clone(), self.inner.revoked.clone()));
                 slot.conn = Some(conn.clone());
                 slot.connects += 1;
                 slot.failures = 0;
@@ -408,6 +419,30 @@ fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket)
 }
 
+/// Closes `conn` within half a second of its peer's certificate being
+/// revoked (the list arrives with the directory).
+async fn close_when_revoked(conn: Connection, revoked: Arc<mesh_certs::Revocations>) {
+    let leaf = conn
+        .peer_identity()
+        .and_then(|any| {
+            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|certs| certs.first().cloned());
+    let Some(leaf) = leaf else { return };
+    loop {
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if revoked.refuses_cert(&leaf) {
+            warn!(remote = %conn.remote_address(), "closing a tunnel: the peer's certificate was revoked");
+            conn.close(VarInt::from_u32(CLOSE_REFUSED), b"certificate revoked");
+            return;
+        }
+    }
+}
+
 async fn accept_loop(inner: Arc<Inner>) {
     loop {
         let incoming = tokio::select! {
@@ -416,17 +451,32 @@ async fn accept_loop(inner: Arc<Inner>) {
         };
         let Some(incoming) = incoming else { return };
         let remote = incoming.remote_address();
+        let slot = match inner.handshakes.take(remote.ip()) {
+            Ok(slot) => slot,
+            Err(hit) => {
+                let n = inner
+                    .handshakes_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    warn!(%remote, limit = hit.label(), refused = n + 1, "refusing tunnel handshakes beyond the limits");
+                }
+                incoming.refuse();
+                continue;
+            }
+        };
         let inner = inner.clone();
         tokio::spawn(
-            async move { accept_one(inner, incoming).await }
+            async move { accept_one(inner, incoming, slot).await }
                 .instrument(info_span!("accept", remote = %remote)),
         );
     }
 }
 
-async fn accept_one(inner: Arc<Inner>, incoming: quinn::Incoming) {
+async fn accept_one(inner: Arc<Inner>, incoming: quinn::Incoming, slot: mesh_certs::Slot) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
+    let handshake = incoming.await;
+    drop(slot);
+    let conn = match handshake {
         Ok(conn) => conn,
         Err(e) => {
             let cause = handshake::classify(&e, Duration::ZERO, remote.port());
@@ -457,6 +507,7 @@ async fn accept_one(inner: Arc<Inner>, incoming: quinn::Incoming) {
         return;
     }
     info!(%remote, peer = %theirs.name, "tunnel accepted");
+    tokio::spawn(close_when_revoked(conn.clone(), inner.revoked.clone()));
     // Reuse this connection for our own streams to that peer unless we already have one.
     let slot = {
         let mut peers = inner

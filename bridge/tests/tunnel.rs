@@ -201,3 +201,25 @@ async fn a_restarted_peer_is_reconnected() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_peer_loses_its_open_tunnel_and_cannot_open_another() {
+    within(20, async {
+        let mesh = Mesh::new("home");
+        let host_tls = mesh.agent_tls("pc2");
+        let host = tunnels(&host_tls);
+        let removed_tls = mesh.agent_tls("pc3");
+        let removed = tunnels(&removed_tls);
+        let conn = removed.connect(&peer(&host)).await.expect("pc3 -> pc2");
+        // pc2 learns (from the directory) that pc3's certificate is revoked.
+        host_tls
+            .revocations()
+            .add(&removed_tls.leaf().expect("leaf").serial);
+        tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .expect("the open tunnel from the revoked peer is closed within a second or so");
+        let again = Tunnels::connect(&removed, &peer(&host)).await;
+        assert!(again.is_err(), "a revoked peer opened a new tunnel");
+    })
+    .await;
+}

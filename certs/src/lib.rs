@@ -44,6 +44,7 @@ pub use store::{
     issue_to_dir, leaf_paths, list_dir, load_signing_ca, write_ca_cert, write_file_atomic,
     write_leaf, CaSummary, CertInfo, IssueRequest, IssuedCert, EXPIRY_WARNING_DAYS,
 };
+pub use tls::limits::{HandshakeLimits, HandshakeSlots, LimitHit, Slot};
 pub use tls::{
     leaf_facts, leaf_facts_pem, peer_identity, LeafFacts, MeshTls, PeerExpectation, Revocations,
     TlsFiles,

@@ -2,6 +2,7 @@
 //! against the mesh CA, and identities read from certificates.
 
 mod keys;
+pub mod limits;
 mod verifier;
 
 pub use keys::Revocations;

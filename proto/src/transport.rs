@@ -116,16 +116,37 @@ pub struct Refusal {
     pub reason: String,
 }
 
+pub use mesh_certs::HandshakeLimits;
+
 /// Accepts TCP connections and completes TLS handshakes concurrently, so a
 /// slow or hostile client cannot stall the others. Refused handshakes are
 /// reported through `on_refused` and never reach the gRPC server.
+/// Handshakes are bounded by [`HandshakeLimits::default`].
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
     on_refused: impl Fn(Refusal) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+    tls_incoming_limited(
+        listener,
+        config,
+        handshake_timeout,
+        HandshakeLimits::default(),
+        on_refused,
+    )
+}
+
+/// [`tls_incoming`] with explicit handshake limits.
+pub fn tls_incoming_limited(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+    limits: HandshakeLimits,
+    on_refused: impl Fn(Refusal) + Send + Sync + 'static,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
     let (tx, rx) = mpsc::channel(256);
+    let slots = mesh_certs::HandshakeSlots::new(limits);
     let acceptor = TlsAcceptor::from(config);
     let on_refused = Arc::new(on_refused);
     tokio::spawn(async move {
@@ -142,12 +163,30 @@ pub fn tls_incoming(
             if tx.is_closed() {
                 return;
             }
+            let slot = match slots.take(peer.ip()) {
+                Ok(slot) => slot,
+                Err(hit) => {
+                    drop(tcp);
+                    on_refused(Refusal {
+                        peer,
+                        reason: format!(
+                            "{}: {} TLS handshakes under way ({} from one address at most)",
+                            hit.label(),
+                            limits.global,
+                            limits.per_peer
+                        ),
+                    });
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let on_refused = on_refused.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let outcome = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+                drop(slot);
+                match outcome {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }

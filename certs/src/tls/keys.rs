@@ -110,6 +110,10 @@ impl Revocations {
 
     /// Whether the leaf certificate (DER) carries a revoked serial. An
     /// unparsable certificate is not judged here (the chain check refuses it).
+    pub fn refuses_cert(&self, leaf_der: &[u8]) -> bool {
+        self.refuses(leaf_der)
+    }
+
     pub(crate) fn refuses(&self, leaf_der: &[u8]) -> bool {
         if self.is_empty() {
             return false;

@@ -2,7 +2,7 @@
 //! ticker, graceful shutdown. Listeners are passed in so tests bind port 0.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh_certs::{MeshTls, Role};
 use mesh_proto::transport::{tls_incoming, ALPN_H2};
@@ -159,14 +159,19 @@ impl Coordinator {
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
         let shared = self.shared;
         let refusals = shared.clone();
+        let quiet = RefusalWindow::default();
         let incoming = tls_incoming(
             listener,
             self.server_tls,
             self.settings.handshake_timeout,
             move |refusal| {
-                refusals.metrics.count_connection_refused(
-                    crate::state::metrics::connection_reason(&refusal.reason),
-                );
+                let reason = crate::state::metrics::connection_reason(&refusal.reason);
+                refusals.metrics.count_connection_refused(reason);
+                // Every refusal is counted; one per peer and reason per 10 s
+                // is recorded and logged, so a flood cannot flood the history.
+                if !quiet.first_in_window(refusal.peer.ip(), reason, Instant::now()) {
+                    return;
+                }
                 refusals.events.record(
                     "certificate",
                     "",
@@ -309,5 +314,48 @@ async fn rollout_loop(shared: Arc<Shared>, tick: Duration, shutdown: Cancellatio
                 crate::state::topology_state::refresh_volumes(&shared, now);
             }
         }
+    }
+}
+
+/// Which (peer, reason) pairs were reported in the last 10 s.
+#[derive(Default)]
+struct RefusalWindow(
+    std::sync::Mutex<std::collections::HashMap<(std::net::IpAddr, &'static str), Instant>>,
+);
+
+impl RefusalWindow {
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    /// Whether this refusal is the first of its peer and reason in the window.
+    fn first_in_window(&self, ip: std::net::IpAddr, reason: &'static str, now: Instant) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 4096 {
+            seen.retain(|_, at| now.duration_since(*at) < Self::WINDOW);
+        }
+        match seen.get(&(ip, reason)) {
+            Some(at) if now.duration_since(*at) < Self::WINDOW => false,
+            _ => {
+                seen.insert((ip, reason), now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod refusal_window_tests {
+    use super::*;
+
+    #[test]
+    fn one_report_per_peer_and_reason_per_window() {
+        let w = RefusalWindow::default();
+        let t = Instant::now();
+        let a: std::net::IpAddr = [10, 0, 0, 2].into();
+        let b: std::net::IpAddr = [10, 0, 0, 3].into();
+        assert!(w.first_in_window(a, "unknown_ca", t));
+        assert!(!w.first_in_window(a, "unknown_ca", t + Duration::from_secs(1)));
+        assert!(w.first_in_window(a, "expired", t + Duration::from_secs(1)));
+        assert!(w.first_in_window(b, "unknown_ca", t + Duration::from_secs(1)));
+        assert!(w.first_in_window(a, "unknown_ca", t + Duration::from_secs(11)));
     }
 }

@@ -16,7 +16,13 @@ pub struct Metrics {
 /// few words, so the metric's label values stay bounded.
 pub fn connection_reason(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
-    if e.contains("not finished within") || e.contains("timed out") {
+    if e.starts_with("overload") {
+        "overload"
+    } else if e.starts_with("peer_limit") {
+        "peer_limit"
+    } else if e.contains("revoked") {
+        "revoked"
+    } else if e.contains("not finished within") || e.contains("timed out") {
         "timeout"
     } else if e.contains("unknownissuer") || e.contains("unknown issuer") || e.contains("unknownca")
     {

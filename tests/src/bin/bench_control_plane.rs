@@ -44,6 +44,12 @@ struct Args {
     /// Seconds to measure one real agent at rest.
     #[arg(long, default_value_t = 30)]
     agent_rest_seconds: u64,
+    /// Each agent renews its certificate once (new key, CSR,
+    /// RenewCertificate on its own connection, the new key swapped into
+    /// its TLS) at a random moment within this many seconds of the
+    /// measurement window (issue #14: 1,000 agents within one minute).
+    #[arg(long)]
+    renew_within: Option<u64>,
     /// Directory holding mesh-coordinator and mesh-agent [default: next to this binary].
     #[arg(long)]
     bin_dir: Option<std::path::PathBuf>,
@@ -112,6 +118,33 @@ struct AgentResult {
     histogram: Histogram<u64>,
     sent: u64,
     acked: u64,
+    /// Heartbeats whose ack came later than one heartbeat period.
+    late: u64,
+    /// How long the renewal call took (None: none asked, or it failed).
+    renewed_us: Option<u64>,
+}
+
+/// Waits for the measurement, then renews once after `offset`.
+async fn renew_once(
+    mut client: AgentServiceClient<tonic::transport::Channel>,
+    tls: mesh_certs::MeshTls,
+    offset: Duration,
+    mut phase: tokio::sync::watch::Receiver<Phase>,
+) -> Result<u64> {
+    while *phase.borrow_and_update() != Phase::Measure {
+        phase.changed().await?;
+    }
+    tokio::time::sleep(offset).await;
+    let started = Instant::now();
+    let request = mesh_certs::new_key_and_csr(tls.identity())?;
+    let response = client
+        .renew_certificate(mesh_proto::v1::RenewCertificateRequest {
+            csr_pem: request.csr_pem,
+        })
+        .await?
+        .into_inner();
+    tls.renew(&response.cert_chain_pem, &request.key_pem)?;
+    Ok(started.elapsed().as_micros() as u64)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,15 +154,22 @@ enum Phase {
     Stop,
 }
 
-async fn run_agent(
+/// Who a simulated agent is and where it connects.
+struct AgentConn {
     name: String,
     address: String,
     tls: Arc<rustls::ClientConfig>,
+}
+
+async fn run_agent(
+    agent: AgentConn,
     period: Duration,
+    renew: Option<(mesh_certs::MeshTls, Duration)>,
     handshake_permit: tokio::sync::OwnedSemaphorePermit,
     connected: Arc<Semaphore>,
     mut phase: tokio::sync::watch::Receiver<Phase>,
 ) -> Result<AgentResult> {
+    let AgentConn { name, address, tls } = agent;
     let channel = transport::connect(&address, tls, &ConnectOptions::default()).await?;
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(8);
@@ -146,6 +186,8 @@ async fn run_agent(
     inbound.message().await?.context("no Registered")?;
     drop(handshake_permit);
     connected.add_permits(1);
+    let renewal = renew
+        .map(|(tls, offset)| tokio::spawn(renew_once(client.clone(), tls, offset, phase.clone())));
     // Real agents are not synchronised: start at a random phase.
     tokio::time::sleep(period.mul_f64(rand_fraction(&name))).await;
     let mut ticker = tokio::time::interval(period);
@@ -154,6 +196,8 @@ async fn run_agent(
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         sent: 0,
         acked: 0,
+        late: 0,
+        renewed_us: None,
     };
     let inv = inventory(name.len());
     let mut seq = 0;
@@ -171,8 +215,12 @@ async fn run_agent(
                 let message = message?.context("coordinator closed the stream")?;
                 if let Some(CoordBody::HeartbeatAck(ack)) = message.body {
                     if let Some(sent_at) = in_flight.remove(&ack.seq) {
-                        result.histogram.record(sent_at.elapsed().as_micros() as u64)?;
+                        let rtt = sent_at.elapsed();
+                        result.histogram.record(rtt.as_micros() as u64)?;
                         result.acked += 1;
+                        if rtt > period {
+                            result.late += 1;
+                        }
                     }
                 }
             }
@@ -193,6 +241,13 @@ async fn run_agent(
                 }
             }
             _ => break,
+        }
+    }
+    if let Some(task) = renewal {
+        match task.await {
+            Ok(Ok(us)) => result.renewed_us = Some(us),
+            Ok(Err(e)) => eprintln!("{name}: renewal failed: {e:#}"),
+            Err(e) => eprintln!("{name}: renewal task: {e}"),
         }
     }
     Ok(result)
@@ -242,7 +297,8 @@ fn main() -> Result<()> {
             mesh: "bench".into(),
             role: Role::Coordinator,
         };
-        agent_tls.push((name, tls.client_config(expect, &[ALPN_H2])?));
+        let config = tls.client_config(expect, &[ALPN_H2])?;
+        agent_tls.push((name, tls, config));
     }
     let port = free_port()?;
     let address = format!("127.0.0.1:{port}");
@@ -276,7 +332,7 @@ async fn drive(
     args: &Args,
     pki: &Pki,
     address: &str,
-    agent_tls: Vec<(String, Arc<rustls::ClientConfig>)>,
+    agent_tls: Vec<(String, mesh_certs::MeshTls, Arc<rustls::ClientConfig>)>,
     coordinator: &Proc,
     bin_dir: &Path,
 ) -> Result<String> {
@@ -287,14 +343,20 @@ async fn drive(
     // Bound the handshake burst; each permit is released once registered.
     let limiter = Arc::new(Semaphore::new(64));
     let mut tasks = Vec::new();
-    for (name, tls) in agent_tls {
+    for (name, mesh_tls, tls) in agent_tls {
+        let renew = args.renew_within.map(|w| {
+            let offset =
+                Duration::from_secs_f64(w as f64 * rand_fraction(&format!("{name}-renew")));
+            (mesh_tls, offset)
+        });
         let limiter = limiter.clone();
         let connected = connected.clone();
         let address = address.to_string();
         let phase = phase_rx.clone();
         tasks.push(tokio::spawn(async move {
             let permit = limiter.acquire_owned().await?;
-            run_agent(name, address, tls, period, permit, connected, phase).await
+            let agent = AgentConn { name, address, tls };
+            run_agent(agent, period, renew, permit, connected, phase).await
         }));
     }
     tokio::select! {
@@ -324,13 +386,18 @@ async fn drive(
     phase_tx.send(Phase::Stop)?;
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (mut sent, mut acked, mut failed) = (0u64, 0u64, 0usize);
+    let (mut sent, mut acked, mut failed, mut late) = (0u64, 0u64, 0usize, 0u64);
+    let mut renewals = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for task in tasks {
         match task.await? {
             Ok(r) => {
                 histogram.add(&r.histogram)?;
                 sent += r.sent;
                 acked += r.acked;
+                late += r.late;
+                if let Some(us) = r.renewed_us {
+                    renewals.record(us)?;
+                }
             }
             Err(e) => {
                 failed += 1;
@@ -358,6 +425,24 @@ async fn drive(
         .into_inner()
         .nodes;
     let degraded = nodes.iter().filter(|n| n.history.len() > 1).count();
+    let gap_max_ms = nodes
+        .iter()
+        .map(|n| n.heartbeat_gap_max_us)
+        .max()
+        .unwrap_or(0) as f64
+        / 1000.0;
+    let renewal_report = match args.renew_within {
+        None => String::new(),
+        Some(w) => format!(
+            "| certificates renewed (one per agent, spread over {w} s) | {n} of {agents} |\n\
+| renewal call (key + CSR here, sign + commit there) p50 / p99 / max | {r50:.2} / {r99:.2} / {rmax:.2} ms |\n",
+            n = renewals.len(),
+            agents = args.agents,
+            r50 = renewals.value_at_quantile(0.5) as f64 / 1000.0,
+            r99 = renewals.value_at_quantile(0.99) as f64 / 1000.0,
+            rmax = renewals.max() as f64 / 1000.0,
+        ),
+    };
     let status = client.get_status(GetStatusRequest {}).await?.into_inner();
 
     let agent_rest = measure_agent_at_rest(args, pki, address, bin_dir).await?;
@@ -371,6 +456,9 @@ async fn drive(
 | heartbeats sent / acknowledged in window | {sent} / {acked} |\n\
 | agents that failed | {failed} |\n\
 | nodes that ever left Ready (coordinator's own history) | {degraded} |\n\
+| heartbeats acknowledged later than one period | {late} |\n\
+| longest gap between two heartbeats of one node, as the coordinator received them | {gap_max_ms:.1} ms |\n\
+{renewal_report}\
 | heartbeat round trip p50 / p90 / p99 / max | {p50:.2} / {p90:.2} / {p99:.2} / {max:.2} ms |\n\
 | coordinator CPU | {cpu:.1} % of one core |\n\
 | coordinator RSS at end / max | {rss:.1} / {rssmax:.1} MB |\n\
