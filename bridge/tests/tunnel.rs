@@ -223,3 +223,44 @@ async fn a_revoked_peer_loses_its_open_tunnel_and_cannot_open_another() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_datagrams_at_the_tunnel_endpoint_change_nothing() {
+    within(30, async {
+        let mesh = Mesh::new("home");
+        let host = mesh.agent("pc2");
+        let target = addr(&host);
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp");
+        // Deterministic noise: QUIC long and short headers with random
+        // versions, connection ids and lengths, truncated anywhere.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..5000u32 {
+            let len = (next() % 1400) as usize + 1;
+            let mut datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            match i % 3 {
+                0 => datagram[0] |= 0xc0,                       // long header
+                1 => datagram[0] = (datagram[0] & 0x3f) | 0x40, // short header
+                _ => {}
+            }
+            if i % 3 == 0 && len > 5 {
+                datagram[1..5].copy_from_slice(&1u32.to_be_bytes()); // QUIC v1
+            }
+            let _ = socket.send_to(&datagram, target).await;
+        }
+        // The endpoint still serves a real peer.
+        let peer_host = mesh.agent("pc3");
+        peer_host
+            .connect(&peer(&host))
+            .await
+            .expect("a real tunnel after the noise");
+    })
+    .await;
+}

@@ -11,6 +11,9 @@
 //!   stays up (one session: its heartbeat count never resets); after the
 //!   coordinator restarts, pc3 reconnects with the renewed certificate
 //!   (the first one has expired by then);
+//! * the coordinator, started with a 30 s certificate, renews its own
+//!   certificate from the signing CA in the same window without dropping
+//!   a stream, writes it back, and starts again from the renewed file;
 //! * `meshctl nodes remove pc3`: pc3 leaves the node list, its reconnects
 //!   are refused, and pc2 refuses a tunnel from pc3's certificate.
 //!
@@ -90,6 +93,23 @@ fn join_renew_and_remove() {
     }
     let mut mesh = MeshFixture::start(&["mainpc", "pc2"], MeshOptions::default());
     mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    // The coordinator gets a certificate that expires within the test.
+    let ca = mesh_certs::load_signing_ca(mesh.pki.dir()).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let short = ca
+        .issue(
+            &mesh_certs::Identity::new("testmesh", Role::Coordinator, "coordinator").unwrap(),
+            &[],
+            mesh_certs::Validity::between(
+                now - time::Duration::seconds(5),
+                now + time::Duration::seconds(30),
+            ),
+        )
+        .unwrap();
+    let (coord_cert, coord_key) =
+        mesh_certs::leaf_paths(mesh.pki.dir(), Role::Coordinator, "coordinator");
+    mesh_certs::write_file_atomic(&coord_key, &short.key_pem, true).unwrap();
+    mesh_certs::write_file_atomic(&coord_cert, &short.cert_pem, false).unwrap();
     mesh.restart_coordinator_with_env(&[("MESH_MEMBER_CERT_LIFETIME_S", LIFETIME_S)]);
     mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
     let pc3 = mesh.lan.add_host("pc3");
@@ -170,6 +190,20 @@ fn join_renew_and_remove() {
         first_pem,
         "renewed pair not written"
     );
+    let coord_now = std::fs::read_to_string(&coord_cert).unwrap();
+    assert_ne!(
+        coord_now, short.cert_pem,
+        "the coordinator did not renew its own certificate"
+    );
+    let coord_leaf = mesh_certs::leaf_facts_pem(&coord_now).unwrap();
+    assert!(
+        coord_leaf.not_after_unix > short.not_after.unix_timestamp(),
+        "the coordinator's renewed certificate does not outlive the first"
+    );
+    assert!(mesh
+        .coordinator
+        .logs()
+        .contains("coordinator certificate renewed"));
     let issued = mesh.meshctl("mainpc", &["certs", "issued", "-o", "json"]);
     let issued: serde_json::Value = serde_json::from_slice(&issued.stdout).unwrap();
     let pc3_certs = issued
