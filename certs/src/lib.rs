@@ -45,6 +45,7 @@ pub use store::{
     write_leaf, CaSummary, CertInfo, IssueRequest, IssuedCert, EXPIRY_WARNING_DAYS,
 };
 pub use tls::limits::{HandshakeLimits, HandshakeSlots, LimitHit, Slot};
+pub use tls::renew_in;
 pub use tls::{
     leaf_facts, leaf_facts_pem, peer_identity, LeafFacts, MeshTls, PeerExpectation, Revocations,
     TlsFiles,

@@ -408,6 +408,15 @@ impl MeshTls {
     }
 }
 
+/// When to renew a certificate valid from `not_before` to `not_after`
+/// (Unix seconds), seen at `now`: two thirds into its life, never before
+/// now. Agents, admins and the coordinator renew on this schedule.
+pub fn renew_in(not_before: i64, not_after: i64, now: i64) -> std::time::Duration {
+    let life = (not_after - not_before).max(0);
+    let at = not_before + life * 2 / 3;
+    std::time::Duration::from_secs(u64::try_from(at - now).unwrap_or(0))
+}
+
 /// Serial and validity of a leaf certificate (DER).
 pub fn leaf_facts(der: &[u8]) -> Result<LeafFacts> {
     let cert = x509::parse_der(der, "certificate")?;

@@ -156,7 +156,10 @@ fn main() -> anyhow::Result<()> {
             joined.name,
             joined.cert.display(),
             joined.key.display(),
-            joined.not_after_unix
+            time::OffsetDateTime::from_unix_timestamp(joined.not_after_unix)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| joined.not_after_unix.to_string())
         );
         if no_start {
             return Ok(());

@@ -371,3 +371,12 @@ fn revoked_serials_are_refused_both_ways_and_renewal_swaps_the_presented_key() {
         out.client
     );
 }
+
+#[test]
+fn renews_two_thirds_into_the_lifetime() {
+    use std::time::Duration as D;
+    assert_eq!(renew_in(0, 30, 0), D::from_secs(20));
+    assert_eq!(renew_in(0, 30, 15), D::from_secs(5));
+    assert_eq!(renew_in(0, 30, 25), D::ZERO);
+    assert_eq!(renew_in(100, 90, 100), D::ZERO);
+}

@@ -11,14 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::signer::Signer;
 
-/// When to renew a certificate valid from `not_before` to `not_after`
-/// (Unix seconds), seen at `now`: two thirds into its life, never before
-/// now. Pure, shared with the agents' schedule.
-pub fn renew_in(not_before: i64, not_after: i64, now: i64) -> Duration {
-    let life = (not_after - not_before).max(0);
-    let at = not_before + life * 2 / 3;
-    Duration::from_secs(u64::try_from(at - now).unwrap_or(0))
-}
+use mesh_certs::renew_in;
 
 pub async fn run(
     tls: MeshTls,
@@ -71,17 +64,4 @@ pub fn write_pair(files: &TlsFiles, chain_pem: &str, key_pem: &str) -> Result<()
     mesh_certs::write_file_atomic(&files.key, key_pem, true)
         .and_then(|()| mesh_certs::write_file_atomic(&files.cert, chain_pem, false))
         .map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renews_two_thirds_into_the_lifetime() {
-        assert_eq!(renew_in(0, 30, 0), Duration::from_secs(20));
-        assert_eq!(renew_in(0, 30, 15), Duration::from_secs(5));
-        assert_eq!(renew_in(0, 30, 25), Duration::ZERO);
-        assert_eq!(renew_in(100, 90, 100), Duration::ZERO);
-    }
 }

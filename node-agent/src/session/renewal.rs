@@ -19,13 +19,7 @@ pub struct Renewal {
     pub files: Option<TlsFiles>,
 }
 
-/// When to renew a certificate valid from `not_before` to `not_after`
-/// (Unix seconds), seen at `now`: two thirds into its life, never before now.
-pub fn renew_in(not_before: i64, not_after: i64, now: i64) -> Duration {
-    let life = (not_after - not_before).max(0);
-    let at = not_before + life * 2 / 3;
-    Duration::from_secs(u64::try_from(at - now).unwrap_or(0))
-}
+use mesh_certs::renew_in;
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
@@ -93,15 +87,4 @@ async fn renew_once(
             .map_err(|e| format!("renewed, but cannot write the files: {e}"))?;
     }
     Ok(response.not_after_unix)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renews_two_thirds_into_the_lifetime() {
-        assert_eq!(renew_in(0, 30, 0), Duration::from_secs(20));
-        assert_eq!(renew_in(0, 30, 25), Duration::ZERO);
-    }
 }
