@@ -61,6 +61,22 @@ pub enum CertsCommand {
     /// Certificates the coordinator issued or saw in use: expiry, issue
     /// (renewal) time, revoked or not.
     Issued,
+    /// Get an admin certificate with a token (`meshctl token create --role
+    /// admin`): the key is made here, the coordinator is checked against
+    /// the CA the token pins, ca.crt and admin-NAME.crt/.key are written
+    /// into DIR.
+    Join {
+        /// The coordinator's address, HOST:PORT (its main port).
+        coordinator: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long = "name", id = "join_name")]
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7445)]
+        join_port: u16,
+    },
 }
 
 #[derive(Serialize)]
@@ -140,7 +156,10 @@ pub fn run(command: CertsCommand, output: Output) -> Result<()> {
                 rfc3339(issued.not_after)
             );
         }
-        CertsCommand::Renew | CertsCommand::Revoke { .. } | CertsCommand::Issued => {
+        CertsCommand::Renew
+        | CertsCommand::Revoke { .. }
+        | CertsCommand::Issued
+        | CertsCommand::Join { .. } => {
             anyhow::bail!("this certs command talks to the coordinator; run it through meshctl")
         }
         CertsCommand::List { dir } => {

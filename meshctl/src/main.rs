@@ -173,6 +173,33 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Certs {
             command: certs_cmd::CertsCommand::Issued,
         } => identity_cmd::issued(&cli.admin, cli.output).await,
+        Command::Certs {
+            command:
+                certs_cmd::CertsCommand::Join {
+                    coordinator,
+                    token,
+                    name,
+                    dir,
+                    join_port,
+                },
+        } => {
+            let addr = mesh_proto::join::join_address(&coordinator, join_port)
+                .map_err(anyhow::Error::msg)?;
+            let joined =
+                mesh_proto::join::join(&addr, &token, mesh_certs::Role::Admin, &name, &dir)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            println!(
+                "joined mesh '{}' as admin '{}': {} (key {}, mode 0600); use --certs-dir {} --admin-name {}",
+                joined.mesh,
+                joined.name,
+                joined.cert.display(),
+                joined.key.display(),
+                dir.display(),
+                joined.name
+            );
+            Ok(())
+        }
         Command::Certs { command } => certs_cmd::run(command, cli.output),
         Command::Token { command } => identity_cmd::token(&cli.admin, command, cli.output).await,
         Command::Nodes {

@@ -21,7 +21,6 @@ pub mod config;
 pub mod containers;
 pub mod health;
 pub mod inventory;
-pub mod join;
 pub mod manager;
 pub mod metrics_http;
 pub mod runtime;

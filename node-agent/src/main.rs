@@ -142,13 +142,19 @@ fn main() -> anyhow::Result<()> {
         let Some(dir) = args.certs_dir.clone() else {
             anyhow::bail!("give --certs-dir DIR: where this host keeps its key and certificate");
         };
-        let join_addr = mesh_node_agent::join::join_address(&coordinator, join_port)
-            .map_err(anyhow::Error::msg)?;
+        let join_addr =
+            mesh_proto::join::join_address(&coordinator, join_port).map_err(anyhow::Error::msg)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let joined = runtime
-            .block_on(mesh_node_agent::join::join(&join_addr, &token, &name, &dir))
+            .block_on(mesh_proto::join::join(
+                &join_addr,
+                &token,
+                mesh_certs::Role::Agent,
+                &name,
+                &dir,
+            ))
             .map_err(anyhow::Error::msg)?;
         println!(
             "joined mesh '{}' as agent '{}': {} (key {}, mode 0600), valid until {} (renewed automatically)",

@@ -3,7 +3,9 @@
 //! real binaries and real mutual TLS:
 //!
 //! * bad tokens (garbage, another mesh's CA, the wrong role) are refused
-//!   with the reason and nothing is written on the joining host;
+//!   with the reason and nothing is written on the joining host; the
+//!   admin token gives an operator a working admin certificate
+//!   (`meshctl certs join`);
 //! * pc3 joins with `mesh-agent join` and a one-use token and becomes
 //!   Ready; its key never left it (mode 0600, made there); the used token
 //!   is refused the second time;
@@ -138,6 +140,33 @@ fn join_renew_and_remove() {
     );
     let admin_token = token(&mesh, &["--role", "admin"]);
     refused(&mesh, &certs, &admin_token, "for role admin, not agent");
+    // The same admin token (refused for an agent, so still unused) gives
+    // an operator on pc3 an admin certificate, which works at once.
+    let ops = dir.path().join("ops");
+    let mut cmd = process::command(Some(mesh.host("pc3")), &binaries::path("meshctl"));
+    cmd.args(["certs", "join"])
+        .arg(mesh.coordinator_address())
+        .args(["--token", &admin_token, "--name", "ops", "--dir"])
+        .arg(&ops);
+    let out = process::run(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = process::command(Some(mesh.host("pc3")), &binaries::path("meshctl"));
+    cmd.arg("--coordinator")
+        .arg(mesh.coordinator_address())
+        .arg("--certs-dir")
+        .arg(&ops)
+        .args(["--admin-name", "ops", "nodes", "-o", "json"]);
+    let out = process::run(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"pc2\""));
     let named = token(&mesh, &["--name", "pc9"]);
     refused(&mesh, &certs, &named, "admits only the name 'pc9'");
 

@@ -1,14 +1,14 @@
-//! `mesh-agent join`: become a member with a join token. The key is made
+//! Joining with a token (`mesh-agent join`, `meshctl certs join`). The key is made
 //! here and never sent; the coordinator is verified against the CA the
 //! token pins before the token leaves this host; files are written only
 //! after the coordinator said yes, and never over existing ones.
 
 use std::path::{Path, PathBuf};
 
+use crate::transport::{self, ConnectOptions, ALPN_H2};
+use crate::v1::join_service_client::JoinServiceClient;
+use crate::v1::JoinRequest;
 use mesh_certs::{Identity, JoinToken, Role};
-use mesh_proto::transport::{self, ConnectOptions, ALPN_H2};
-use mesh_proto::v1::join_service_client::JoinServiceClient;
-use mesh_proto::v1::JoinRequest;
 
 /// What joining wrote.
 #[derive(Debug)]
@@ -30,16 +30,19 @@ pub fn join_address(coordinator: &str, join_port: u16) -> Result<String, String>
     Ok(format!("{host}:{join_port}"))
 }
 
+/// Joins as `role` (agent or admin) named `name`, writing `ca.crt` and
+/// `ROLE-NAME.crt/.key` into `certs_dir` once the coordinator said yes.
 pub async fn join(
     join_addr: &str,
     token_text: &str,
+    role: Role,
     name: &str,
     certs_dir: &Path,
 ) -> Result<Joined, String> {
     let token: JoinToken = token_text
         .parse()
         .map_err(|e: mesh_certs::Error| e.to_string())?;
-    let (cert_path, key_path) = mesh_certs::leaf_paths(certs_dir, Role::Agent, name);
+    let (cert_path, key_path) = mesh_certs::leaf_paths(certs_dir, role, name);
     for p in [&cert_path, &key_path] {
         if p.exists() {
             return Err(format!(
@@ -51,7 +54,7 @@ pub async fn join(
     }
     // The mesh name is not known yet; any valid one serves for the CSR,
     // whose subject the coordinator ignores.
-    let placeholder = Identity::new("mesh", Role::Agent, name).map_err(|e| e.to_string())?;
+    let placeholder = Identity::new("mesh", role, name).map_err(|e| e.to_string())?;
     let request = mesh_certs::new_key_and_csr(&placeholder).map_err(|e| e.to_string())?;
     let tls = mesh_certs::MeshTls::join_client_config(&token.ca_fingerprint, &[ALPN_H2])
         .map_err(|e| e.to_string())?;
@@ -69,7 +72,7 @@ pub async fn join(
             token: token.to_string(),
             name: name.to_string(),
             csr_pem: request.csr_pem.clone(),
-            role: Role::Agent.to_string(),
+            role: role.to_string(),
         })
         .await
         .map_err(|s| format!("the coordinator refused to join this host: {}", s.message()))?
@@ -86,14 +89,14 @@ pub async fn join(
     let tls =
         mesh_certs::MeshTls::from_pem(&response.ca_pem, &response.cert_chain_pem, &request.key_pem)
             .map_err(|e| format!("the certificate the coordinator sent is unusable: {e}"))?;
-    if tls.identity().name != response.name || tls.identity().role != Role::Agent {
+    if tls.identity().name != response.name || tls.identity().role != role {
         return Err(format!(
-            "the coordinator issued {} instead of an agent certificate for '{}'",
+            "the coordinator issued {} instead of a {role} certificate for '{}'",
             tls.identity(),
             response.name
         ));
     }
-    let (cert_path, key_path) = mesh_certs::leaf_paths(certs_dir, Role::Agent, &response.name);
+    let (cert_path, key_path) = mesh_certs::leaf_paths(certs_dir, role, &response.name);
     let ca = mesh_certs::ca_cert_path(certs_dir);
     match std::fs::read_to_string(&ca) {
         Ok(existing) if existing == response.ca_pem => {}
@@ -110,7 +113,7 @@ pub async fn join(
     }
     mesh_certs::write_leaf(
         certs_dir,
-        Role::Agent,
+        role,
         &response.name,
         &response.cert_chain_pem,
         &request.key_pem,
