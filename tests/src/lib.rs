@@ -33,6 +33,7 @@
 
 pub mod binaries;
 pub mod browser;
+pub mod hostile;
 pub mod mesh;
 pub mod moves;
 pub mod netns;

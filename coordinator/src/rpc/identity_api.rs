@@ -87,7 +87,9 @@ impl JoinService for JoinApi {
         }
         let signer = signer(shared).map_err(refuse)?;
         let mesh = shared.mesh.clone();
-        let registered = |name: &str| shared.registry().is_known(name);
+        // A name is held by a live certificate or an open stream; a node
+        // that went away with an expired certificate can rejoin.
+        let registered = |name: &str| shared.sessions.connected().iter().any(|n| n == name);
         let result = shared.identities.join(
             crate::state::identities::JoinAsk {
                 ca_fingerprint: signer.fingerprint(),
