@@ -266,11 +266,19 @@ pub fn list_identities(shared: &Shared) -> ListIdentitiesResponse {
 /// After a revocation: handshakes refuse it at once, the agent's stream
 /// ends, and the directory (which carries the list) goes to every agent.
 pub fn apply_revocations(shared: &Shared) {
-    let now = Now::system();
+    refuse_revoked_handshakes(shared);
+    shared.refresh_directory(Now::system().unix_ms.max(0) as u64);
+}
+
+/// The coordinator's own verifiers refuse the revoked serials from now on.
+fn refuse_revoked_handshakes(shared: &Shared) {
     if let Some(r) = shared.revocations.get() {
-        r.replace(shared.identities.revoked_serials(now.unix_ms / 1000));
+        r.replace(
+            shared
+                .identities
+                .revoked_serials(Now::system().unix_ms / 1000),
+        );
     }
-    shared.refresh_directory(now.unix_ms.max(0) as u64);
 }
 
 pub fn remove_node(
@@ -288,7 +296,9 @@ pub fn remove_node(
             "no node '{name}' is known here (see `meshctl nodes`)"
         )));
     }
-    apply_revocations(shared);
+    // Refused before its stream closes, so its reconnect is; the
+    // directory (with the list) goes out once, after it left the registry.
+    refuse_revoked_handshakes(shared);
     shared.sessions.close(
         name,
         Status::permission_denied(format!(
