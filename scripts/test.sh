@@ -24,5 +24,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace 2>&1 | tee "$log" || status=$?
+# The bridge crate's tests once more with tunnels dialled over QUIC (the
+# default is TLS over TCP; both stay supported).
+MESH_TEST_TUNNEL_TRANSPORT=quic cargo test -p mesh-bridge 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -15,8 +15,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use crate::{RecvStream, SendStream};
 use bytes::{Bytes, BytesMut};
-use quinn::{RecvStream, SendStream};
 use tokio_util::codec::Decoder;
 
 use crate::error::{Error, Result};
@@ -113,11 +113,11 @@ pub(crate) async fn read_one(
     recv: &mut RecvStream,
     max: usize,
 ) -> std::result::Result<Option<Record>, FrameError> {
-    let io = |e: quinn::ReadExactError| FrameError::Io(std::io::Error::other(e));
+    let io = |e: crate::ReadExactError| FrameError::Io(std::io::Error::other(e));
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(crate::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(io(e)),
     }
     let size = u32::from_be_bytes(prefix) as usize;
@@ -154,7 +154,7 @@ pub(crate) async fn serve(
         Err(reason) => {
             tracing::warn!(%peer, "refused a channel stream: {reason}");
             let _ = write_record(&mut send, refuse(reason), MAX_OPENING_RECORD).await;
-            let _ = send.finish();
+            let _ = send.finish().await;
             return;
         }
     };

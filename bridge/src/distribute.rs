@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use quinn::SendStream;
+use crate::SendStream;
 use tokio::sync::watch;
 use tracing::{debug, info, Instrument};
 use zeromq::{

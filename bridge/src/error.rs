@@ -32,6 +32,18 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The TCP listener for TLS tunnels (same port number as the UDP endpoint) could not be
+    /// bound.
+    #[error(
+        "cannot bind the tunnel endpoint on TCP {addr} (TLS tunnels use the same port number \
+         as QUIC's UDP port): {source}; free that TCP port or pick another tunnel port"
+    )]
+    BindTcp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A bridge's local endpoint could not be bound.
     #[error("bridge '{bridge}': cannot bind the local endpoint {endpoint}: {reason}")]
     LocalBind {
@@ -115,10 +127,15 @@ pub enum ConnectCause {
 
     /// No answer in time.
     #[error(
-        "no answer within {}ms: is the agent running there and is UDP port {port} open?",
+        "no answer within {}ms: is the agent running there and is {transport} port {port} open?",
         .after.as_millis()
     )]
-    Unreachable { after: Duration, port: u16 },
+    Unreachable {
+        after: Duration,
+        port: u16,
+        /// "UDP" (QUIC) or "TCP" (TLS).
+        transport: &'static str,
+    },
 
     /// Anything else (I/O, protocol).
     #[error("{0}")]

@@ -6,9 +6,9 @@
 
 use std::future::Future;
 
+use crate::SendStream;
 use bytes::Bytes;
 use mesh_backoff::Backoff;
-use quinn::SendStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use zeromq::{SocketRecv, ZmqMessage};
@@ -25,7 +25,7 @@ pub(crate) async fn refuse(mut send: SendStream, reason: String, max_record: usi
     warn!("{reason}");
     let failed = Record::new(Kind::Failed, vec![Bytes::from(reason)]);
     let _ = stream::write_record(&mut send, failed, max_record).await;
-    let _ = send.finish();
+    let _ = send.finish().await;
 }
 
 /// Sends every message `socket` receives from the service at `endpoint` down the stream, until

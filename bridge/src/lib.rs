@@ -51,7 +51,10 @@ pub use frame::FrameError;
 pub use mesh_backoff::Backoff;
 pub use service::{Export, Exports};
 pub use target::{InFlightPolicy, ServiceTarget, Target, ERROR_PREFIX};
-pub use tunnel::{PeerAddr, TunnelConfig, TunnelStat, Tunnels};
+pub use tunnel::{
+    PeerAddr, ReadExactError, RecvStream, SendStream, Transport, TunnelConfig, TunnelStat, Tunnels,
+    ALPN,
+};
 
 /// `bytes::Bytes`, which the zeromq crate uses in its API without re-exporting it.
 pub use bytes::Bytes;

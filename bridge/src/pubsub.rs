@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use quinn::SendStream;
+use crate::SendStream;
 use tokio::sync::watch;
 use tracing::{debug, info, Instrument};
 use zeromq::{PubSocket, Socket, SocketOptions, SocketSend, SubSocket, ZmqMessage};

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
+use crate::SendStream;
 use bytes::Bytes;
-use quinn::SendStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, info_span, warn, Instrument};
 use zeromq::{PullSocket, PushSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
@@ -179,7 +179,7 @@ pub(crate) async fn serve(ctx: ServeStream, mut send: SendStream, mut reader: Re
         let reason = format!("cannot connect to the service at {}: {e}", ctx.endpoint);
         warn!("{reason}");
         let _ = stream::write_record(&mut send, fail(reason), ctx.max_record).await;
-        let _ = send.finish();
+        let _ = send.finish().await;
         return;
     }
     loop {
@@ -206,6 +206,6 @@ pub(crate) async fn serve(ctx: ServeStream, mut send: SendStream, mut reader: Re
             }
         }
     }
-    let _ = send.finish();
+    let _ = send.finish().await;
     debug!("PUSH/PULL bridge stream ended");
 }

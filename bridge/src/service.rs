@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::{RecvStream, SendStream};
 use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::channel::{self, Channels};
@@ -124,7 +124,7 @@ pub(crate) async fn serve_stream(
         Err(reason) => {
             warn!(%peer, "refused a bridge stream: {reason}");
             let _ = write_record(&mut send, refuse(reason), ctx.max_record).await;
-            let _ = send.finish();
+            let _ = send.finish().await;
             return;
         }
     };
@@ -150,7 +150,7 @@ pub(crate) async fn serve_stream(
             };
             span.in_scope(|| warn!("refused a bridge stream: {reason}"));
             let _ = write_record(&mut send, refuse(reason), ctx.max_record).await;
-            let _ = send.finish();
+            let _ = send.finish().await;
             return;
         }
     };

@@ -2,9 +2,9 @@
 //! copied into one buffer, large frames sent without a copy), a reader, and the hello exchange
 //! that opens every bridge stream.
 
+use crate::{RecvStream, SendStream};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
@@ -92,7 +92,7 @@ async fn write_loop(
             .map_err(|e| e.to_string())?;
         chunks.clear();
     }
-    let _ = send.finish();
+    let _ = send.finish().await;
     Ok(())
 }
 

@@ -6,8 +6,8 @@
 //! connections go to the new place. Counters: `msgs_out` and `msgs_in` count finished
 //! connections, bytes are counted when a connection ends.
 
+use crate::SendStream;
 use bytes::Bytes;
-use quinn::SendStream;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -101,7 +101,7 @@ async fn splice(tcp: TcpStream, send: &mut SendStream, reader: Reader) -> (u64, 
     let mut recv = parts.io;
     let up = async {
         let n = tokio::io::copy(&mut tcp_read, send).await.unwrap_or(0);
-        let _ = send.finish();
+        let _ = send.finish().await;
         n
     };
     let down = async {
@@ -130,7 +130,7 @@ pub(crate) async fn serve(ctx: ServeStream, mut send: SendStream, reader: Reader
             warn!("{reason}");
             let refused = Record::new(Kind::Refused, vec![Bytes::from(reason)]);
             let _ = stream::write_record(&mut send, refused, ctx.max_record).await;
-            let _ = send.finish();
+            let _ = send.finish().await;
             return;
         }
     };

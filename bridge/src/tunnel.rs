@@ -8,6 +8,8 @@
 //! dialled first.
 
 mod handshake;
+mod streams;
+mod tls_tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use mesh_backoff::Backoff;
 use mesh_certs::{Identity, MeshTls, Role};
-use quinn::{Connection, RecvStream, SendStream, VarInt};
+use quinn::{Connection, VarInt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -28,6 +30,8 @@ use crate::service::{self, Exports, ServeCtx};
 
 pub use handshake::ALPN;
 use handshake::{CLOSE_REFUSED, CLOSE_SHUTDOWN};
+pub use streams::{ReadExactError, RecvStream, SendStream};
+pub use tls_tcp::Transport;
 
 /// Settings of a tunnel endpoint.
 #[derive(Clone, Debug)]
@@ -44,6 +48,8 @@ pub struct TunnelConfig {
     pub backoff: Backoff,
     /// Largest record on a stream (bounds the largest ZeroMQ message).
     pub max_record: usize,
+    /// What this endpoint dials peers with (it accepts both).
+    pub transport: Transport,
 }
 
 impl TunnelConfig {
@@ -56,6 +62,7 @@ impl TunnelConfig {
             connect_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
             max_record: DEFAULT_MAX_RECORD,
+            transport: Transport::default(),
         }
     }
 }
@@ -78,8 +85,22 @@ struct Slot {
     retry_at: Option<Instant>,
     last_error: String,
     last_kind: crate::error::FailureKind,
-    /// Connections dialled successfully to this peer.
+    /// Connections dialled successfully to this peer (TLS: counted when the last dial to it
+    /// had failed or there was none).
     connects: u64,
+    /// TLS transport: the last dial to this peer worked, and its TCP connect time.
+    tls_up: Option<Duration>,
+}
+
+impl Slot {
+    /// The live QUIC connection's round trip, else the last TLS dial's TCP connect time.
+    fn rtt(&self) -> Option<Duration> {
+        self.conn
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .map(Connection::rtt)
+            .or(self.tls_up)
+    }
 }
 
 /// One peer's tunnel as this host dials it, for metrics.
@@ -98,6 +119,8 @@ struct Inner {
     endpoint: quinn::Endpoint,
     identity: Identity,
     client: quinn::ClientConfig,
+    /// TLS-over-TCP configurations (the TCP listener beside the UDP endpoint).
+    tls: tls_tcp::TlsSide,
     config: TunnelConfig,
     peers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     serve: Arc<ServeCtx>,
@@ -142,7 +165,8 @@ impl Tunnels {
             addr: config.bind,
             source,
         };
-        let socket = udp_socket(config.bind).map_err(bind_error)?;
+        let tls_side = tls_tcp::TlsSide::new(tls)?;
+        let (socket, listener) = bind_pair(config.bind)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_error(std::io::Error::other("no tokio runtime")))?;
         let endpoint = quinn::Endpoint::new(
@@ -162,6 +186,7 @@ impl Tunnels {
             endpoint,
             identity,
             client,
+            tls: tls_side,
             config,
             peers: Mutex::new(HashMap::new()),
             serve,
@@ -171,7 +196,8 @@ impl Tunnels {
             revoked: tls.revocations().clone(),
         });
         let span = info_span!("tunnel", node = %inner.identity.name);
-        tokio::spawn(accept_loop(inner.clone()).instrument(span));
+        tokio::spawn(accept_loop(inner.clone()).instrument(span.clone()));
+        tokio::spawn(tls_tcp::accept_loop(inner.clone(), listener).instrument(span));
         Ok(Tunnels { inner })
     }
 
@@ -209,14 +235,7 @@ impl Tunnels {
     /// The live connection to `peer`, dialling it if there is none. While a previous attempt's
     /// backoff runs, fails at once with [`Error::BackingOff`].
     pub async fn connect(&self, peer: &PeerAddr) -> Result<Connection> {
-        let slot = {
-            let mut peers = self
-                .inner
-                .peers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            peers.entry(peer.node.clone()).or_default().clone()
-        };
+        let slot = self.slot(peer);
         let mut slot = slot.lock().await;
         if let Some(conn) = &slot.conn {
             if conn.close_reason().is_none() {
@@ -253,17 +272,100 @@ impl Tunnels {
         }
     }
 
-    /// A new bidirectional stream to `peer`, on the existing connection or a new one.
+    /// What this endpoint dials peers with.
+    pub fn transport(&self) -> Transport {
+        self.inner.config.transport
+    }
+
+    /// The protocol and port a peer's tunnel endpoint must have open, for messages:
+    /// "UDP" (QUIC) or "TCP" (TLS).
+    pub fn port_protocol(&self) -> &'static str {
+        match self.inner.config.transport {
+            Transport::Quic => "UDP",
+            Transport::Tls => "TCP",
+        }
+    }
+
+    /// Checks that a tunnel to `peer` opens with this endpoint's transport, as bridges would
+    /// open it; returns its round trip (QUIC's estimate, or the TCP connect time).
+    pub async fn check(&self, peer: &PeerAddr) -> Result<Duration> {
+        let started = Instant::now();
+        match self.inner.config.transport {
+            Transport::Quic => {
+                let conn = self.connect(peer).await?;
+                Ok(conn.rtt())
+            }
+            Transport::Tls => {
+                let (mut send, _recv) = self.open_tls_stream(peer).await?;
+                let _ = send.finish().await;
+                Ok(self.rtt(&peer.node).unwrap_or_else(|| started.elapsed()))
+            }
+        }
+    }
+
+    /// This peer's connection slot.
+    fn slot(&self, peer: &PeerAddr) -> Arc<tokio::sync::Mutex<Slot>> {
+        let mut peers = self
+            .inner
+            .peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        peers.entry(peer.node.clone()).or_default().clone()
+    }
+
+    /// A new bidirectional stream to `peer`: with QUIC on the existing connection or a new
+    /// one, with TLS on a TCP connection of its own.
     pub async fn open_stream(&self, peer: &PeerAddr) -> Result<(SendStream, RecvStream)> {
+        if self.inner.config.transport == Transport::Tls {
+            return self.open_tls_stream(peer).await;
+        }
         let conn = self.connect(peer).await?;
-        match conn.open_bi().await {
-            Ok(pair) => Ok(pair),
+        let (send, recv) = match conn.open_bi().await {
+            Ok(pair) => pair,
             // The connection died between the check and the open: one fresh attempt.
             Err(_) => {
                 let conn = self.connect(peer).await?;
                 conn.open_bi()
                     .await
-                    .map_err(|e| Error::stream(&peer.node, format!("cannot open a stream: {e}")))
+                    .map_err(|e| Error::stream(&peer.node, format!("cannot open a stream: {e}")))?
+            }
+        };
+        Ok((send.into(), recv.into()))
+    }
+
+    /// [`Tunnels::open_stream`] over TLS on TCP, with the same backoff as QUIC dials.
+    async fn open_tls_stream(&self, peer: &PeerAddr) -> Result<(SendStream, RecvStream)> {
+        let slot = self.slot(peer);
+        let mut slot = slot.lock().await;
+        let now = Instant::now();
+        if let Some(at) = slot.retry_at.filter(|at| *at > now) {
+            return Err(Error::BackingOff {
+                peer: peer.node.clone(),
+                addr: peer.addr,
+                last: slot.last_error.clone(),
+                last_kind: slot.last_kind,
+                retry_in: at - now,
+            });
+        }
+        match tls_tcp::dial(&self.inner, peer).await {
+            Ok((send, recv, rtt)) => {
+                if slot.tls_up.is_none() {
+                    info!(peer = %peer.node, addr = %peer.addr, "tunnel up (TLS over TCP)");
+                    slot.connects += 1;
+                }
+                slot.tls_up = Some(rtt);
+                slot.failures = 0;
+                slot.retry_at = None;
+                Ok((send, recv))
+            }
+            Err(e) => {
+                slot.tls_up = None;
+                slot.failures = slot.failures.saturating_add(1);
+                slot.retry_at =
+                    Some(Instant::now() + self.inner.config.backoff.delay(slot.failures));
+                slot.last_error = e.to_string();
+                slot.last_kind = e.kind();
+                Err(e)
             }
         }
     }
@@ -276,10 +378,7 @@ impl Tunnels {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let slot = peers.get(node)?.try_lock().ok()?;
-        slot.conn
-            .as_ref()
-            .filter(|c| c.close_reason().is_none())
-            .map(Connection::rtt)
+        slot.rtt()
     }
 
     /// Every peer this host has dialled: round trip, reconnects, failures.
@@ -296,11 +395,7 @@ impl Tunnels {
                 let slot = slot.try_lock().ok()?;
                 Some(TunnelStat {
                     peer: peer.clone(),
-                    rtt: slot
-                        .conn
-                        .as_ref()
-                        .filter(|c| c.close_reason().is_none())
-                        .map(Connection::rtt),
+                    rtt: slot.rtt(),
                     reconnects: slot.connects.saturating_sub(1),
                     failures: slot.failures,
                 })
@@ -339,6 +434,7 @@ impl Tunnels {
         let unreachable = || ConnectCause::Unreachable {
             after: timeout,
             port: peer.addr.port(),
+            transport: "UDP",
         };
         let conn = match tokio::time::timeout(timeout, connecting).await {
             Err(_) => return Err(fail(unreachable())),
@@ -394,6 +490,27 @@ impl Tunnels {
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
 /// Below this (as the kernel reports it, twice what was granted), say how to allow more.
 const SOCKET_BUFFER_LOW: usize = 1024 * 1024;
+
+/// The UDP socket and the TCP listener on the same port number: the port picked for UDP
+/// when `bind` asks for any (a few tries, in case that number is taken on TCP).
+fn bind_pair(bind: SocketAddr) -> Result<(std::net::UdpSocket, tokio::net::TcpListener)> {
+    let tries = if bind.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let socket = udp_socket(bind).map_err(|source| Error::Bind { addr: bind, source })?;
+        let addr = socket
+            .local_addr()
+            .map_err(|source| Error::Bind { addr: bind, source })?;
+        match tls_tcp::listen(addr) {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(source) => last = Some(Error::BindTcp { addr, source }),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::BindTcp {
+        addr: bind,
+        source: std::io::Error::other("no port"),
+    }))
+}
 
 /// The tunnel's UDP socket, bound to `bind`, with large send and receive buffers where the
 /// kernel allows them.
@@ -548,7 +665,7 @@ fn spawn_serving(inner: Arc<Inner>, conn: Connection, peer: String) {
                 };
                 let ctx = inner.serve.clone();
                 let peer = peer.clone();
-                tokio::spawn(service::serve_stream(ctx, peer, send, recv));
+                tokio::spawn(service::serve_stream(ctx, peer, send.into(), recv.into()));
             }
         }
         .instrument(span),

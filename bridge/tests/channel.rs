@@ -20,13 +20,13 @@ async fn a_channel_carries_raw_bytes_both_ways_and_names_the_verified_peer() {
             let got = ch.recv.read_to_end(1 << 20).await.expect("read");
             out.extend(got);
             ch.send.write_all(&out).await.expect("write");
-            ch.send.finish().expect("finish");
+            ch.send.finish().await.expect("finish");
         });
         let (mut send, mut recv) = a.open_channel(&peer(&b), "echo").await.expect("open");
         // Bytes that look like nothing in particular: the channel must not parse them.
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         send.write_all(&payload).await.expect("send");
-        send.finish().expect("finish");
+        send.finish().await.expect("finish");
         let back = recv.read_to_end(1 << 20).await.expect("reply");
         let mut expected = b"mainpc:".to_vec();
         expected.extend(&payload);

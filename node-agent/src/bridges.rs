@@ -159,15 +159,19 @@ pub struct BridgeHost {
 }
 
 impl BridgeHost {
-    /// Binds the tunnel endpoint on `listen` (UDP).
+    /// Binds the tunnel endpoint on `listen` (UDP, and TCP on the same port for TLS tunnels);
+    /// dials peers with `transport`.
     pub fn bind(
         tls: &MeshTls,
         node: &str,
         listen: SocketAddr,
+        transport: mesh_bridge::Transport,
         endpoint_ip: IpAddr,
         advertise: &str,
     ) -> Result<Arc<BridgeHost>, mesh_bridge::Error> {
-        let tunnels = Tunnels::bind(tls, TunnelConfig::new(listen))?;
+        let mut config = TunnelConfig::new(listen);
+        config.transport = transport;
+        let tunnels = Tunnels::bind(tls, config)?;
         let service_ip = advertise
             .parse::<IpAddr>()
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -455,15 +459,10 @@ impl BridgeHost {
             node: node.to_string(),
             addr,
         };
-        let started = Instant::now();
-        match tokio::time::timeout(timeout, self.tunnels.connect(&peer)).await {
-            Ok(Ok(_)) => {
+        match tokio::time::timeout(timeout, self.tunnels.check(&peer)).await {
+            Ok(Ok(rtt)) => {
                 out.ok = true;
-                out.rtt_us = self
-                    .tunnels
-                    .rtt(node)
-                    .unwrap_or_else(|| started.elapsed())
-                    .as_micros() as u64;
+                out.rtt_us = rtt.as_micros() as u64;
             }
             Ok(Err(e)) => {
                 out.set_failure(cause_of(e.kind()));
@@ -471,7 +470,11 @@ impl BridgeHost {
             }
             Err(_) => {
                 out.set_failure(CheckCause::Link);
-                out.error = format!("no tunnel to {node} at {addr} within {timeout:?}: is its agent running and UDP port {} open?", addr.port());
+                out.error = format!(
+                    "no tunnel to {node} at {addr} within {timeout:?}: is its agent running and {} port {} open?",
+                    self.tunnels.port_protocol(),
+                    addr.port()
+                );
             }
         }
         out
@@ -532,7 +535,7 @@ impl BridgeHost {
     }
 }
 
-/// `mesh-agent tunnel-check`: opens a tunnel from an ephemeral UDP port
+/// `mesh-agent tunnel-check`: opens a tunnel from an ephemeral port
 /// to `peer_name` at `peer` with `tls`, and prints one line saying how it
 /// went. Returns whether the tunnel opened; errors only when no local
 /// endpoint can be bound.
@@ -541,23 +544,24 @@ pub async fn tunnel_check(
     peer: SocketAddr,
     peer_name: &str,
     limit: Duration,
+    transport: mesh_bridge::Transport,
 ) -> Result<bool, mesh_bridge::Error> {
     let any: SocketAddr = match peer {
         SocketAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
         SocketAddr::V6(_) => SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
     };
-    let tunnels = Tunnels::bind(tls, TunnelConfig::new(any))?;
+    let mut config = TunnelConfig::new(any);
+    config.transport = transport;
+    let tunnels = Tunnels::bind(tls, config)?;
     let target = PeerAddr {
         node: peer_name.to_string(),
         addr: peer,
     };
-    let started = Instant::now();
-    let outcome = tokio::time::timeout(limit, tunnels.connect(&target)).await;
+    let outcome = tokio::time::timeout(limit, tunnels.check(&target)).await;
     let ok = match outcome {
-        Ok(Ok(_)) => {
-            let rtt = tunnels.rtt(peer_name).unwrap_or_else(|| started.elapsed());
+        Ok(Ok(rtt)) => {
             println!(
-                "tunnel to {peer_name} at {peer}: ok (as {}), round trip {} us",
+                "tunnel to {peer_name} at {peer}: ok (as {}, {transport}), round trip {} us",
                 tls.identity(),
                 rtt.as_micros()
             );
@@ -573,7 +577,8 @@ pub async fn tunnel_check(
         Err(_) => {
             println!(
                 "tunnel to {peer_name} at {peer}: FAILED (link): no answer within {limit:?}; is \
-                 its agent running and UDP port {} open?",
+                 its agent running and {} port {} open?",
+                tunnels.port_protocol(),
                 peer.port()
             );
             false

@@ -62,6 +62,10 @@ pub struct BridgeSection {
     /// Where local bridge endpoints listen [default 0.0.0.0, reachable
     /// from this host's containers].
     pub endpoint_address: Option<String>,
+    /// What tunnels to other hosts are dialled with: "tls" (TLS 1.3 over
+    /// TCP, default: faster on a LAN) or "quic" (UDP). Every agent accepts
+    /// both on the same port number (UDP and TCP), so hosts may differ.
+    pub transport: Option<String>,
 }
 
 /// Resolved `[bridge]` settings.
@@ -69,6 +73,7 @@ pub struct BridgeSection {
 pub struct BridgeSettings {
     pub listen: std::net::SocketAddr,
     pub endpoint_address: std::net::IpAddr,
+    pub transport: mesh_bridge::Transport,
 }
 
 pub const DEFAULT_TUNNEL_LISTEN: &str = "0.0.0.0:7444";
@@ -264,9 +269,16 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<Config, ConfigError>
                 format!("'{ep}' is not an IP address ({e})"),
             )
         })?;
+        let transport = match &file.bridge.transport {
+            None => mesh_bridge::Transport::default(),
+            Some(t) => t
+                .parse()
+                .map_err(|e: String| ConfigError::field("bridge.transport", e))?,
+        };
         Some(BridgeSettings {
             listen,
             endpoint_address,
+            transport,
         })
     };
     let volume_fsync_bound = match file.volumes.fsync_bound_ms {

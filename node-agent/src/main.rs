@@ -106,10 +106,14 @@ enum Command {
     /// when not. Needs no coordinator; uses --node and the certificate
     /// settings.
     TunnelCheck {
-        /// The other agent's tunnel endpoint, IP:PORT (UDP; 7444 unless its
-        /// `[bridge] listen` says otherwise).
+        /// The other agent's tunnel endpoint, IP:PORT (UDP for QUIC, TCP
+        /// for TLS; 7444 unless its `[bridge] listen` says otherwise).
         #[arg(long)]
         peer: std::net::SocketAddr,
+        /// Dial with this transport, "tls" or "quic" [default: this host's
+        /// `[bridge] transport`].
+        #[arg(long)]
+        transport: Option<mesh_bridge::Transport>,
         /// The other agent's node name; its certificate must say so.
         #[arg(long)]
         peer_name: String,
@@ -193,7 +197,13 @@ fn main() -> anyhow::Result<()> {
             peer,
             peer_name,
             timeout_ms,
-        }) => Some((*peer, peer_name.clone(), Duration::from_millis(*timeout_ms))),
+            transport,
+        }) => Some((
+            *peer,
+            peer_name.clone(),
+            Duration::from_millis(*timeout_ms),
+            *transport,
+        )),
         _ => None,
     };
     // A tunnel check talks to no coordinator: any address satisfies the
@@ -231,12 +241,15 @@ fn main() -> anyhow::Result<()> {
             config.node
         );
     }
-    if let Some((peer, peer_name, limit)) = tunnel_check {
+    if let Some((peer, peer_name, limit, transport)) = tunnel_check {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let transport = transport
+            .or(config.bridge.as_ref().map(|b| b.transport))
+            .unwrap_or_default();
         let ok = runtime.block_on(mesh_node_agent::bridges::tunnel_check(
-            &tls, peer, &peer_name, limit,
+            &tls, peer, &peer_name, limit, transport,
         ))?;
         std::process::exit(if ok { 0 } else { 1 });
     }
@@ -300,6 +313,7 @@ fn main() -> anyhow::Result<()> {
                 &tls,
                 &config.node,
                 b.listen,
+                b.transport,
                 b.endpoint_address,
                 &config.advertise_address,
             ) {

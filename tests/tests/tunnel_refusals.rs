@@ -23,7 +23,7 @@ use serde_json::Value;
 
 /// `mesh-agent tunnel-check` from `host` as agent `node` with the
 /// certificates in `certs`, towards pc2's tunnel endpoint.
-fn tunnel_check(host: &Host, node: &str, certs: &Path, pc2: &Host) -> Output {
+fn tunnel_check(host: &Host, node: &str, certs: &Path, pc2: &Host, transport: &str) -> Output {
     let mut cmd = process::command(Some(host), &binaries::path("mesh-agent"));
     cmd.arg("tunnel-check")
         .arg("--node")
@@ -35,7 +35,9 @@ fn tunnel_check(host: &Host, node: &str, certs: &Path, pc2: &Host) -> Output {
         .arg("--peer-name")
         .arg("pc2")
         .arg("--timeout-ms")
-        .arg("5000");
+        .arg("5000")
+        .arg("--transport")
+        .arg(transport);
     run(cmd)
 }
 
@@ -59,8 +61,47 @@ fn a_host_with_a_certificate_from_another_ca_cannot_open_a_tunnel() {
     let rogue = mesh.lan.add_host("rogue");
     let pc2 = mesh.host("pc2").clone();
 
+    // Both transports (every agent accepts QUIC and TLS over TCP) refuse the same way.
+    for transport in ["tls", "quic"] {
+        refusals(&mesh, &rogue, &pc2, transport);
+    }
+    // The mesh's own tunnels are as they were: check passes both ways.
+    wait::until(
+        "meshctl check to pass between mainpc and pc2",
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+        || {
+            let out = mesh.meshctl("mainpc", &["check", "-o", "json"]);
+            let check: Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
+            let tunnels_ok = check["hosts"].as_array().is_some_and(|hosts| {
+                hosts.len() == 2
+                    && hosts.iter().all(|h| {
+                        h["tunnels"]
+                            .as_array()
+                            .is_some_and(|t| t.len() == 1 && t[0]["ok"] == true)
+                    })
+            });
+            if out.status.success() && tunnels_ok {
+                Ok(Some(()))
+            } else {
+                Err(check.to_string())
+            }
+        },
+    );
+}
+
+/// The real mainpc's tunnel check passes, the rogue's fail with reasons, and pc2 logs them.
+fn refusals(mesh: &MeshFixture, rogue: &Host, pc2: &Host, transport: &str) {
     // The real mainpc opens a tunnel to pc2 with this very command.
-    let out = tunnel_check(mesh.host("mainpc"), "mainpc", mesh.pki.dir(), &pc2);
+    let out = tunnel_check(
+        mesh.host("mainpc"),
+        "mainpc",
+        mesh.pki.dir(),
+        pc2,
+        transport,
+    );
+
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("tunnel to pc2"), "{}", text(&out));
     assert!(text(&out).contains(": ok"), "{}", text(&out));
@@ -70,7 +111,7 @@ fn a_host_with_a_certificate_from_another_ca_cannot_open_a_tunnel() {
     rogue_pki.issue(Role::Agent, "mainpc", &[]);
 
     // Trusting only its own CA, the rogue rejects pc2 itself.
-    let out = tunnel_check(&rogue, "mainpc", rogue_pki.dir(), &pc2);
+    let out = tunnel_check(rogue, "mainpc", rogue_pki.dir(), pc2, transport);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("FAILED (certificate)"),
@@ -93,7 +134,15 @@ fn a_host_with_a_certificate_from_another_ca_cannot_open_a_tunnel() {
     for file in ["agent-mainpc.crt", "agent-mainpc.key"] {
         std::fs::copy(rogue_pki.dir().join(file), sly.path().join(file)).unwrap();
     }
-    let out = tunnel_check(&rogue, "mainpc", sly.path(), &pc2);
+    let refused_lines = || {
+        mesh.agents["pc2"]
+            .logs()
+            .lines()
+            .filter(|l| l.contains("refused a tunnel") && l.contains(&rogue.address))
+            .count()
+    };
+    let before = refused_lines();
+    let out = tunnel_check(rogue, "mainpc", sly.path(), pc2, transport);
     assert!(!out.status.success(), "{}", text(&out));
     let said = text(&out);
     eprintln!("rogue trusting both CAs: {said}");
@@ -106,41 +155,12 @@ fn a_host_with_a_certificate_from_another_ca_cannot_open_a_tunnel() {
         Duration::from_secs(5),
         Duration::from_millis(100),
         || {
-            let log = mesh.agents["pc2"].logs();
-            if log
-                .lines()
-                .any(|l| l.contains("refused a tunnel") && l.contains(&rogue.address))
-            {
+            if refused_lines() > before {
                 Ok(Some(()))
             } else {
                 Err(String::from(
                     "no 'refused a tunnel' line naming the rogue's address",
                 ))
-            }
-        },
-    );
-
-    // The mesh's own tunnels are as they were: check passes both ways.
-    wait::until(
-        "meshctl check to pass between mainpc and pc2",
-        Duration::from_secs(20),
-        Duration::from_millis(300),
-        || {
-            let out = mesh.meshctl("mainpc", &["check", "-o", "json"]);
-            let check: Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
-            let tunnels_ok = check["hosts"].as_array().is_some_and(|hosts| {
-                hosts.len() == 2
-                    && hosts.iter().all(|h| {
-                        h["tunnels"]
-                            .as_array()
-                            .is_some_and(|t| t.len() == 1 && t[0]["ok"] == true)
-                    })
-            });
-            if out.status.success() && tunnels_ok {
-                Ok(Some(()))
-            } else {
-                Err(check.to_string())
             }
         },
     );

@@ -679,7 +679,7 @@ fn measure_round_trips(
                 }
             }
         }
-        let _ = send.finish();
+        let _ = send.finish().await;
         times
     });
     net.standby().stop_channel(&channel);

@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::SendStream;
 use bytes::Bytes;
 use futures::StreamExt;
-use quinn::SendStream;
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn, Instrument};
 use zeromq::util::PeerIdentity;

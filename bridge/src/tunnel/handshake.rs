@@ -123,7 +123,7 @@ pub(crate) fn check_server_name(
 }
 
 /// A TLS alert number, named.
-fn alert_name(alert: u64) -> String {
+pub(crate) fn alert_name(alert: u64) -> String {
     let name = match alert {
         40 => "handshake_failure",
         42 => "bad_certificate",
@@ -165,7 +165,11 @@ pub(crate) fn classify(e: &ConnectionError, after: Duration, port: u16) -> Conne
                 reason: String::from_utf8_lossy(&a.reason).into_owned(),
             }
         }
-        ConnectionError::TimedOut => ConnectCause::Unreachable { after, port },
+        ConnectionError::TimedOut => ConnectCause::Unreachable {
+            after,
+            port,
+            transport: "UDP",
+        },
         other => ConnectCause::Other(other.to_string()),
     }
 }

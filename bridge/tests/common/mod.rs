@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mesh_bridge::{
     Bridge, BridgeSpec, Bytes, Export, InFlightPolicy, Pattern, PeerAddr, ServiceTarget, Target,
-    TunnelConfig, Tunnels,
+    Transport, TunnelConfig, Tunnels,
 };
 use mesh_certs::{CertificateAuthority, Identity, MeshTls, Role, Validity};
 use zeromq::{RepSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
@@ -54,9 +54,22 @@ impl Mesh {
     }
 }
 
+/// A tunnel endpoint on 127.0.0.1 dialling with the transport `MESH_TEST_TUNNEL_TRANSPORT`
+/// names ("tls" or "quic"; the product's default without it), so the whole suite runs on
+/// either (`scripts/test.sh` runs the bridge tests once more on the other one).
 pub fn tunnels(tls: &MeshTls) -> Tunnels {
+    let transport = match std::env::var("MESH_TEST_TUNNEL_TRANSPORT") {
+        Ok(name) => name.parse().expect("MESH_TEST_TUNNEL_TRANSPORT"),
+        Err(_) => Transport::default(),
+    };
+    tunnels_with(tls, transport)
+}
+
+/// A tunnel endpoint on 127.0.0.1 that dials with `transport`.
+pub fn tunnels_with(tls: &MeshTls, transport: Transport) -> Tunnels {
     let mut config = TunnelConfig::new("127.0.0.1:0".parse().expect("addr"));
     config.connect_timeout = Duration::from_secs(3);
+    config.transport = transport;
     Tunnels::bind(tls, config).expect("bind tunnel endpoint")
 }
 

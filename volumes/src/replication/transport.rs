@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mesh_bridge::{Channel, Tunnels};
-use quinn::{RecvStream, SendStream};
+use mesh_bridge::{RecvStream, SendStream};
 use tracing::{debug, info, warn};
 
 use super::image::Image;
@@ -52,7 +52,7 @@ pub(crate) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Message>,
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(mesh_bridge::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(TransportError::Stream(e.to_string())),
     }
     let len = frame_len(prefix)?;
@@ -197,7 +197,7 @@ async fn serve_standby_stream<I: Image + Send + 'static>(
     } = ch;
     if let Some(expected) = primary.filter(|p| *p != peer) {
         warn!(%peer, %expected, "refused a replication stream: only the volume's primary may write it");
-        let _ = send.reset(quinn::VarInt::from_u32(1));
+        send.reset(1);
         return;
     }
     let session = h.session.fetch_add(1, Ordering::SeqCst) + 1;
@@ -272,7 +272,7 @@ async fn serve_standby_stream<I: Image + Send + 'static>(
         }
         if refused {
             // The session is over; the primary opens a new stream.
-            let _ = send.finish();
+            let _ = send.finish().await;
             break;
         }
     }

@@ -57,6 +57,10 @@ enum RunRole {
     /// Plain TCP echo on loopback between two blocking threads (no ZeroMQ, no async
     /// runtime): the kernel's floor for each local hop a bridge endpoint adds.
     TcpLoopback,
+    /// The client host's agent side alone: a tunnel endpoint and the two bridges to the
+    /// server's services, at `--bridge-rep` and `--bridge-router`, until killed. Other
+    /// clients (pyzmq in `bridge/bench-peers.sh`) measure through them.
+    Endpoint,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -120,6 +124,16 @@ struct Args {
     /// With `--only` or `--role quic-client`: this message size alone (64 or 65536).
     #[arg(long)]
     size: Option<usize>,
+    /// What the client's tunnel endpoint dials with: "tls" (TLS 1.3 over TCP, the default)
+    /// or "quic". Servers accept both.
+    #[arg(long, default_value = "tls")]
+    transport: mesh_bridge::Transport,
+    /// Endpoint role: the local endpoint of the bridge to the server's REP service.
+    #[arg(long, default_value = "tcp://127.0.0.1:7601")]
+    bridge_rep: String,
+    /// Endpoint role: the local endpoint of the bridge to the server's ROUTER service.
+    #[arg(long, default_value = "tcp://127.0.0.1:7602")]
+    bridge_router: String,
 }
 
 /// Where the agent side (tunnel endpoints and bridges) runs.
@@ -155,6 +169,7 @@ async fn main() -> Result<()> {
         RunRole::Client => run_client(&args).await,
         RunRole::QuicStreams => quic_streams::run(&args).await,
         RunRole::TcpLoopback => tcp_loopback(),
+        RunRole::Endpoint => run_endpoint(&args).await,
         RunRole::QuicClient => {
             let agent = agent_runtime(args.agent_runtime)?;
             let args = args.clone();
@@ -332,10 +347,14 @@ struct Endpoints {
     rep_bridge: Bridge,
 }
 
-async fn bridges(tunnels: &Tunnels, peer: PeerAddr) -> Result<(Bridge, Bridge, Vec<Target>)> {
+async fn bridges(
+    tunnels: &Tunnels,
+    peer: PeerAddr,
+    locals: [String; 2],
+) -> Result<(Bridge, Bridge, Vec<Target>)> {
     let mut out = Vec::new();
     let mut targets = Vec::new();
-    for service in ["bench-rep", "bench-router"] {
+    for (service, local) in ["bench-rep", "bench-router"].into_iter().zip(locals) {
         let target = Target::new(ServiceTarget {
             peer: peer.clone(),
             service: service.to_string(),
@@ -346,7 +365,7 @@ async fn bridges(tunnels: &Tunnels, peer: PeerAddr) -> Result<(Bridge, Bridge, V
             BridgeSpec {
                 name: service.to_string(),
                 pattern: Pattern::ReqRep,
-                local: "tcp://127.0.0.1:0".to_string(),
+                local,
                 in_flight: InFlightPolicy::Error,
             },
             target.subscribe(),
@@ -362,6 +381,7 @@ async fn bridges(tunnels: &Tunnels, peer: PeerAddr) -> Result<(Bridge, Bridge, V
 }
 
 async fn run_all(args: &Args) -> Result<()> {
+    let transport = args.transport;
     let tls = throwaway_agents(&["pc2", "mainpc"])?;
     let agent = agent_runtime(args.agent_runtime)?;
     let rep = rep_echo("tcp://127.0.0.1:0").await?;
@@ -371,13 +391,13 @@ async fn run_all(args: &Args) -> Result<()> {
         on_agent(&agent, async move {
             let loopback: SocketAddr = "127.0.0.1:0".parse()?;
             let server = Tunnels::bind(&tls[0], TunnelConfig::new(loopback))?;
-            let client = Tunnels::bind(&tls[1], TunnelConfig::new(loopback))?;
+            let client = Tunnels::bind(&tls[1], tunnel_config(loopback, transport))?;
             export(&server, &rep, &router);
             let peer = PeerAddr {
                 node: "pc2".to_string(),
                 addr: server.local_addr()?,
             };
-            let (brep, brouter, targets) = bridges(&client, peer).await?;
+            let (brep, brouter, targets) = bridges(&client, peer, any_port()).await?;
             Ok((brep, brouter, (server, client, targets)))
         })
         .await?
@@ -393,17 +413,13 @@ async fn run_all(args: &Args) -> Result<()> {
 }
 
 async fn run_client(args: &Args) -> Result<()> {
+    let transport = args.transport;
     let tls = load_tls(args, "mainpc")?;
-    let peer = PeerAddr {
-        node: args.peer_name.clone(),
-        addr: args
-            .peer
-            .context("--peer ADDR (the server's tunnel) is required")?,
-    };
+    let peer = client_peer(args)?;
     let agent = agent_runtime(args.agent_runtime)?;
     let (brep, brouter, _agent) = on_agent(&agent, async move {
-        let tunnels = Tunnels::bind(&tls, TunnelConfig::new("0.0.0.0:0".parse()?))?;
-        let (brep, brouter, targets) = bridges(&tunnels, peer).await?;
+        let tunnels = Tunnels::bind(&tls, tunnel_config("0.0.0.0:0".parse()?, transport))?;
+        let (brep, brouter, targets) = bridges(&tunnels, peer, any_port()).await?;
         Ok((brep, brouter, (tunnels, targets)))
     })
     .await?;
@@ -431,6 +447,53 @@ async fn run_client(args: &Args) -> Result<()> {
         }
     };
     measure::measure(args, &eps, setup).await
+}
+
+/// The tunnel settings of the measuring side.
+fn tunnel_config(bind: SocketAddr, transport: mesh_bridge::Transport) -> TunnelConfig {
+    let mut config = TunnelConfig::new(bind);
+    config.transport = transport;
+    config
+}
+
+/// Local bridge endpoints on free loopback ports.
+fn any_port() -> [String; 2] {
+    [
+        "tcp://127.0.0.1:0".to_string(),
+        "tcp://127.0.0.1:0".to_string(),
+    ]
+}
+
+fn client_peer(args: &Args) -> Result<PeerAddr> {
+    Ok(PeerAddr {
+        node: args.peer_name.clone(),
+        addr: args
+            .peer
+            .context("--peer ADDR (the server's tunnel) is required")?,
+    })
+}
+
+async fn run_endpoint(args: &Args) -> Result<()> {
+    let transport = args.transport;
+    let tls = load_tls(args, "mainpc")?;
+    let peer = client_peer(args)?;
+    let agent = agent_runtime(args.agent_runtime)?;
+    let locals = [args.bridge_rep.clone(), args.bridge_router.clone()];
+    let (brep, brouter, agent_side) = on_agent(&agent, async move {
+        let tunnels = Tunnels::bind(&tls, tunnel_config("0.0.0.0:0".parse()?, transport))?;
+        let (brep, brouter, targets) = bridges(&tunnels, peer, locals).await?;
+        Ok((brep, brouter, (tunnels, targets)))
+    })
+    .await?;
+    eprintln!(
+        "bridging: REP at {}, ROUTER at {}; Ctrl-C to stop",
+        brep.endpoint(),
+        brouter.endpoint()
+    );
+    tokio::signal::ctrl_c().await?;
+    agent_side.0.close();
+    drop((brep, brouter, agent_side));
+    Ok(())
 }
 
 const SIZES: [(usize, &str); 2] = [(64, "64 B"), (64 * 1024, "64 KiB")];

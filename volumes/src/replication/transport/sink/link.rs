@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use quinn::{RecvStream, SendStream};
+use mesh_bridge::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::{Link, Shared, State};
@@ -137,7 +137,7 @@ async fn write_loop(
             return;
         }
     }
-    let _ = send.finish();
+    let _ = send.finish().await;
 }
 
 async fn read_loop(sh: Arc<Shared>, id: u64, mut recv: RecvStream) {
