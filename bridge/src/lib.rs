@@ -40,6 +40,7 @@ mod stream;
 mod target;
 mod tcp;
 mod tunnel;
+mod zmtp;
 
 pub use bridge::{Bridge, BridgeSpec, Pattern};
 pub use channel::{Channel, ChannelFuture};

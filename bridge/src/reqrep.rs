@@ -14,16 +14,12 @@
 
 mod service;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, info_span, warn, Instrument};
-use zeromq::{
-    RouterSendHalf, RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessage,
-};
 
 use crate::bridge::BridgeCtx;
 use crate::error::{Error, Result};
@@ -32,6 +28,7 @@ use crate::idhash::IdMap;
 use crate::stream::{self, Outgoing};
 use crate::target::{InFlightPolicy, ServiceTarget, ERROR_PREFIX};
 use crate::tunnel::Tunnels;
+use crate::zmtp::{Router, RouterEvent as Inbound};
 use crate::Pattern;
 
 pub(crate) use service::serve;
@@ -43,12 +40,6 @@ pub(crate) fn envelope(frames: &[Bytes]) -> Vec<Bytes> {
         Some(i) => frames[..=i].to_vec(),
         None => Vec::new(),
     }
-}
-
-/// What the local ROUTER reports to the bridge loop.
-enum Inbound {
-    Request(ZmqMessage),
-    ClientGone(Bytes),
 }
 
 /// Most events (or local requests) handled in one go before the loop looks at its other inputs
@@ -82,72 +73,15 @@ pub(crate) async fn start(
     ctx: BridgeCtx,
     target: watch::Receiver<ServiceTarget>,
 ) -> Result<String> {
-    let mut router = RouterSocket::new();
-    let endpoint = ctx.bind_local(&mut router).await?;
-    let mut monitor = router.monitor();
-    let (send, mut recv) = router.split();
     let (in_tx, in_rx) = mpsc::channel(1024);
-
-    // Receiving in a task of its own: polling the ROUTER's receive inside the bridge loop's
-    // select! serialised pipelined requests (measured: 5x lower throughput).
-    let shutdown = ctx.shutdown.clone();
-    let tx = in_tx.clone();
-    tokio::spawn(
-        async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    msg = recv.recv() => msg,
-                };
-                match msg {
-                    Ok(m) => {
-                        if tx.send(Inbound::Request(m)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => debug!("local ROUTER receive: {e}"),
-                }
-            }
-        }
-        .in_current_span(),
-    );
-
-    let shutdown = ctx.shutdown.clone();
-    tokio::spawn(
-        async move {
-            // The zeromq ROUTER lets a second client with the same identity take over the
-            // first one's replies (docs/zeromq-0.7-notes.md, finding 6); say so when it happens.
-            let mut connected: HashSet<Bytes> = HashSet::new();
-            loop {
-                let ev = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    ev = monitor.next() => ev,
-                };
-                match ev {
-                    Some(SocketEvent::Accepted(_, id)) => {
-                        let id: Bytes = id.into();
-                        if !connected.insert(id.clone()) {
-                            warn!(
-                                identity = %String::from_utf8_lossy(&id),
-                                "a second local client connected with an identity already in \
-                                 use; it now receives that identity's replies"
-                            );
-                        }
-                    }
-                    Some(SocketEvent::Disconnected(id)) => {
-                        let id: Bytes = id.into();
-                        connected.remove(&id);
-                        if in_tx.send(Inbound::ClientGone(id)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(_) => {}
-                    None => return,
-                }
-            }
-        }
-        .in_current_span(),
-    );
+    let (send, endpoint) = Router::bind(
+        &ctx.spec.local,
+        in_tx,
+        ctx.shutdown.clone(),
+        ctx.tunnels.max_record(),
+    )
+    .await
+    .map_err(|e| ctx.local_bind_error(e))?;
 
     let current = target.borrow().clone();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -170,7 +104,7 @@ pub(crate) async fn start(
 
 struct Client {
     ctx: BridgeCtx,
-    send: RouterSendHalf,
+    send: Router,
     current: ServiceTarget,
     route: Option<Route>,
     next_gen: u64,
@@ -228,8 +162,8 @@ impl Client {
 
     async fn on_inbound(&mut self, msg: Inbound) {
         match msg {
-            Inbound::Request(m) => self.on_request(m).await,
-            Inbound::ClientGone(id) => {
+            Inbound::Message(m) => self.on_request(m).await,
+            Inbound::Gone(id) => {
                 self.clients.remove(&id);
             }
         }
@@ -239,15 +173,11 @@ impl Client {
         self.ctx.spec.in_flight
     }
 
-    async fn on_request(&mut self, msg: ZmqMessage) {
-        let mut frames = msg.into_vecdeque();
-        let Some(identity) = frames.pop_front() else {
-            return;
-        };
-        if frames.is_empty() {
+    async fn on_request(&mut self, mut frames: Vec<Bytes>) {
+        if frames.len() < 2 {
             return;
         }
-        let frames: Vec<Bytes> = frames.into();
+        let identity = frames.remove(0);
         let client = match self.clients.get(&identity) {
             Some(c) => *c,
             None => {
@@ -390,11 +320,8 @@ impl Client {
         // Settle the gauge before the client can see its answer, so a
         // client that reads the counters after its last reply sees 0.
         self.ctx.counters.set_in_flight(self.inflight.len());
-        let Ok(msg) = ZmqMessage::try_from(frames) else {
-            return;
-        };
-        if let Err(e) = self.send.send(msg).await {
-            // The client left (ROUTER send to an unknown identity is an error in this crate).
+        if let Err(e) = self.send.send(frames).await {
+            // The client left.
             self.ctx.counters.error();
             debug!("reply to a local client dropped: {e}");
         }

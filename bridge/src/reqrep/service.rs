@@ -18,19 +18,14 @@ use std::time::Duration;
 
 use crate::SendStream;
 use bytes::Bytes;
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info_span, warn, Instrument};
-use zeromq::util::PeerIdentity;
-use zeromq::{
-    DealerSendHalf, DealerSocket, Socket, SocketEvent, SocketOptions, SocketRecv, SocketSend,
-    ZmqMessage,
-};
 
 use super::envelope;
 use crate::frame::{Kind, Record};
 use crate::service::ServeStream;
 use crate::stream::{self, Outgoing, Reader};
+use crate::zmtp::{connect_dealer, DealerSend};
 
 /// How long connecting to the service may take before the requests waiting for it fail.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -154,17 +149,16 @@ async fn forward(
     client: u64,
     rec: Record,
     outstanding: &mut VecDeque<(u64, Vec<Bytes>)>,
-    dsend: &mut DealerSendHalf,
+    dsend: &DealerSend,
 ) -> Result<(), String> {
     let id = rec.id;
-    outstanding.push_back((id, envelope(&rec.frames)));
-    let Ok(msg) = ZmqMessage::try_from(rec.frames) else {
-        outstanding.pop_back();
+    if rec.frames.is_empty() {
         send_record(ctx, failed(id, client, "empty request")).await;
         return Ok(());
-    };
+    }
+    outstanding.push_back((id, envelope(&rec.frames)));
     dsend
-        .send(msg)
+        .send(rec.frames)
         .await
         .map_err(|e| format!("sending to the service at {}: {e}", ctx.endpoint))
 }
@@ -174,10 +168,9 @@ async fn forward(
 async fn answer(
     ctx: &Ctx,
     client: u64,
-    msg: ZmqMessage,
+    frames: Vec<Bytes>,
     outstanding: &mut VecDeque<(u64, Vec<Bytes>)>,
 ) -> bool {
-    let frames: Vec<Bytes> = msg.into_vec();
     let env = envelope(&frames);
     let Some(pos) = outstanding
         .iter()
@@ -201,39 +194,26 @@ async fn answer(
 
 async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>) {
     let identity = format!("mb-{}-{}-{}", ctx.peer, ctx.seq, client);
-    let mut options = SocketOptions::default();
-    match PeerIdentity::try_from(identity.into_bytes()) {
-        Ok(id) => {
-            options.peer_identity(id);
+    let connected = connect_dealer(
+        &ctx.endpoint,
+        identity.as_bytes(),
+        CONNECT_TIMEOUT,
+        ctx.max_record,
+    )
+    .await;
+    let (dsend, mut drecv) = match connected {
+        Ok(pair) => pair,
+        Err(e) => {
+            let reason = format!("cannot connect to the service at {}: {e}", ctx.endpoint);
+            fail_all(&ctx, client, VecDeque::new(), &mut rx, &reason).await;
+            return;
         }
-        Err(e) => debug!("cannot set the DEALER identity: {e}"),
-    }
-    options.connect_timeout(CONNECT_TIMEOUT);
-    let mut dealer = DealerSocket::with_options(options);
-    let mut monitor = dealer.monitor();
-    if let Err(e) = dealer.connect(&ctx.endpoint).await {
-        let reason = format!("cannot connect to the service at {}: {e}", ctx.endpoint);
-        fail_all(&ctx, client, VecDeque::new(), &mut rx, &reason).await;
-        return;
-    }
-    let (mut dsend, mut drecv) = dealer.split();
-    // Receiving in a task of its own: polling the DEALER's receive inside the select! below
-    // serialised pipelined requests (measured: several times lower throughput).
-    let (rep_tx, mut replies) = mpsc::channel(256);
-    let recv_task = tokio::spawn(async move {
-        loop {
-            let r = drecv.recv().await;
-            let stop = r.is_err();
-            if rep_tx.send(r).await.is_err() || stop {
-                return;
-            }
-        }
-    });
-
+    };
+    // Replies are read here, in the select! below (the reader is cancel-safe: what a read
+    // returned stays in its buffer), and every whole reply a read brought is handled at once.
     let mut outstanding: VecDeque<(u64, Vec<Bytes>)> = VecDeque::new();
     let mut open = true;
     let mut closing = false;
-    let mut monitor_open = true;
     // Traffic marks the client active; the idle timer, when it fires, closes an inactive
     // client or re-arms (cheaper than resetting a timer per message).
     let mut active = false;
@@ -252,7 +232,7 @@ async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>)
                 active = true;
                 // Whatever else is queued goes out in the same turn.
                 for n in 1..=BATCH {
-                    if let Err(reason) = forward(&ctx, client, rec, &mut outstanding, &mut dsend).await {
+                    if let Err(reason) = forward(&ctx, client, rec, &mut outstanding, &dsend).await {
                         break 'serve Some(reason);
                     }
                     if n == BATCH {
@@ -264,35 +244,28 @@ async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>)
                     }
                 }
             },
-            rep = replies.recv() => {
+            rep = drecv.next() => {
                 let mut rep = rep;
                 for n in 1..=BATCH {
                     match rep {
-                        Some(Ok(msg)) => {
+                        Ok(Some(msg)) => {
                             active = true;
                             if !answer(&ctx, client, msg, &mut outstanding).await {
-                                recv_task.abort();
                                 return;
                             }
                         }
-                        Some(Err(e)) => break 'serve Some(format!("receiving from the service at {}: {e}", ctx.endpoint)),
-                        None => break 'serve Some(format!("the service at {} went away", ctx.endpoint)),
+                        Ok(None) => break 'serve Some(format!("the service at {} closed the connection", ctx.endpoint)),
+                        Err(e) => break 'serve Some(format!("receiving from the service at {}: {e}", ctx.endpoint)),
                     }
                     if n == BATCH {
                         break;
                     }
-                    match replies.try_recv() {
-                        Ok(next) => rep = Some(next),
-                        Err(_) => break,
+                    match drecv.buffered() {
+                        Ok(Some(next)) => rep = Ok(Some(next)),
+                        Ok(None) => break,
+                        Err(e) => rep = Err(e),
                     }
                 }
-            },
-            ev = monitor.next(), if monitor_open => match ev {
-                Some(SocketEvent::Disconnected(_)) => {
-                    break Some(format!("the service at {} closed the connection", ctx.endpoint));
-                }
-                Some(_) => {}
-                None => monitor_open = false,
             },
             _ = &mut idle, if outstanding.is_empty() && open && !closing => {
                 if active {
@@ -304,13 +277,9 @@ async fn client_task(ctx: Arc<Ctx>, client: u64, mut rx: mpsc::Receiver<Record>)
                 closing = true;
                 rx.close();
             }
-            _ = ctx.wtx.closed() => {
-                recv_task.abort();
-                return;
-            }
+            _ = ctx.wtx.closed() => return,
         }
     };
-    recv_task.abort();
     if let Some(reason) = failure {
         fail_all(&ctx, client, outstanding, &mut rx, &reason).await;
     }
