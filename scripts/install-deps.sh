@@ -18,6 +18,8 @@
 #   chromium    - headless, loads the coordinator's web dashboard in a test
 #   socat       - the demo forwards its dashboard from mainpc's namespace to
 #                 this machine's localhost
+#   python3-zmq - libzmq itself (pyzmq), talking to the bridge's own ZMTP in
+#                 a test
 set -euo pipefail
 
 need=()
@@ -37,6 +39,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+/usr/bin/python3 -c 'import zmq' >/dev/null 2>&1 || need+=(python3-zmq)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
