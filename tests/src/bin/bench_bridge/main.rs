@@ -84,6 +84,12 @@ struct Args {
     /// Server: where the echo ROUTER service binds.
     #[arg(long, default_value = "tcp://0.0.0.0:7502")]
     router_bind: String,
+    /// Server: export this REP endpoint (another process's) instead of its own echo REP.
+    #[arg(long)]
+    export_rep: Option<String>,
+    /// Server: export this ROUTER endpoint instead of its own echo ROUTER.
+    #[arg(long)]
+    export_router: Option<String>,
     /// Server: UDP address of a raw QUIC echo endpoint (mesh TLS and transport settings, no
     /// bridge), for `--role quic-client`.
     #[arg(long, default_value = "0.0.0.0:7503")]
@@ -128,6 +134,13 @@ struct Args {
     /// or "quic". Servers accept both.
     #[arg(long, default_value = "tls")]
     transport: mesh_bridge::Transport,
+    /// Endpoint role: a raw TCP bridge to the server's REP service (ZeroMQ carried as bytes,
+    /// no per-message work), for comparison with byte tunnels such as stunnel.
+    #[arg(long, default_value = "127.0.0.1:7611")]
+    bridge_rep_tcp: String,
+    /// Endpoint role: a raw TCP bridge to the server's ROUTER service.
+    #[arg(long, default_value = "127.0.0.1:7612")]
+    bridge_router_tcp: String,
     /// Endpoint role: the local endpoint of the bridge to the server's REP service.
     #[arg(long, default_value = "tcp://127.0.0.1:7601")]
     bridge_rep: String,
@@ -274,6 +287,16 @@ fn export(tunnels: &Tunnels, rep: &str, router: &str) {
             endpoint: router.to_string(),
         },
     );
+    // The same services as raw TCP (the tunnel as a byte pipe, as stunnel would carry them).
+    for (name, ep) in [("bench-rep-tcp", rep), ("bench-router-tcp", router)] {
+        tunnels.exports().set(
+            name,
+            Export {
+                pattern: Pattern::Tcp,
+                endpoint: ep.trim_start_matches("tcp://").to_string(),
+            },
+        );
+    }
 }
 
 /// The runtime the agent side runs on (see [`AgentRuntime`]).
@@ -315,7 +338,8 @@ async fn run_server(args: &Args) -> Result<()> {
     let rep = rep_echo(&args.rep_bind).await?;
     let router = router_echo(&args.router_bind).await?;
     let (tunnels, echo) = {
-        let (rep, router) = (rep.clone(), router.clone());
+        let rep = args.export_rep.clone().unwrap_or_else(|| rep.clone());
+        let router = args.export_router.clone().unwrap_or_else(|| router.clone());
         let (listen, quic_echo) = (args.tunnel_listen, args.quic_echo);
         on_agent(&agent, async move {
             let tunnels = Tunnels::bind(&tls, TunnelConfig::new(listen))?;
@@ -479,16 +503,41 @@ async fn run_endpoint(args: &Args) -> Result<()> {
     let peer = client_peer(args)?;
     let agent = agent_runtime(args.agent_runtime)?;
     let locals = [args.bridge_rep.clone(), args.bridge_router.clone()];
+    let (rep_tcp, router_tcp) = (args.bridge_rep_tcp.clone(), args.bridge_router_tcp.clone());
     let (brep, brouter, agent_side) = on_agent(&agent, async move {
         let tunnels = Tunnels::bind(&tls, tunnel_config("0.0.0.0:0".parse()?, transport))?;
-        let (brep, brouter, targets) = bridges(&tunnels, peer, locals).await?;
-        Ok((brep, brouter, (tunnels, targets)))
+        let (brep, brouter, mut targets) = bridges(&tunnels, peer.clone(), locals).await?;
+        let mut raw = Vec::new();
+        for (service, local) in [("bench-rep-tcp", rep_tcp), ("bench-router-tcp", router_tcp)] {
+            let target = Target::new(ServiceTarget {
+                peer: peer.clone(),
+                service: service.to_string(),
+                epoch: 0,
+            });
+            raw.push(
+                Bridge::start(
+                    &tunnels,
+                    BridgeSpec {
+                        name: service.to_string(),
+                        pattern: Pattern::Tcp,
+                        local,
+                        in_flight: InFlightPolicy::Error,
+                    },
+                    target.subscribe(),
+                )
+                .await?,
+            );
+            targets.push(target);
+        }
+        Ok((brep, brouter, (tunnels, targets, raw)))
     })
     .await?;
     eprintln!(
-        "bridging: REP at {}, ROUTER at {}; Ctrl-C to stop",
+        "bridging: REP at {}, ROUTER at {}, as raw TCP at {} and {}; Ctrl-C to stop",
         brep.endpoint(),
-        brouter.endpoint()
+        brouter.endpoint(),
+        agent_side.2[0].endpoint(),
+        agent_side.2[1].endpoint()
     );
     tokio::signal::ctrl_c().await?;
     agent_side.0.close();
