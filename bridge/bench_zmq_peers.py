@@ -156,6 +156,31 @@ def table(args):
             print(f"|  | (one round failed: {e}) | | | | | |")
 
 
+def rust_table(args):
+    """Lines "PATH 64 B RATE MIBS" / "PATH 64 KiB RATE MIBS" from bench-bridge."""
+    got = {}
+    order = []
+    for line in open(args.file):
+        parts = line.split()
+        if len(parts) != 5:
+            continue
+        path, size = parts[0], parts[1] + " " + parts[2]
+        if path not in got:
+            got[path] = {}
+            order.append(path)
+        got[path].setdefault(size, []).append((float(parts[3]), float(parts[4])))
+    med = lambda path, size, i: statistics.median(v[i] for v in got[path][size]) if got.get(path, {}).get(size) else None
+    print("| path | 64 B msg/s | 64 KiB MiB/s |")
+    print("|---|---|---|")
+    for path in order:
+        cells = []
+        for size, i, fmt in (("64 B", 0, "{:,.0f}"), ("64 KiB", 1, "{:.0f}")):
+            v, ref = med(path, size, i), med("direct", size, i)
+            vals = [x[i] for x in got[path].get(size, [])]
+            cells.append("failed" if v is None else fmt.format(v) + (f" ({v / ref:.0%}; " if ref else " (") + fmt.format(min(vals)) + "-" + fmt.format(max(vals)) + ")")
+        print(f"| {path} | {cells[0]} | {cells[1]} |")
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -170,8 +195,10 @@ def main():
     c.add_argument("--round", type=int, default=1)
     t = sub.add_parser("table")
     t.add_argument("file")
+    r = sub.add_parser("rust-table")
+    r.add_argument("file")
     args = p.parse_args()
-    {"serve": serve, "client": client, "table": table}[args.cmd](args)
+    {"serve": serve, "client": client, "table": table, "rust-table": rust_table}[args.cmd](args)
 
 
 if __name__ == "__main__":

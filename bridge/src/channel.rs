@@ -1,7 +1,8 @@
 //! Named channels: streams on the tunnel that are not bridges.
 //!
-//! Other parts of the agent (volume replication) reuse the tunnel's mutual-TLS QUIC connection
-//! between two agents, one per host pair, without the bridge knowing what they carry. The
+//! Other parts of the agent (volume replication) reuse the tunnel between two agents (a stream
+//! on the QUIC connection, or a TLS connection of its own), with its identity checks, without
+//! the bridge knowing what they carry. The
 //! serving side registers a handler for a channel name ([`Tunnels::serve_channel`]); the other
 //! side opens a stream for that name ([`Tunnels::open_channel`]). After the opening exchange the
 //! stream belongs to the handler and to the opener as raw bytes: no records, no bridge framing.

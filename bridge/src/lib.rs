@@ -1,11 +1,13 @@
 //! Bridges between mesh hosts: a service on one host (a ZeroMQ socket, or any TCP service) is
 //! reachable from other hosts at a stable local endpoint, through an authenticated, encrypted
-//! QUIC tunnel between the node agents.
+//! tunnel between the node agents.
 //!
-//! * [`Tunnels`]: one QUIC endpoint per agent with the mesh certificates (mutual TLS 1.3, the
-//!   peer must be an `agent` of the same mesh), one connection per peer agent, keep-alive,
-//!   reconnection with capped backoff. Its streams carry length-prefixed multipart records
-//!   (the internal `frame` format).
+//! * [`Tunnels`]: one endpoint per agent with the mesh certificates (mutual TLS 1.3, the peer
+//!   must be an `agent` of the same mesh), listening on UDP (QUIC: one connection per peer,
+//!   a stream per bridge) and TCP (TLS over TCP: a connection per stream) on one port number;
+//!   [`Transport`] picks what it dials with. Keep-alive, reconnection with capped backoff.
+//!   Streams ([`SendStream`], [`RecvStream`]) carry length-prefixed multipart records (the
+//!   internal `frame` format).
 //! * [`Bridge`]: the client side of one bridge, a local endpoint whose traffic goes to the
 //!   service wherever it runs now; its [`Target`] moves it at runtime, and [`InFlightPolicy`]
 //!   says what becomes of requests in flight when the service moves or its tunnel fails.

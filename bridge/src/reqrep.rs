@@ -1,7 +1,7 @@
 //! REQ/REP and DEALER/ROUTER across hosts.
 //!
-//! Client side ([`start`]): a ROUTER bound at the bridge's stable endpoint, which REQ and
-//! DEALER clients connect to. Each local client gets a bridge-assigned client id and each
+//! Client side ([`start`]): a ROUTER (the bridge's own ZMTP, `crate::zmtp`) bound at the
+//! bridge's stable endpoint, which REQ and DEALER clients connect to. Each local client gets a bridge-assigned client id and each
 //! request a bridge-assigned request id; all requests of the bridge go to the service's agent
 //! on one tunnel stream, and replies come back tagged with their request id, so a reply can
 //! only reach the client that sent the request. The bridge keeps every request until it is

@@ -1,4 +1,4 @@
-//! Records on a QUIC stream: a writer task that batches records (headers and small frames
+//! Records on a tunnel stream: a writer task that batches records (headers and small frames
 //! copied into one buffer, large frames sent without a copy), a reader, and the hello exchange
 //! that opens every bridge stream.
 

@@ -6,10 +6,9 @@
 //! envelopes are matched in order. Either way a reply only ever goes back to the client whose
 //! DEALER received it.
 //!
-//! The zeromq crate's DEALER never reconnects and silently eats messages to a dead peer
-//! (docs/zeromq-0.7-notes.md, findings 1 and 2), so a DEALER whose service connection drops is
-//! thrown away: its outstanding requests are reported as failed, and the client's next request
-//! gets a fresh DEALER.
+//! The DEALERs are the bridge's own ZMTP (`crate::zmtp`), one connection each and no
+//! reconnection: a DEALER whose service connection drops is thrown away, its outstanding
+//! requests are reported as failed, and the client's next request gets a fresh DEALER.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
