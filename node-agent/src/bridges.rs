@@ -649,7 +649,16 @@ async fn probe_reqrep(addr: SocketAddr, b: &BridgeEntry, timeout: Duration) -> P
         let first = reply.get(0).map(|f| f.to_vec()).unwrap_or_default();
         let text = String::from_utf8_lossy(&first).into_owned();
         if first.starts_with(mesh_bridge::ERROR_PREFIX.as_bytes()) {
-            Err((CheckCause::Bridge, format!("bridge replied {text:?}")))
+            // The far end's bridge reached its host but not the service itself: the service's
+            // fault, whatever the bridge's own state.
+            let cause = if text.contains("cannot connect to the service")
+                || text.contains("closed the connection")
+            {
+                CheckCause::Service
+            } else {
+                CheckCause::Bridge
+            };
+            Err((cause, format!("bridge replied {text:?}")))
         } else if b.probe_expect.is_empty() || text == b.probe_expect {
             Ok(())
         } else {
