@@ -59,7 +59,7 @@ enum RunRole {
     TcpLoopback,
     /// The client host's agent side alone: a tunnel endpoint and the two bridges to the
     /// server's services, at `--bridge-rep` and `--bridge-router`, until killed. Other
-    /// clients (pyzmq in `bridge/bench-peers.sh`) measure through them.
+    /// clients (pyzmq in `bridge/bench-encrypted.sh`) measure through them.
     Endpoint,
 }
 
