@@ -93,6 +93,29 @@ struct Slot {
 }
 
 impl Slot {
+    /// While a failed attempt's backoff runs: the error saying so, naming the last failure.
+    fn check_backoff(&self, peer: &PeerAddr) -> Result<()> {
+        let now = Instant::now();
+        match self.retry_at.filter(|at| *at > now) {
+            Some(at) => Err(Error::BackingOff {
+                peer: peer.node.clone(),
+                addr: peer.addr,
+                last: self.last_error.clone(),
+                last_kind: self.last_kind,
+                retry_in: at - now,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed attempt and when the next may be made.
+    fn failed(&mut self, e: &Error, backoff: &Backoff) {
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = Some(Instant::now() + backoff.delay(self.failures));
+        self.last_error = e.to_string();
+        self.last_kind = e.kind();
+    }
+
     /// The live QUIC connection's round trip, else the last TLS dial's TCP connect time.
     fn rtt(&self) -> Option<Duration> {
         self.conn
@@ -242,16 +265,7 @@ impl Tunnels {
                 return Ok(conn.clone());
             }
         }
-        let now = Instant::now();
-        if let Some(at) = slot.retry_at.filter(|at| *at > now) {
-            return Err(Error::BackingOff {
-                peer: peer.node.clone(),
-                addr: peer.addr,
-                last: slot.last_error.clone(),
-                last_kind: slot.last_kind,
-                retry_in: at - now,
-            });
-        }
+        slot.check_backoff(peer)?;
         match self.dial(peer).await {
             Ok(conn) => {
                 tokio::spawn(close_when_revoked(conn.clone(), self.inner.revoked.clone()));
@@ -262,11 +276,7 @@ impl Tunnels {
                 Ok(conn)
             }
             Err(e) => {
-                slot.failures = slot.failures.saturating_add(1);
-                slot.retry_at =
-                    Some(Instant::now() + self.inner.config.backoff.delay(slot.failures));
-                slot.last_error = e.to_string();
-                slot.last_kind = e.kind();
+                slot.failed(&e, &self.inner.config.backoff);
                 Err(e)
             }
         }
@@ -337,16 +347,7 @@ impl Tunnels {
     async fn open_tls_stream(&self, peer: &PeerAddr) -> Result<(SendStream, RecvStream)> {
         let slot = self.slot(peer);
         let mut slot = slot.lock().await;
-        let now = Instant::now();
-        if let Some(at) = slot.retry_at.filter(|at| *at > now) {
-            return Err(Error::BackingOff {
-                peer: peer.node.clone(),
-                addr: peer.addr,
-                last: slot.last_error.clone(),
-                last_kind: slot.last_kind,
-                retry_in: at - now,
-            });
-        }
+        slot.check_backoff(peer)?;
         match tls_tcp::dial(&self.inner, peer).await {
             Ok((send, recv, rtt)) => {
                 if slot.tls_up.is_none() {
@@ -360,11 +361,7 @@ impl Tunnels {
             }
             Err(e) => {
                 slot.tls_up = None;
-                slot.failures = slot.failures.saturating_add(1);
-                slot.retry_at =
-                    Some(Instant::now() + self.inner.config.backoff.delay(slot.failures));
-                slot.last_error = e.to_string();
-                slot.last_kind = e.kind();
+                slot.failed(&e, &self.inner.config.backoff);
                 Err(e)
             }
         }
@@ -560,6 +557,23 @@ async fn close_when_revoked(conn: Connection, revoked: Arc<mesh_certs::Revocatio
     }
 }
 
+/// A slot for a handshake from `remote` within the bounds, or `None` (counted, and logged
+/// at each power of two).
+fn handshake_slot(inner: &Inner, remote: SocketAddr) -> Option<mesh_certs::Slot> {
+    match inner.handshakes.take(remote.ip()) {
+        Ok(slot) => Some(slot),
+        Err(hit) => {
+            let n = inner
+                .handshakes_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_power_of_two() {
+                warn!(%remote, limit = hit.label(), refused = n + 1, "refusing tunnel handshakes beyond the limits");
+            }
+            None
+        }
+    }
+}
+
 async fn accept_loop(inner: Arc<Inner>) {
     loop {
         let incoming = tokio::select! {
@@ -568,18 +582,9 @@ async fn accept_loop(inner: Arc<Inner>) {
         };
         let Some(incoming) = incoming else { return };
         let remote = incoming.remote_address();
-        let slot = match inner.handshakes.take(remote.ip()) {
-            Ok(slot) => slot,
-            Err(hit) => {
-                let n = inner
-                    .handshakes_refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    warn!(%remote, limit = hit.label(), refused = n + 1, "refusing tunnel handshakes beyond the limits");
-                }
-                incoming.refuse();
-                continue;
-            }
+        let Some(slot) = handshake_slot(&inner, remote) else {
+            incoming.refuse();
+            continue;
         };
         let inner = inner.clone();
         tokio::spawn(

@@ -253,17 +253,8 @@ pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 continue;
             }
         };
-        let slot = match inner.handshakes.take(remote.ip()) {
-            Ok(slot) => slot,
-            Err(hit) => {
-                let n = inner
-                    .handshakes_refused
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    warn!(%remote, limit = hit.label(), refused = n + 1, "refusing tunnel handshakes beyond the limits");
-                }
-                continue;
-            }
+        let Some(slot) = super::handshake_slot(&inner, remote) else {
+            continue;
         };
         let inner = inner.clone();
         tokio::spawn(
