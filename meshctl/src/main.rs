@@ -17,6 +17,7 @@ mod admin;
 mod certs_cmd;
 mod check;
 mod containers_cmd;
+mod docs_cmd;
 mod events_cmd;
 mod failover_cmd;
 mod identity_cmd;
@@ -108,6 +109,16 @@ enum Command {
     Import {
         #[command(subcommand)]
         command: import::ImportCommand,
+    },
+    /// Print the shell completion script for SHELL (bash, zsh, fish,
+    /// elvish, powershell), e.g. `meshctl completions bash >
+    /// /usr/share/bash-completion/completions/meshctl`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page, or with --dir write one page per subcommand
+    /// there (meshctl.1, meshctl-place.1, ...).
+    Man {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
     /// Set the containers a node should run.
     Containers {
@@ -320,6 +331,19 @@ async fn run(cli: Cli) -> Result<()> {
             check::run(&mut client, timeout_ms, cli.output).await
         }
         Command::Import { command } => import::run(command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            docs_cmd::completions(Cli::command(), shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let written = docs_cmd::man(Cli::command(), dir.as_deref(), &mut std::io::stdout())?;
+            for file in written {
+                println!("{file}");
+            }
+            Ok(())
+        }
     }
 }
 
