@@ -20,6 +20,10 @@
 #                 this machine's localhost
 #   python3-zmq - libzmq itself (pyzmq), talking to the bridge's own ZMTP in
 #                 a test
+#   systemd     - systemd-analyze verifies the units deploy/install.sh
+#                 installs; systemd-socket-activate starts Podman the way
+#                 podman.socket does in a test
+#   dpkg        - dpkg-deb builds and reads the .deb (deploy/build-deb.sh)
 set -euo pipefail
 
 need=()
@@ -40,6 +44,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v socat >/dev/null 2>&1 || need+=(socat)
 /usr/bin/python3 -c 'import zmq' >/dev/null 2>&1 || need+=(python3-zmq)
+{ command -v systemd-analyze && command -v systemd-socket-activate; } >/dev/null 2>&1 || need+=(systemd)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

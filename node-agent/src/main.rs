@@ -138,13 +138,22 @@ fn main() -> anyhow::Result<()> {
         no_start,
     }) = args.command.take_if(|c| matches!(c, Command::Join { .. }))
     {
-        let Some(name) = name.or_else(|| args.node.clone()) else {
+        // With --config (as the system service runs it), the name and the certificate
+        // directory come from there when not given.
+        let file = match &args.config {
+            Some(path) => config::load_file(path)?,
+            None => Default::default(),
+        };
+        let Some(name) = name.or_else(|| args.node.clone()).or(file.node.clone()) else {
             anyhow::bail!(
                 "give this node's name: mesh-agent join COORDINATOR --token TOKEN --name NAME"
             );
         };
-        let Some(dir) = args.certs_dir.clone() else {
-            anyhow::bail!("give --certs-dir DIR: where this host keeps its key and certificate");
+        let Some(dir) = args.certs_dir.clone().or(file.tls.certs_dir.clone()) else {
+            anyhow::bail!(
+                "give --certs-dir DIR (or [tls] certs_dir in --config): where this host keeps \
+                 its key and certificate"
+            );
         };
         let join_addr =
             mesh_proto::join::join_address(&coordinator, join_port).map_err(anyhow::Error::msg)?;
@@ -171,6 +180,15 @@ fn main() -> anyhow::Result<()> {
                 .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
                 .unwrap_or_else(|| joined.not_after_unix.to_string())
         );
+        if let Some(path) = &args.config {
+            if file.node.as_deref() != Some(joined.name.as_str()) {
+                println!(
+                    "set node = \"{}\" in {} before starting the agent from it",
+                    joined.name,
+                    path.display()
+                );
+            }
+        }
         if no_start {
             return Ok(());
         }
