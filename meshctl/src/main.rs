@@ -21,6 +21,7 @@ mod docs_cmd;
 mod events_cmd;
 mod failover_cmd;
 mod identity_cmd;
+mod images_cmd;
 mod import;
 mod nodes;
 mod place;
@@ -127,8 +128,14 @@ enum Command {
     },
     /// Containers on every node (or one): state, health, restarts, problems.
     Ps { node: Option<String> },
-    /// Images each host holds and their sizes.
-    Images { node: Option<String> },
+    /// Images each host holds and their sizes; `images copy` copies one
+    /// from host to host.
+    #[command(args_conflicts_with_subcommands = true)]
+    Images {
+        node: Option<String>,
+        #[command(subcommand)]
+        command: Option<images_cmd::ImagesCommand>,
+    },
     /// Stop a container (it stays stopped until started).
     Stop { node: String, container: String },
     /// Start a stopped container.
@@ -247,7 +254,17 @@ async fn run(cli: Cli) -> Result<()> {
             let mut client = admin::connect(&cli.admin).await?;
             containers_cmd::ps(&mut client, node.as_deref(), cli.output).await
         }
-        Command::Images { node } => {
+        Command::Images {
+            command: Some(images_cmd::ImagesCommand::Copy(args)),
+            ..
+        } => {
+            let mut client = admin::connect(&cli.admin).await?;
+            images_cmd::copy(&mut client, &args, cli.output).await
+        }
+        Command::Images {
+            node,
+            command: None,
+        } => {
             let mut client = admin::connect(&cli.admin).await?;
             containers_cmd::images(&mut client, node.as_deref(), cli.output).await
         }

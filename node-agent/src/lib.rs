@@ -20,6 +20,7 @@ pub mod bridges;
 pub mod config;
 pub mod containers;
 pub mod health;
+pub mod images;
 pub mod inventory;
 pub mod manager;
 pub mod metrics_http;

@@ -410,6 +410,12 @@ fn main() -> anyhow::Result<()> {
             ));
         }
         if let Some(host) = bridges {
+            agent = agent.with_images(mesh_node_agent::images::ImageHost::start(
+                &socket,
+                &config.state_dir,
+                host.clone(),
+                volumes_handle.clone(),
+            ));
             agent = agent.with_bridges(host);
         }
         agent = agent.with_renewal(mesh_node_agent::session::renewal::Renewal {

@@ -59,6 +59,8 @@ pub struct Agent {
     options: ConnectOptions,
     manager: Option<ManagerLink>,
     bridges: Option<Arc<crate::bridges::BridgeHost>>,
+    /// Image copies between hosts (None: no bridges, so no tunnel to copy over).
+    images: Option<Arc<crate::images::ImageHost>>,
     usage: Option<watch::Receiver<Vec<mesh_proto::v1::ContainerUsage>>>,
     /// Follows container logs for `meshctl logs -f` (None: no runtime).
     logs: Option<Arc<dyn crate::runtime::LogFollower>>,
@@ -91,6 +93,7 @@ impl Agent {
             options: ConnectOptions::default(),
             manager: None,
             bridges: None,
+            images: None,
             usage: None,
             logs: None,
             volumes: None,
@@ -127,6 +130,12 @@ impl Agent {
     /// Where container logs are followed from (`meshctl logs -f`).
     pub fn with_logs(mut self, logs: Arc<dyn crate::runtime::LogFollower>) -> Agent {
         self.logs = Some(logs);
+        self
+    }
+
+    /// Image copies: the coordinator's `ImageCopy` commands go to `images`.
+    pub fn with_images(mut self, images: Arc<crate::images::ImageHost>) -> Agent {
+        self.images = Some(images);
         self
     }
 
@@ -374,6 +383,19 @@ impl Agent {
                             work.applier.directory(directory);
                         }
                         Some(CoordBody::Check(request)) => self.run_check(work, request, tx.clone()),
+                        Some(CoordBody::CopyImage(c)) => match &self.images {
+                            Some(images) => images.handle(c, tx.clone()),
+                            None => {
+                                let _ = tx.try_send(AgentMessage {
+                                    body: Some(AgentBody::ImageCopy(mesh_proto::v1::ImageCopyProgress {
+                                        id: c.id,
+                                        phase: "failed".into(),
+                                        error: "this agent copies no images: its bridges (the tunnel images travel on) are off; set [bridge] enabled = true".into(),
+                                        ..Default::default()
+                                    })),
+                                });
+                            }
+                        },
                         Some(CoordBody::FollowLogs(f)) => {
                             if f.stop {
                                 follows.stop(f.id);

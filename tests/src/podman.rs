@@ -136,7 +136,25 @@ pub fn ensure_system_busybox_image() {
     });
 }
 
-fn import_busybox_into(rootfs: &Path, mut podman: Command) {
+fn import_busybox_into(rootfs: &Path, podman: Command) {
+    import_rootfs_image(rootfs, podman, BUSYBOX_IMAGE, &[]);
+}
+
+/// Imports a busybox userland plus `files` (path in the image, contents) as image `name`
+/// with `podman` (an instance's CLI), building the rootfs in `rootfs`.
+pub fn import_rootfs_image(
+    rootfs: &Path,
+    mut podman: Command,
+    name: &str,
+    files: &[(&str, &[u8])],
+) {
+    for (path, contents) in files {
+        let dest = rootfs.join(path.trim_start_matches('/'));
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).expect("rootfs dir");
+        }
+        std::fs::write(&dest, contents).expect("rootfs file");
+    }
     let bin = rootfs.join("bin");
     std::fs::create_dir_all(&bin).expect("rootfs");
     let busybox = ["/usr/bin/busybox", "/bin/busybox"]
@@ -157,7 +175,7 @@ fn import_busybox_into(rootfs: &Path, mut podman: Command) {
         .spawn()
         .expect("tar");
     let out = podman
-        .args(["import", "-", BUSYBOX_IMAGE])
+        .args(["import", "-", name])
         .stdin(tar.stdout.take().expect("tar stdout"))
         .output()
         .expect("podman import");

@@ -61,6 +61,18 @@ impl AdminService for AdminApi {
         Ok(Response::new(stream))
     }
 
+    type CopyImageStream = crate::rpc::images_api::ProgressStream;
+
+    async fn copy_image(
+        &self,
+        request: Request<mesh_proto::v1::CopyImageRequest>,
+    ) -> Result<Response<Self::CopyImageStream>, Status> {
+        let s = &self.shared;
+        auth::require(&request, Role::Admin, s, "CopyImage")?;
+        let stream = crate::rpc::images_api::copy(s, request.into_inner())?;
+        Ok(Response::new(stream))
+    }
+
     type FollowLogsStream = ReceiverStream<Result<mesh_proto::v1::LogChunk, Status>>;
 
     async fn follow_logs(

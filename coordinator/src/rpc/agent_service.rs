@@ -231,6 +231,7 @@ async fn serve_stream(
             Some(AgentBody::CommandResult(result)) => shared.sessions.complete(result),
             Some(AgentBody::CheckReport(report)) => shared.sessions.complete_check(report),
             Some(AgentBody::LogChunk(chunk)) => shared.sessions.log_chunk(chunk),
+            Some(AgentBody::ImageCopy(p)) => shared.sessions.image_progress(p),
             Some(AgentBody::Register(_)) => {
                 let _ = tx
                     .send(Err(Status::invalid_argument(

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dashboard_http;
 pub mod events_api;
 pub mod identity_api;
+pub mod images_api;
 pub mod metrics_http;
 pub mod metrics_tls;
 pub mod self_renewal;

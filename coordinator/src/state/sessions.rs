@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mesh_proto::v1::coordinator_message::Body;
 use mesh_proto::v1::{
     CheckReport, CheckRequest, CommandResult, ContainerCommand, CoordinatorMessage,
-    DesiredContainers, Directory, LogChunk, LogFollow,
+    DesiredContainers, Directory, ImageCopy, ImageCopyProgress, LogChunk, LogFollow,
 };
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
@@ -36,6 +36,8 @@ pub struct Sessions {
     checks: Mutex<HashMap<u64, oneshot::Sender<CheckReport>>>,
     /// Logs followed for admins: id -> (node, where its chunks go).
     follows: Mutex<HashMap<u64, (String, mpsc::Sender<LogChunk>)>>,
+    /// Image copies under way: id -> (receiving node, where its progress goes).
+    copies: Mutex<HashMap<u64, (String, mpsc::Sender<ImageCopyProgress>)>>,
     next_command: AtomicU64,
 }
 
@@ -67,6 +69,7 @@ impl Sessions {
             outboxes.remove(node);
             // Its followed logs end: their receivers see the senders go.
             lock(&self.follows).retain(|_, (n, _)| n != node);
+            lock(&self.copies).retain(|_, (n, _)| n != node);
         }
     }
 
@@ -75,6 +78,7 @@ impl Sessions {
     pub fn close(&self, node: &str, status: Status) -> bool {
         let stream = lock(&self.outboxes).remove(node);
         lock(&self.follows).retain(|_, (n, _)| n != node);
+        lock(&self.copies).retain(|_, (n, _)| n != node);
         match stream {
             Some(s) => {
                 let _ = s.outbox.try_send(Err(status));
@@ -266,6 +270,70 @@ impl Sessions {
             self.stop_logs(id);
         } else if end {
             lock(&self.follows).remove(&id);
+        }
+    }
+
+    /// Asks `to`'s agent to pull `image` from `from`'s: its progress comes on the receiver,
+    /// which closes without a last report if the agent goes.
+    pub fn copy_image(
+        &self,
+        to: &str,
+        from: &str,
+        image: &str,
+        stall_timeout_ms: u32,
+    ) -> Result<(u64, mpsc::Receiver<ImageCopyProgress>), Status> {
+        let id = self.next_command.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::channel(FOLLOW_QUEUE);
+        lock(&self.copies).insert(id, (to.to_string(), tx));
+        let asked = self.send(
+            to,
+            Body::CopyImage(ImageCopy {
+                id,
+                image: image.to_string(),
+                from_node: from.to_string(),
+                stall_timeout_ms,
+                cancel: false,
+            }),
+        );
+        if !asked {
+            lock(&self.copies).remove(&id);
+            return Err(Status::unavailable(format!(
+                "node '{to}' is not connected; check `meshctl nodes`"
+            )));
+        }
+        Ok((id, rx))
+    }
+
+    /// The admin who asked for copy `id` went away: the agent stops it.
+    pub fn cancel_copy(&self, id: u64) {
+        if let Some((node, _)) = lock(&self.copies).remove(&id) {
+            self.send(
+                &node,
+                Body::CopyImage(ImageCopy {
+                    id,
+                    cancel: true,
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+
+    /// Progress of copy `p.id` from the agent pulling it. Reports the admin is too slow for
+    /// are dropped (the next says more); the last one is always kept.
+    pub fn image_progress(&self, p: ImageCopyProgress) {
+        let last = p.done || !p.error.is_empty();
+        let target = if last {
+            lock(&self.copies).remove(&p.id).map(|(_, tx)| tx)
+        } else {
+            lock(&self.copies).get(&p.id).map(|(_, tx)| tx.clone())
+        };
+        let Some(tx) = target else { return };
+        if last {
+            tokio::spawn(async move {
+                let _ = tx.send(p).await;
+            });
+        } else {
+            let _ = tx.try_send(p);
         }
     }
 

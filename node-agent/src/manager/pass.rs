@@ -14,8 +14,9 @@ use crate::containers::reconcile::Observed;
 use crate::containers::spec::{spec_hash, LABEL_GROUP, LABEL_NAME};
 use crate::runtime::{ContainerRuntime, ObservedContainer};
 
-/// Images change rarely; re-read them this often.
-const IMAGES_EVERY: Duration = Duration::from_secs(30);
+/// Images change rarely, but a copy (`meshctl images copy`) or a `podman load` should show
+/// in `meshctl images` and placement within seconds; one list call is cheap.
+const IMAGES_EVERY: Duration = Duration::from_secs(5);
 
 /// What the runtime shows for a desired (or undesired: `None`) container.
 pub fn seen(spec: Option<&ContainerSpec>, observed: Option<&Observed>) -> Seen {

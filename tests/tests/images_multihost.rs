@@ -1,0 +1,287 @@
+//! Images copied between hosts (`meshctl images copy`) in network namespaces, each agent with
+//! a Podman of its own (own image store): an image only mainpc holds is copied to pc2 over
+//! the agents' mutual-TLS tunnel and a container runs from it there; a second copy sends
+//! nothing; bad requests change nothing. Faults: a corrupted stream is refused by its
+//! checksum, and a copy cut by a link failure leaves no image and no spool file behind, and
+//! succeeds when run again. Needs root and podman: CI runs it.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::podman::{ensure_system_busybox_image, import_rootfs_image, require_podman};
+use mesh_tests::wait;
+
+fn mesh() -> MeshFixture {
+    ensure_system_busybox_image();
+    let mesh = MeshFixture::start(
+        &["mainpc", "pc2"],
+        MeshOptions {
+            containers: true,
+            ..MeshOptions::default()
+        },
+    );
+    for n in ["mainpc", "pc2"] {
+        mesh.wait_ready_with_inventory(n, Duration::from_secs(30));
+    }
+    mesh
+}
+
+/// Imports image `name` (busybox, a marker file and `pad` bytes of noise) into `node`'s own
+/// Podman, and waits until its agent reports it.
+fn image_on(mesh: &MeshFixture, node: &str, name: &str, pad: usize) {
+    let work = tempfile::tempdir().unwrap();
+    let noise: Vec<u8> = (0..pad as u64)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    import_rootfs_image(
+        &work.path().join("rootfs"),
+        mesh.podman(node),
+        name,
+        &[("/marker", b"copied-image-marker\n"), ("/noise", &noise)],
+    );
+    wait::until(
+        &format!("{node} reporting image {name}"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let out = mesh.meshctl("mainpc", &["images", node, "-o", "json"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Ok(text.contains(name).then_some(()))
+        },
+    );
+}
+
+fn exists(mesh: &MeshFixture, node: &str, image: &str) -> bool {
+    mesh.podman(node)
+        .args(["image", "exists", image])
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn spool_files(mesh: &MeshFixture, node: &str) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(mesh.state_dir(node).join("image-spool"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn copy(mesh: &MeshFixture, image: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["images", "copy", image, "--from", "mainpc", "--to", "pc2"];
+    args.extend_from_slice(extra);
+    mesh.meshctl("mainpc", &args)
+}
+
+#[test]
+fn an_image_only_on_mainpc_is_copied_to_pc2_and_a_container_runs_from_it() {
+    if !require_podman("an_image_only_on_mainpc_is_copied_to_pc2_and_a_container_runs_from_it") {
+        return;
+    }
+    let mesh = mesh();
+    let image = format!("localhost/copytest-{}:latest", std::process::id());
+    image_on(&mesh, "mainpc", &image, 4 << 20);
+    assert!(!exists(&mesh, "pc2", &image), "pc2 must not hold it yet");
+
+    // Bad requests: named, and nothing changes.
+    let out = copy(&mesh, "localhost/no-such-image:latest", &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("holds no image 'localhost/no-such-image:latest'"),
+        "{}",
+        text(&out)
+    );
+    let out = mesh.meshctl(
+        "mainpc",
+        &[
+            "images", "copy", &image, "--from", "mainpc", "--to", "mainpc",
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("two different hosts"),
+        "{}",
+        text(&out)
+    );
+    let out = mesh.meshctl(
+        "mainpc",
+        &["images", "copy", &image, "--from", "mainpc", "--to", "pc9"],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("no node named 'pc9'"),
+        "{}",
+        text(&out)
+    );
+    assert!(!exists(&mesh, "pc2", &image));
+
+    let out = copy(&mesh, &image, &["-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "meshctl.image-copy.v1");
+    assert!(v["bytes"].as_u64().unwrap() > 4 << 20, "{v}");
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64, "{v}");
+    assert_eq!(v["already_present"], false);
+    assert!(exists(&mesh, "pc2", &image), "pc2 holds it after the copy");
+    assert!(
+        spool_files(&mesh, "pc2").is_empty(),
+        "the spool file is gone"
+    );
+
+    // A container runs from it on pc2, and sees the image's own file.
+    let out = mesh.set_containers(
+        "pc2",
+        &format!(
+            r#"
+[[containers]]
+name = "copied"
+group = "copied"
+image = "{image}"
+command = ["/bin/sh", "-c", "cat /marker && exec sleep 3600"]
+memory_mib = 32
+"#
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    mesh.wait_container("pc2", "copied", "running", Duration::from_secs(60), |r| {
+        r["state"] == "running"
+    });
+    let logs = wait::until(
+        "the copied container's output",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let out = mesh.meshctl("mainpc", &["logs", "pc2", "copied"]);
+            let t = text(&out);
+            Ok(t.contains("copied-image-marker").then_some(t))
+        },
+    );
+    assert!(logs.contains("copied-image-marker"));
+
+    // Copying again sends nothing.
+    let out = copy(&mesh, &image, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already holds"), "{}", text(&out));
+}
+
+#[test]
+fn a_corrupted_or_cut_copy_leaves_nothing_and_a_retry_succeeds() {
+    if !require_podman("a_corrupted_or_cut_copy_leaves_nothing_and_a_retry_succeeds") {
+        return;
+    }
+    let mut mesh = mesh();
+    let image = format!("localhost/cuttest-{}:latest", std::process::id());
+    image_on(&mesh, "mainpc", &image, 12 << 20);
+
+    // The source flips one byte after hashing it: pc2 refuses the archive.
+    mesh.restart_agent_with_env("mainpc", &[("MESH_FAULT_IMAGE_CORRUPT", "1")]);
+    mesh.wait_ready_with_inventory("mainpc", Duration::from_secs(30));
+    let out = copy(&mesh, &image, &[]);
+    assert!(
+        !out.status.success(),
+        "a corrupted copy must fail: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("does not match its checksum"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !exists(&mesh, "pc2", &image),
+        "nothing loaded from a corrupted stream"
+    );
+    assert!(spool_files(&mesh, "pc2").is_empty());
+
+    // The source sends 1 MiB/s; the link between the hosts is cut mid-copy.
+    mesh.restart_agent_with_env("mainpc", &[("MESH_FAULT_IMAGE_RATE_KIB", "1024")]);
+    mesh.wait_ready_with_inventory("mainpc", Duration::from_secs(30));
+    let mut child = mesh
+        .meshctl_command(
+            "mainpc",
+            &[
+                "images",
+                "copy",
+                &image,
+                "--from",
+                "mainpc",
+                "--to",
+                "pc2",
+                "--stall-timeout-s",
+                "2",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait::until(
+        "pc2 spooling the copy",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let files = spool_files(&mesh, "pc2");
+            Ok(files.iter().any(|(_, n)| *n > 1 << 20).then_some(()))
+        },
+    );
+    mesh.lan.cut_between(mesh.host("mainpc"), mesh.host("pc2"));
+    wait::until(
+        "the cut copy to end",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || Ok(child.try_wait().unwrap().map(|_| ())),
+    );
+    let out = child.wait_with_output().unwrap();
+    mesh.lan
+        .restore_between(mesh.host("mainpc"), mesh.host("pc2"));
+    assert!(
+        !out.status.success(),
+        "a cut copy must fail: {}",
+        text(&out)
+    );
+    let t = text(&out);
+    assert!(
+        t.contains("no data from agent 'mainpc'")
+            || t.contains("broke off")
+            || t.contains("disconnected"),
+        "{t}"
+    );
+    wait::until(
+        "pc2's spool to be cleaned",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || Ok(spool_files(&mesh, "pc2").is_empty().then_some(())),
+    );
+    assert!(!exists(&mesh, "pc2", &image), "no half image after a cut");
+
+    // Run again (the link is back): it completes.
+    mesh.wait_ready_with_inventory("pc2", Duration::from_secs(30));
+    let out = wait::until(
+        "the retried copy",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || {
+            let out = copy(&mesh, &image, &[]);
+            if out.status.success() {
+                Ok(Some(out))
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    assert!(text(&out).contains("copied"), "{}", text(&out));
+    assert!(exists(&mesh, "pc2", &image));
+}
