@@ -412,7 +412,6 @@ fn main() -> anyhow::Result<()> {
         if let Some(host) = bridges {
             agent = agent.with_images(mesh_node_agent::images::ImageHost::start(
                 &socket,
-                &config.state_dir,
                 host.clone(),
                 volumes_handle.clone(),
             ));

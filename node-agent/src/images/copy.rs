@@ -1,11 +1,12 @@
 //! The two ends of an image copy over the tunnel. The source ([`serve_export`]) streams
-//! Podman's archive of the image and hashes what it sends; the target ([`pull`]) spools it to
-//! a file under the agent's state directory while hashing it, checks the size and SHA-256
-//! against the source's end frame, and only then loads the file into Podman. A cut link, a
-//! stall, a full disk or a corrupted byte therefore end the copy with an error and no image
-//! (the spool file is removed on every path, including a cancelled task).
+//! Podman's archive of the image and hashes what it sends; the target ([`pull`]) streams it
+//! into Podman's load while hashing it, and ends the load's body cleanly only when the size
+//! and SHA-256 match the source's end frame. Podman spools a load's body to a file before it
+//! reads any of it, so a cut link, a stall, a corrupted byte or a cancelled task (the body
+//! then ends with an error) leave no image behind; Podman removes its file.
 
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -147,30 +148,15 @@ pub struct Pulled {
     pub already_present: bool,
 }
 
-/// The spool file of one pull, removed when dropped (also when the task is aborted).
-struct Spool(PathBuf);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Free bytes on the filesystem holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    rustix::fs::statvfs(dir)
-        .ok()
-        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-}
+/// Chunks in flight from the tunnel to Podman's load: bounds a pull's memory (at most this
+/// many chunks of up to `MAX_CHUNK`).
+const LOAD_QUEUE: usize = 8;
 
 /// What a pull needs besides the image's name.
 pub struct PullSpec<'a> {
     pub tunnels: &'a Tunnels,
     pub source: PeerAddr,
     pub pod: &'a Libpod,
-    pub spool_dir: &'a Path,
-    /// A name for the spool file, unique among pulls under way.
-    pub job: u64,
     /// No frame from the source for this long ends the pull.
     pub stall: Duration,
 }
@@ -211,12 +197,101 @@ pub async fn pull(
         .await
         .map_err(|e| format!("cannot ask agent '{from}' for the image: {e}"))?;
 
-    std::fs::create_dir_all(spec.spool_dir)
-        .map_err(|e| format!("cannot create {}: {e}", spec.spool_dir.display()))?;
-    let spool = Spool(spec.spool_dir.join(format!("copy-{}.tar", spec.job)));
-    let mut file = tokio::fs::File::create(&spool.0)
-        .await
-        .map_err(|e| format!("cannot create {}: {e}", spool.0.display()))?;
+    // Podman loads while the archive arrives (it spools the body to a file of its own, and
+    // reads it only once the body ends); the body ends cleanly only after the checksum matched,
+    // so every failure below ends it with an error and nothing is loaded.
+    let (chunks, rx) =
+        tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(LOAD_QUEUE);
+    let pod = spec.pod.clone();
+    let checked = Arc::new(AtomicBool::new(false));
+    let body = load_body(rx, checked.clone());
+    let mut load = AbortOnDrop(tokio::spawn(async move { pod.load(body).await }));
+    let received = receive(&mut recv, &from, image, spec.stall, &chunks, &mut progress).await;
+    let outcome = match received {
+        Ok(sum) => Ok(sum),
+        Err(Received::Failed(reason)) => Err(reason),
+        // Podman stopped taking the archive: its answer says why.
+        Err(Received::LoadGone) => Err(match (&mut load.0).await {
+            Ok(Err(e)) => format!("Podman did not load the image: {e}"),
+            _ => "Podman stopped reading the archive".to_string(),
+        }),
+    };
+    let (total, sha256) = match outcome {
+        Ok(sum) => sum,
+        Err(reason) => {
+            let _ = chunks
+                .send(Err(std::io::Error::other("copy abandoned")))
+                .await;
+            drop(chunks);
+            return Err(reason);
+        }
+    };
+    checked.store(true, Ordering::SeqCst);
+    drop(chunks);
+    let loaded = match (&mut load.0).await {
+        Ok(Ok(names)) => names,
+        Ok(Err(e)) => return Err(format!("Podman did not load the image: {e}")),
+        Err(e) => return Err(format!("the load into Podman failed: {e}")),
+    };
+    Ok(Pulled {
+        bytes: total,
+        sha256,
+        loaded,
+        already_present: false,
+    })
+}
+
+/// The load's body: the chunks as they come, ending cleanly only once `checked` is set; a
+/// sender dropped before that (a failure, a cancelled copy) ends it with an error instead.
+fn load_body(
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+    checked: Arc<AtomicBool>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(Some(rx), move |rx| {
+        let checked = checked.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(c) => Some((c, Some(rx))),
+                None if checked.load(Ordering::SeqCst) => None,
+                None => Some((
+                    Err(std::io::Error::other(
+                        "the copy ended before its checksum was checked",
+                    )),
+                    None,
+                )),
+            }
+        }
+    })
+}
+
+/// A spawned load that stops (its request cut off mid-body) if the pull is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum Received {
+    /// Why the copy failed, for the admin.
+    Failed(String),
+    /// Podman's load ended before the archive did.
+    LoadGone,
+}
+
+/// Reads the source's frames into the load, hashing them; returns the byte count and hex
+/// SHA-256 once the end frame confirmed both.
+async fn receive(
+    recv: &mut mesh_bridge::RecvStream,
+    from: &str,
+    image: &str,
+    stall: Duration,
+    chunks: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(u64, String), Received> {
+    let failed = |s: String| Received::Failed(s);
     let mut hash = Context::new(&SHA256);
     let mut now = Progress {
         phase: "receiving",
@@ -224,84 +299,103 @@ pub async fn pull(
         total: 0,
     };
     let mut last_report = Instant::now();
-    let stalled = || {
-        format!(
-            "no data from agent '{from}' for {:?}: the link dropped or the agent stopped; \
-             nothing was loaded, run the copy again",
-            spec.stall
-        )
-    };
-    let (total, sha256) = loop {
-        let frame = tokio::time::timeout(spec.stall, wire::read_frame(&mut recv))
+    loop {
+        let frame = tokio::time::timeout(stall, wire::read_frame(recv))
             .await
-            .map_err(|_| stalled())?
+            .map_err(|_| {
+                failed(format!(
+                    "no data from agent '{from}' for {stall:?}: the link dropped or the agent \
+                     stopped; nothing was loaded, run the copy again"
+                ))
+            })?
             .map_err(|e| {
-                format!(
+                failed(format!(
                     "the copy from agent '{from}' broke off: {e}; nothing was loaded, run it again"
-                )
+                ))
             })?;
         match frame {
             Some(Frame::Size(n)) => {
                 now.total = n;
-                if let Some(free) = free_bytes(spec.spool_dir) {
-                    if free < n {
-                        return Err(format!(
-                            "not enough disk for '{image}' ({n} bytes) in {}: {free} bytes free; free some space and copy again",
-                            spec.spool_dir.display()
-                        ));
-                    }
-                }
                 progress(now.clone());
             }
             Some(Frame::Data(d)) => {
                 hash.update(&d);
-                file.write_all(&d).await.map_err(|e| {
-                    format!(
-                        "cannot write {} ({e}); nothing was loaded",
-                        spool.0.display()
-                    )
-                })?;
                 now.bytes += d.len() as u64;
+                if chunks.send(Ok(bytes::Bytes::from(d))).await.is_err() {
+                    return Err(Received::LoadGone);
+                }
                 if last_report.elapsed() >= Duration::from_millis(250) {
                     last_report = Instant::now();
                     progress(now.clone());
                 }
             }
-            Some(Frame::End { total, sha256 }) => break (total, sha256),
-            Some(Frame::Failed(reason)) => return Err(format!("agent '{from}': {reason}")),
+            Some(Frame::End { total, sha256 }) => {
+                let ours = hash.finish();
+                if total != now.bytes || ours.as_ref() != sha256 {
+                    return Err(failed(format!(
+                        "the archive of '{image}' from agent '{from}' does not match its checksum \
+                         (received {} bytes, sha256 {}; sent {total} bytes, sha256 {}): refused, \
+                         nothing was loaded",
+                        now.bytes,
+                        wire::hex(ours.as_ref()),
+                        wire::hex(&sha256)
+                    )));
+                }
+                progress(Progress {
+                    phase: "loading",
+                    ..now
+                });
+                return Ok((total, wire::hex(&sha256)));
+            }
+            Some(Frame::Failed(reason)) => return Err(failed(format!("agent '{from}': {reason}"))),
             None => {
-                return Err(format!(
+                return Err(failed(format!(
                     "agent '{from}' ended the copy before its end; nothing was loaded, run it again"
-                ))
+                )))
             }
         }
-    };
-    file.flush()
-        .await
-        .map_err(|e| format!("cannot write {} ({e})", spool.0.display()))?;
-    drop(file);
-    let ours = hash.finish();
-    if total != now.bytes || ours.as_ref() != sha256 {
-        return Err(format!(
-            "the archive from agent '{from}' does not match its checksum (received {} bytes, sha256 {}; sent {total} bytes, sha256 {}): refused, nothing was loaded",
-            now.bytes,
-            wire::hex(ours.as_ref()),
-            wire::hex(&sha256)
-        ));
     }
-    progress(Progress {
-        phase: "loading",
-        ..now.clone()
-    });
-    let loaded = spec
-        .pod
-        .load(&spool.0)
-        .await
-        .map_err(|e| format!("Podman did not load the image: {e}"))?;
-    Ok(Pulled {
-        bytes: total,
-        sha256: wire::hex(&sha256),
-        loaded,
-        already_present: false,
-    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    async fn drain(
+        body: impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>>,
+    ) -> Vec<Result<usize, String>> {
+        body.map(|c| c.map(|b| b.len()).map_err(|e| e.to_string()))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn the_load_body_ends_cleanly_only_after_the_checksum_was_checked() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let checked = Arc::new(AtomicBool::new(false));
+        let body = load_body(rx, checked.clone());
+        tx.send(Ok(bytes::Bytes::from_static(b"abc")))
+            .await
+            .unwrap();
+        checked.store(true, Ordering::SeqCst);
+        drop(tx);
+        assert_eq!(drain(body).await, vec![Ok(3)]);
+    }
+
+    #[tokio::test]
+    async fn a_sender_dropped_before_the_check_ends_the_body_with_an_error() {
+        // A failed or cancelled copy: Podman must see a broken body, never a short archive.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let body = load_body(rx, Arc::new(AtomicBool::new(false)));
+        tx.send(Ok(bytes::Bytes::from_static(b"abc")))
+            .await
+            .unwrap();
+        drop(tx);
+        let got = drain(body).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[1]
+            .as_ref()
+            .is_err_and(|e| e.contains("before its checksum")));
+    }
 }

@@ -1,7 +1,7 @@
 //! The few libpod REST calls an image copy needs, streamed over Podman's unix socket with
 //! hyper (the podman-api crate buffers a whole archive in memory to load it, which a 13 GB
-//! image cannot afford): an image's size, whether it exists, its archive (`podman save`), and
-//! loading an archive from a file (`podman load`).
+//! image cannot afford): an image's size (or absence), its archive (`podman save`), and
+//! loading a streamed archive (`podman load`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,13 +10,10 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
 /// The API version Debian 12's Podman (4.3) serves; later ones accept it too.
 const API: &str = "/v4.0.0/libpod";
-/// Read size when streaming a file into a load.
-const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibpodError {
@@ -126,27 +123,18 @@ impl Libpod {
         Ok(resp.into_body())
     }
 
-    /// Loads the archive in `file` (`podman load`), streamed from disk; the names Podman gave
-    /// the image.
-    pub async fn load(&self, file: &Path) -> Result<Vec<String>> {
-        let f = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| LibpodError::Protocol(format!("{}: {e}", file.display())))?;
-        let chunks = futures::stream::unfold(f, |mut f| async move {
-            let mut buf = vec![0u8; READ_CHUNK];
-            match f.read(&mut buf).await {
-                Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(buf))), f))
-                }
-                Err(e) => Some((Err(e), f)),
-            }
-        });
+    /// Loads the archive streamed by `chunks` (`podman load`). Podman writes the whole body to
+    /// a temporary file before it reads any of it, so an archive whose stream ends with an
+    /// error (a cut copy, a failed checksum) is never loaded. The names Podman gave the image.
+    pub async fn load<S>(&self, chunks: S) -> Result<Vec<String>>
+    where
+        S: futures::Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        use futures::StreamExt;
         let req = Request::post(format!("http://d{API}/images/load"))
             .header("host", "d")
             .header("content-type", "application/x-tar")
-            .body(StreamBody::new(chunks))
+            .body(StreamBody::new(chunks.map(|c| c.map(Frame::data))))
             .map_err(|e| LibpodError::Protocol(e.to_string()))?;
         let (status, body) = body_text(self.send(req).await?).await?;
         if !status.is_success() {

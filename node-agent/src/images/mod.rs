@@ -8,7 +8,7 @@ pub mod libpod;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,6 @@ const DEFAULT_STALL: Duration = Duration::from_secs(15);
 /// This agent's side of image copies.
 pub struct ImageHost {
     pod: Libpod,
-    spool_dir: PathBuf,
     bridges: Arc<BridgeHost>,
     /// Where copies run (not the agent's own thread: a copy moves gigabytes).
     runtime: tokio::runtime::Handle,
@@ -35,19 +34,14 @@ pub struct ImageHost {
 }
 
 impl ImageHost {
-    /// Serves this host's images to other agents and readies pulls; spool files a crashed
-    /// agent left behind are removed.
+    /// Serves this host's images to other agents and readies pulls.
     pub fn start(
         podman_socket: &Path,
-        state_dir: &Path,
         bridges: Arc<BridgeHost>,
         runtime: tokio::runtime::Handle,
     ) -> Arc<ImageHost> {
-        let spool_dir = state_dir.join("image-spool");
-        let _ = std::fs::remove_dir_all(&spool_dir);
         let host = Arc::new(ImageHost {
             pod: Libpod::new(podman_socket),
-            spool_dir,
             bridges,
             runtime,
             jobs: Mutex::default(),
@@ -130,8 +124,6 @@ impl ImageHost {
                             addr,
                         },
                         pod: &self.pod,
-                        spool_dir: &self.spool_dir,
-                        job: cmd.id,
                         stall,
                     },
                     &cmd.image,
