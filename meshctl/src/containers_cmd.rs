@@ -94,7 +94,7 @@ pub fn health_word(raw: i32) -> &'static str {
 }
 
 /// The agents' last container reports, of one node or all.
-async fn reports(
+pub(crate) async fn reports(
     client: &mut AdminServiceClient<Channel>,
     node: Option<&str>,
 ) -> Result<mesh_proto::v1::ListContainersResponse> {
@@ -196,75 +196,6 @@ pub async fn ps(
             }
             for p in problems {
                 println!("warning: {p}");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Images each host holds, with sizes (from the agents' reports).
-pub async fn images(
-    client: &mut AdminServiceClient<Channel>,
-    node: Option<&str>,
-    output: Output,
-) -> Result<()> {
-    let response = reports(client, node).await?;
-    #[derive(Serialize)]
-    struct ImageRow {
-        node: String,
-        id: String,
-        names: Vec<String>,
-        size_bytes: u64,
-    }
-    let rows: Vec<ImageRow> = response
-        .nodes
-        .iter()
-        .flat_map(|n| {
-            n.report
-                .iter()
-                .flat_map(|r| r.images.iter())
-                .map(|i| ImageRow {
-                    node: n.node.clone(),
-                    id: i.id.chars().take(12).collect(),
-                    names: i.names.clone(),
-                    size_bytes: i.size_bytes,
-                })
-        })
-        .collect();
-    match output {
-        Output::Json => {
-            #[derive(Serialize)]
-            struct Images {
-                schema: &'static str,
-                images: Vec<ImageRow>,
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&Images {
-                    schema: "meshctl.images.v1",
-                    images: rows
-                })?
-            );
-        }
-        Output::Table => {
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.node.clone(),
-                        r.names.join(","),
-                        r.id.clone(),
-                        format!("{:.1} MB", r.size_bytes as f64 / 1e6),
-                    ]
-                })
-                .collect();
-            if cells.is_empty() {
-                println!("no images reported");
-            } else {
-                print!(
-                    "{}",
-                    table::render(&["NODE", "IMAGE", "ID", "SIZE"], &cells)
-                );
             }
         }
     }

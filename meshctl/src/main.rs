@@ -266,7 +266,7 @@ async fn run(cli: Cli) -> Result<()> {
             command: None,
         } => {
             let mut client = admin::connect(&cli.admin).await?;
-            containers_cmd::images(&mut client, node.as_deref(), cli.output).await
+            images_cmd::list(&mut client, node.as_deref(), cli.output).await
         }
         Command::Stop { node, container } => lifecycle(&cli.admin, &node, &container, "stop").await,
         Command::Start { node, container } => {

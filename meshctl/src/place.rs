@@ -264,6 +264,12 @@ pub fn plan_text(p: &TopologyPlan) -> String {
             }
         }
     }
+    if !p.missing_images.is_empty() {
+        out.push_str("\nImages missing where groups may run:\n");
+        for line in &p.missing_images {
+            out.push_str(&format!("  ! {line}\n"));
+        }
+    }
     if !p.failover.is_empty() {
         out.push_str("\nAutomatic failover:\n");
         for line in &p.failover {
@@ -301,6 +307,7 @@ pub fn plan_json(p: &TopologyPlan) -> Value {
         "vram_headroom_mib": p.vram_headroom_mib,
         "failed_hosts": p.failed_hosts,
         "failover": p.failover,
+        "missing_images": p.missing_images,
         "already_applied": p.already_applied,
         "placements": p.placements,
         "changes": p.changes.iter().map(|c| json!({

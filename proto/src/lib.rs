@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod from_topology;
+pub mod images;
 pub mod join;
 pub mod spec;
 pub mod transport;

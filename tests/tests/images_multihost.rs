@@ -60,6 +60,26 @@ fn wait_reported(mesh: &MeshFixture, node: &str, name: &str) {
     );
 }
 
+/// Who holds `image`, as `meshctl images -o json` says.
+fn held_by(mesh: &MeshFixture, image: &str) -> Vec<String> {
+    let out = mesh.meshctl("mainpc", &["images", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["by_image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["image"] == image)
+        .map(|r| {
+            r["held_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn exists(mesh: &MeshFixture, node: &str, image: &str) -> bool {
     mesh.podman(node)
         .args(["image", "exists", image])
@@ -96,6 +116,7 @@ fn an_image_only_on_mainpc_is_copied_to_pc2_and_a_container_runs_from_it() {
     let image = format!("localhost/copytest-{}:latest", std::process::id());
     image_on(&mesh, "mainpc", &image, 4 << 20);
     assert!(!exists(&mesh, "pc2", &image), "pc2 must not hold it yet");
+    assert_eq!(held_by(&mesh, &image), ["mainpc"]);
 
     // Bad requests: named, and nothing changes.
     let out = copy(&mesh, "localhost/no-such-image:latest", &[]);
@@ -135,6 +156,16 @@ fn an_image_only_on_mainpc_is_copied_to_pc2_and_a_container_runs_from_it() {
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64, "{v}");
     assert_eq!(v["already_present"], false);
     assert!(exists(&mesh, "pc2", &image), "pc2 holds it after the copy");
+
+    wait::until(
+        "meshctl images to list pc2 as a holder",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let h = held_by(&mesh, &image);
+            Ok((h == ["mainpc", "pc2"]).then_some(()))
+        },
+    );
 
     // A container runs from it on pc2, and sees the image's own file.
     let out = mesh.set_containers(

@@ -354,6 +354,7 @@ pub fn to_proto(i: &PlanInputs<'_>) -> TopologyPlan {
         vram_headroom_mib: headroom,
         failed_hosts: i.fail.to_vec(),
         failover: Vec::new(),
+        missing_images: Vec::new(),
     }
 }
 

@@ -347,7 +347,17 @@ impl AdminService for AdminApi {
         let s = &self.shared;
         auth::require(&request, Role::Admin, s, "GetTopology")?;
         let reports = usable_reports(s.registry().container_reports(None));
-        Ok(Response::new(s.topology.status(&reports)))
+        let mut status = s.topology.status(&reports);
+        let records = s.volumes.records();
+        for g in &mut status.groups {
+            if let Some(r) = records
+                .values()
+                .find(|r| r.group == g.group && r.replicate && !r.standby.is_empty())
+            {
+                g.standby = r.standby.clone();
+            }
+        }
+        Ok(Response::new(status))
     }
 
     async fn create_token(

@@ -240,7 +240,12 @@ impl TopologyState {
                     host: p.host.clone().unwrap_or_default(),
                     healthy: true,
                     services: Vec::new(),
+                    images: Vec::new(),
+                    standby: String::new(),
                 });
+            if !g.images.contains(&p.spec.image) {
+                g.images.push(p.spec.image.clone());
+            }
             let row = a
                 .rollout
                 .last_step
