@@ -319,3 +319,60 @@ fn a_corrupted_or_cut_copy_leaves_nothing_and_a_retry_succeeds() {
     assert!(text(&out).contains("copied"), "{}", text(&out));
     assert!(exists(&mesh, "pc2", &image));
 }
+
+#[test]
+fn with_copy_images_a_rollout_copies_the_missing_image_first() {
+    if !require_podman("with_copy_images_a_rollout_copies_the_missing_image_first") {
+        return;
+    }
+    let mesh = mesh();
+    let image = format!("localhost/autocopy-{}:latest", std::process::id());
+    image_on(&mesh, "mainpc", &image, 2 << 20);
+    let topology = format!(
+        r#"
+[placement]
+copy_images = true
+
+[[hosts]]
+name = "mainpc"
+[[hosts]]
+name = "pc2"
+
+[[groups]]
+name = "needs-copy"
+prefer = ["pc2"]
+[[groups.services]]
+name = "auto"
+image = "{image}"
+command = ["/bin/sh", "-c", "cat /marker && exec sleep 3600"]
+"#
+    );
+    let file = mesh.state.path().join("autocopy.toml");
+    std::fs::write(&file, topology).unwrap();
+    let file = file.to_string_lossy().into_owned();
+
+    // The plan names what pc2 lacks, with the command that copies it.
+    let out = mesh.meshctl("mainpc", &["place", &file]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("needs-copy on pc2 (host): missing {image}"))
+            && t.contains(&format!(
+                "meshctl images copy {image} --from mainpc --to pc2"
+            )),
+        "{t}"
+    );
+
+    // Applied: the coordinator copies it, the rollout waits for it and completes.
+    let out = mesh.meshctl("mainpc", &["place", &file, "--apply", "--timeout", "120"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(exists(&mesh, "pc2", &image));
+    mesh.wait_container("pc2", "auto", "running", Duration::from_secs(60), |r| {
+        r["state"] == "running"
+    });
+    let events = text(&mesh.meshctl("mainpc", &["events"]));
+    assert!(
+        events.contains(&format!("copied {image} from mainpc to pc2")),
+        "{events}"
+    );
+}

@@ -127,6 +127,11 @@ pub struct PlacementSettings {
     /// VRAM kept free on every GPU, MiB.
     #[serde(default = "default_headroom")]
     pub vram_headroom_mib: u64,
+    /// Copy a group's images to the host it is placed on, and to its failover standby, from a
+    /// host that holds them, whenever they are missing there (`meshctl images copy`, done by
+    /// the coordinator).
+    #[serde(default)]
+    pub copy_images: bool,
 }
 
 fn default_headroom() -> u64 {
@@ -137,6 +142,7 @@ impl Default for PlacementSettings {
     fn default() -> Self {
         PlacementSettings {
             vram_headroom_mib: default_headroom(),
+            copy_images: false,
         }
     }
 }

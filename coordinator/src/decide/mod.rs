@@ -7,6 +7,7 @@ pub mod directory;
 pub mod failover;
 pub mod failover_phases;
 pub mod holds;
+pub mod image_sync;
 pub mod images;
 pub mod liveness;
 pub mod planning;

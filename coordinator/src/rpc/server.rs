@@ -189,6 +189,10 @@ impl Coordinator {
             self.settings.tick,
             shutdown.clone(),
         ));
+        tokio::spawn(crate::state::image_sync::run(
+            shared.clone(),
+            shutdown.clone(),
+        ));
         let rollout = tokio::spawn(rollout_loop(
             shared.clone(),
             self.settings.rollout_tick,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod exposition;
 pub mod failover;
 pub mod identities;
+pub mod image_sync;
 pub mod metrics;
 pub mod numbering;
 pub mod registry;

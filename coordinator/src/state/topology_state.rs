@@ -108,23 +108,27 @@ impl TopologyState {
         } else {
             applied.timeout_seconds
         }));
-        let planned_vram =
-            crate::decide::planning::parse(&applied.source_name, &applied.topology_toml)
-                .map(|t| {
-                    crate::decide::vram_plan::planned_vram(
-                        &mesh_topology::placement::group_needs(&t),
-                        &applied.placement,
-                        &applied.gpus,
-                    )
-                })
-                .unwrap_or_default();
+        let parsed =
+            crate::decide::planning::parse(&applied.source_name, &applied.topology_toml).ok();
+        let planned_vram = parsed
+            .as_ref()
+            .map(|t| {
+                crate::decide::vram_plan::planned_vram(
+                    &mesh_topology::placement::group_needs(t),
+                    &applied.placement,
+                    &applied.gpus,
+                )
+            })
+            .unwrap_or_default();
+        let mut rollout = Controller::new(planned, hosts, unplaced, now, timeout);
+        rollout.wait_for_images = parsed.is_some_and(|t| t.placement.copy_images);
         *active = Some(Active {
             id,
             planned_vram,
             applied,
             bridges,
             volumes,
-            rollout: Controller::new(planned, hosts, unplaced, now, timeout),
+            rollout,
         });
         Ok((id, receiver))
     }

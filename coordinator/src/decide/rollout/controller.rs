@@ -33,6 +33,9 @@ pub struct Controller {
     /// Set once, when the rollout ends.
     pub summary: Option<RolloutSummary>,
     pub last_step: Option<Step>,
+    /// `[placement] copy_images`: a service whose image is missing on its host waits for the
+    /// copy (`state::image_sync`) instead of failing the rollout; the timeout still bounds it.
+    pub wait_for_images: bool,
     /// service -> (phase, message) as last announced.
     announced: BTreeMap<String, (i32, String)>,
     /// Services already healthy when this rollout began.
@@ -58,6 +61,7 @@ impl Controller {
             halted: None,
             summary: None,
             last_step: None,
+            wait_for_images: false,
             announced: BTreeMap::new(),
             unchanged: BTreeSet::new(),
             first: true,
@@ -93,6 +97,22 @@ impl Controller {
     }
 }
 
+/// `reports` with every "image missing" creation failure read as not created yet: the image
+/// is being copied there.
+fn images_awaited(reports: &Observed) -> Observed {
+    let mut out = reports.clone();
+    for list in out.values_mut() {
+        for c in list.iter_mut() {
+            if c.spec_hash.is_empty()
+                && c.failure() == mesh_proto::v1::ContainerFailure::ImageMissing
+            {
+                c.failure = mesh_proto::v1::ContainerFailure::NotCreatedYet as i32;
+            }
+        }
+    }
+    out
+}
+
 fn summary_event(summary: RolloutSummary) -> RolloutEvent {
     RolloutEvent {
         body: Some(rollout_event::Body::Summary(summary)),
@@ -110,6 +130,13 @@ pub fn advance(
 ) -> (Controller, Vec<RolloutEvent>, Vec<Push>) {
     let elapsed = now.saturating_duration_since(c.started);
     let elapsed_ms = elapsed.as_millis() as u64;
+    let waiting;
+    let reports = if c.wait_for_images {
+        waiting = images_awaited(reports);
+        &waiting
+    } else {
+        reports
+    };
     let step = step(
         &c.planned,
         &c.hosts,

@@ -159,3 +159,35 @@ fn a_newer_apply_ends_a_running_rollout_but_not_a_finished_one() {
     let (c, _, _) = advance(c, &Observed::new(), t0 + Duration::from_secs(61));
     assert!(c.replaced(t0 + Duration::from_secs(62)).is_none());
 }
+
+#[test]
+fn with_copy_images_a_missing_image_waits_instead_of_halting() {
+    let t0 = Instant::now();
+    let (plan, _) = system();
+    let mut obs = observe(&plan, &["registry"], &[]);
+    let orchestrator = &plan[1];
+    obs.entry("pc2".into())
+        .or_default()
+        .push(mesh_proto::v1::ContainerStatus {
+            name: orchestrator.spec.name.clone(),
+            state: mesh_proto::v1::ContainerState::Error as i32,
+            error: "image localhost/x missing".into(),
+            failure: mesh_proto::v1::ContainerFailure::ImageMissing as i32,
+            desired_spec_hash: mesh_proto::spec::spec_hash(&orchestrator.spec),
+            ..Default::default()
+        });
+    // Without copy_images: the rollout stops on it.
+    let (c, events, _) = advance(controller(t0), &obs, t0);
+    assert!(c.halted.is_some(), "{:?}", summaries(&events));
+    // With it: still waiting, nothing halted, the service stays handed out.
+    let mut waiting = controller(t0);
+    waiting.wait_for_images = true;
+    let (c, events, pushes) = advance(waiting, &obs, t0);
+    assert!(c.halted.is_none(), "{:?}", summaries(&events));
+    assert!(summaries(&events).is_empty());
+    let pc2 = pushes
+        .iter()
+        .find(|(h, _)| h == "pc2")
+        .expect("pc2 reported");
+    assert!(names(&pc2.1).contains(&"orchestrator"));
+}
