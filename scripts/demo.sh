@@ -196,6 +196,7 @@ echo; echo "== meshctl place --apply: 14 services start in dependency order, eac
 meshctl place "$TOPOLOGY" --apply --timeout 180
 echo; echo "== meshctl status"; meshctl status
 echo; echo "== meshctl ps"; meshctl ps
+echo; echo "== meshctl images: each image's size, who holds it, which groups run it, where it is missing (meshctl images copy IMAGE --from A --to B fills a gap)"; meshctl images
 echo; echo "== meshctl check: tunnels between the agents, and a real ZeroMQ probe through every bridge"
 deadline=$((SECONDS + 30))
 until meshctl check >/dev/null 2>&1; do

@@ -152,7 +152,14 @@ async fn service_moved_mid_flight_with_the_retry_policy() {
         .await;
 
         s.target.set(s.new_place.clone());
-        // pc2 answers too, now: its replies must be dropped.
+        // Once the bridge has seen the move (it re-sent all five to pc3), pc2 answers too:
+        // its replies must be dropped. (Opened earlier, pc2 could answer before the move is
+        // seen, and such replies are rightly delivered.)
+        let bridge = &s.bridge;
+        wait_for("the five requests to be re-sent", || {
+            bridge.counters().retries == 5
+        })
+        .await;
         s.old_open.notify_one();
         let replies = recv_replies(&mut s.dealer, 5).await;
         for (i, (id, body)) in replies.iter().enumerate() {
