@@ -208,7 +208,6 @@ echo; echo "== mesh-agent tunnel-check: mainpc's agent certificate opens a tunne
 in_host mainpc "$BIN/mesh-agent" --config "$DEMO/mainpc.toml" tunnel-check --peer "$PC2:7444" --peer-name pc2 || true
 echo; echo "== applying the same file again changes nothing"
 meshctl place "$TOPOLOGY" --apply | tail -3
-echo; echo "== meshctl images"; meshctl images
 echo; echo "== meshctl logs pc2 memory-orchestrator --tail 3"
 meshctl logs pc2 memory-orchestrator --tail 3
 
