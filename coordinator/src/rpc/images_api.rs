@@ -18,14 +18,7 @@ pub type ProgressStream = ReceiverStream<Result<ImageCopyProgress, Status>>;
 
 /// The images a node last reported, None when its Podman was not answering.
 fn held(shared: &Shared, node: &str) -> Option<Vec<mesh_proto::v1::ImageSummary>> {
-    shared
-        .registry()
-        .container_reports(Some(node))
-        .into_iter()
-        .next()
-        .and_then(|(_, r)| r)
-        .filter(|r| r.runtime_available)
-        .map(|r| r.images)
+    shared.registry().held_images().remove(node)
 }
 
 pub fn copy(shared: &Arc<Shared>, req: CopyImageRequest) -> Result<ProgressStream, Status> {

@@ -143,28 +143,10 @@ pub fn prepare(
 
 /// The images each placed group's host, and each replicated group's standby, lacks.
 fn missing_images(shared: &Shared, topology: &Topology, plan: &Plan) -> Vec<String> {
-    let held: std::collections::BTreeMap<String, Vec<mesh_proto::v1::ImageSummary>> = shared
-        .registry()
-        .container_reports(None)
-        .into_iter()
-        .filter_map(|(n, r)| r.filter(|r| r.runtime_available).map(|r| (n, r.images)))
-        .collect();
-    let mut runs_on: Vec<(String, String, &'static str)> = plan
-        .placements
-        .iter()
-        .map(|(g, h)| (g.clone(), h.clone(), "host"))
-        .collect();
-    for r in shared.volumes.records().values() {
-        if r.replicate && !r.standby.is_empty() {
-            runs_on.push((r.group.clone(), r.standby.clone(), "standby"));
-        }
-    }
-    runs_on.sort();
-    runs_on.dedup();
     crate::decide::images::missing_lines(
-        &runs_on,
+        &crate::state::image_sync::where_groups_run(shared, &plan.placements),
         &crate::decide::images::group_images(topology),
-        &held,
+        &shared.registry().held_images(),
     )
 }
 

@@ -235,12 +235,7 @@ pub fn missing_images_map(
 ) -> BTreeMap<(String, String), Vec<String>> {
     let (defs, _) = shared.topology.volume_view();
     let records = shared.volumes.records();
-    let held: BTreeMap<String, Vec<mesh_proto::v1::ImageSummary>> = shared
-        .registry()
-        .container_reports(None)
-        .into_iter()
-        .filter_map(|(n, r)| r.filter(|r| r.runtime_available).map(|r| (n, r.images)))
-        .collect();
+    let held = shared.registry().held_images();
     let pairs = records
         .values()
         .filter(|r| r.replicate && !r.standby.is_empty())

@@ -24,26 +24,24 @@ struct Copies {
     failed: BTreeMap<(String, String), Instant>,
 }
 
-/// (group, host) pairs where groups may run, and group -> its images.
-type Wanted = (Vec<(String, String)>, BTreeMap<String, Vec<String>>);
-
-/// Where groups of the applied topology may run, and their images, when it asks for copies.
-fn wanted(shared: &Shared) -> Option<Wanted> {
-    let applied = shared.topology.applied()?;
-    let topology =
-        crate::decide::planning::parse(&applied.source_name, &applied.topology_toml).ok()?;
-    if !topology.placement.copy_images {
-        return None;
-    }
-    let mut runs_on: Vec<(String, String)> = applied.placement.into_iter().collect();
+/// (group, host, "host" | "standby") for every group placed in `placement` and every
+/// replicated group's standby: where groups may run, so where their images must be.
+pub fn where_groups_run(
+    shared: &Shared,
+    placement: &BTreeMap<String, String>,
+) -> Vec<(String, String, &'static str)> {
+    let mut runs_on: Vec<(String, String, &'static str)> = placement
+        .iter()
+        .map(|(g, h)| (g.clone(), h.clone(), "host"))
+        .collect();
     for r in shared.volumes.records().values() {
         if r.replicate && !r.standby.is_empty() {
-            runs_on.push((r.group.clone(), r.standby.clone()));
+            runs_on.push((r.group.clone(), r.standby.clone(), "standby"));
         }
     }
     runs_on.sort();
     runs_on.dedup();
-    Some((runs_on, crate::decide::images::group_images(&topology)))
+    runs_on
 }
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -55,15 +53,15 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let Some((runs_on, images)) = wanted(&shared) else {
+        let Some(view) = shared.topology.copy_view() else {
             continue;
         };
-        let held = shared
-            .registry()
-            .container_reports(None)
+        let images = view.images;
+        let runs_on: Vec<(String, String)> = where_groups_run(&shared, &view.placement)
             .into_iter()
-            .filter_map(|(n, r)| r.filter(|r| r.runtime_available).map(|r| (n, r.images)))
+            .map(|(group, host, _)| (group, host))
             .collect();
+        let held = shared.registry().held_images();
         let starts = {
             let c = copies.lock().unwrap_or_else(|p| p.into_inner());
             copies_to_start(&Inputs {

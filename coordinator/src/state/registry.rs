@@ -286,6 +286,19 @@ impl Registry {
         out
     }
 
+    /// node -> the images it last reported, for nodes whose Podman answered then.
+    pub fn held_images(&self) -> BTreeMap<String, Vec<v1::ImageSummary>> {
+        self.nodes
+            .iter()
+            .filter_map(|(name, r)| {
+                r.containers
+                    .as_ref()
+                    .filter(|c| c.runtime_available)
+                    .map(|c| (name.clone(), c.images.clone()))
+            })
+            .collect()
+    }
+
     /// node -> how long since its last heartbeat was received (monotonic).
     pub fn silences(&self, now: std::time::Instant) -> BTreeMap<String, Duration> {
         self.nodes

@@ -34,6 +34,14 @@ pub struct Active {
     pub planned_vram: BTreeMap<(String, usize), u64>,
 }
 
+/// The applied topology's groups as image copies see them.
+pub struct CopyView {
+    /// group -> the images its services run.
+    pub images: BTreeMap<String, Vec<String>>,
+    /// group -> host.
+    pub placement: BTreeMap<String, String>,
+}
+
 #[derive(Debug)]
 pub struct TopologyState {
     store: Option<Arc<Store>>,
@@ -206,6 +214,24 @@ impl TopologyState {
             .iter()
             .map(|p| (p.service.clone(), p.group.clone()))
             .collect()
+    }
+
+    /// With `[placement] copy_images`: what the coordinator copies images for (None: no
+    /// topology, or it does not ask for copies).
+    pub fn copy_view(&self) -> Option<CopyView> {
+        let guard = lock(&self.active);
+        let a = guard.as_ref().filter(|a| a.rollout.wait_for_images)?;
+        let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in &a.rollout.planned {
+            let list = images.entry(p.group.clone()).or_default();
+            if !list.contains(&p.spec.image) {
+                list.push(p.spec.image.clone());
+            }
+        }
+        Some(CopyView {
+            images,
+            placement: a.applied.placement.clone(),
+        })
     }
 
     /// The applied topology's managed volumes and where its groups are
