@@ -41,6 +41,17 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What `program --config config` says on stderr when it refuses to start (it must).
+fn refusal(program: &str, config: &Path) -> String {
+    let out = Command::new(bin_dir().join(program))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{program} started from {config:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn stage(node: Option<&str>) -> tempfile::TempDir {
     let stage = tempfile::Builder::new()
         .prefix("mesh-stage-")
@@ -106,20 +117,9 @@ fn installed_units_verify_and_a_broken_one_does_not() {
     let agent_toml = root.join("etc/mesh/agent.toml");
     let text = std::fs::read_to_string(&agent_toml).unwrap();
     assert!(text.contains("node = \"pc2\"") && text.contains("coordinator = \"10.0.0.1:7443\""));
-    let out = Command::new(bin_dir().join("mesh-agent"))
-        .arg("--config")
-        .arg(&agent_toml)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refusal("mesh-agent", &agent_toml);
     assert!(err.contains("/etc/mesh/certs"), "{err}");
-    let out = Command::new(bin_dir().join("mesh-coordinator"))
-        .arg("--config")
-        .arg(root.join("etc/mesh/coordinator.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refusal("mesh-coordinator", &root.join("etc/mesh/coordinator.toml"));
     assert!(err.contains("/etc/mesh/certs"), "{err}");
 
     let out = verify(root);
@@ -153,12 +153,7 @@ fn install_keeps_an_existing_configuration_and_comments_out_what_it_does_not_kno
     assert!(text.contains("# node = \"pc2\"  (set this"), "{text}");
     assert!(!text.contains('@'), "a placeholder left in: {text}");
     // Without a node the agent says which key is missing.
-    let out = Command::new(bin_dir().join("mesh-agent"))
-        .arg("--config")
-        .arg(&agent_toml)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refusal("mesh-agent", &agent_toml);
     assert!(err.contains("node") && err.contains("missing"), "{err}");
 
     std::fs::write(&agent_toml, "node = \"mine\"\n").unwrap();

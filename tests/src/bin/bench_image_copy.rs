@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_system_busybox_image, import_rootfs_image};
 
 #[derive(Parser, Debug)]
@@ -85,16 +85,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure_system_busybox_image();
-    let mesh = MeshFixture::start(
-        &["mainpc", "pc2"],
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    for n in ["mainpc", "pc2"] {
-        mesh.wait_ready_with_inventory(n, Duration::from_secs(60));
-    }
+    let mesh = MeshFixture::start_with_containers(&["mainpc", "pc2"]);
     let image = format!("localhost/bench-copy-{}:latest", std::process::id());
     let work = tempfile::tempdir()?;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
