@@ -11,23 +11,13 @@
 use std::process::Output;
 use std::time::Duration;
 
-use mesh_tests::mesh::{MeshFixture, MeshOptions};
+use mesh_tests::mesh::MeshFixture;
 use mesh_tests::podman::{ensure_system_busybox_image, import_rootfs_image, require_podman};
 use mesh_tests::wait;
 
 fn mesh() -> MeshFixture {
     ensure_system_busybox_image();
-    let mesh = MeshFixture::start(
-        &["mainpc", "pc2"],
-        MeshOptions {
-            containers: true,
-            ..MeshOptions::default()
-        },
-    );
-    for n in ["mainpc", "pc2"] {
-        mesh.wait_ready_with_inventory(n, Duration::from_secs(30));
-    }
-    mesh
+    MeshFixture::start_with_containers(&["mainpc", "pc2"])
 }
 
 /// Imports image `name` (busybox, a marker file and `pad` bytes of noise) into `node`'s own
@@ -78,6 +68,25 @@ fn held_by(mesh: &MeshFixture, image: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Restarts mainpc's agent with `env` and waits until it serves images again: its own
+/// Podman answers (the coordinator may still hold the previous agent's report, so that
+/// alone says nothing) and it reports `image`.
+fn restart_source(mesh: &mut MeshFixture, image: &str, env: &[(&str, &str)]) {
+    mesh.restart_agent_with_env("mainpc", env);
+    wait::until(
+        "mainpc's restarted agent to have its Podman",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            Ok(mesh.agents["mainpc"]
+                .logs()
+                .contains("own Podman service running")
+                .then_some(()))
+        },
+    );
+    wait_reported(mesh, "mainpc", image);
 }
 
 fn exists(mesh: &MeshFixture, node: &str, image: &str) -> bool {
@@ -213,8 +222,7 @@ fn a_corrupted_or_cut_copy_leaves_nothing_and_a_retry_succeeds() {
     image_on(&mesh, "mainpc", &image, 12 << 20);
 
     // The source flips one byte after hashing it: pc2 refuses the archive.
-    mesh.restart_agent_with_env("mainpc", &[("MESH_FAULT_IMAGE_CORRUPT", "1")]);
-    wait_reported(&mesh, "mainpc", &image);
+    restart_source(&mut mesh, &image, &[("MESH_FAULT_IMAGE_CORRUPT", "1")]);
     let out = copy(&mesh, &image, &[]);
     assert!(
         !out.status.success(),
@@ -232,8 +240,7 @@ fn a_corrupted_or_cut_copy_leaves_nothing_and_a_retry_succeeds() {
     );
 
     // The source sends 1 MiB/s; the link between the hosts is cut mid-copy.
-    mesh.restart_agent_with_env("mainpc", &[("MESH_FAULT_IMAGE_RATE_KIB", "1024")]);
-    wait_reported(&mesh, "mainpc", &image);
+    restart_source(&mut mesh, &image, &[("MESH_FAULT_IMAGE_RATE_KIB", "1024")]);
     let mut child = mesh
         .meshctl_command(
             "mainpc",
@@ -351,16 +358,22 @@ command = ["/bin/sh", "-c", "cat /marker && exec sleep 3600"]
     std::fs::write(&file, topology).unwrap();
     let file = file.to_string_lossy().into_owned();
 
-    // The plan names what pc2 lacks, with the command that copies it.
-    let out = mesh.meshctl("mainpc", &["place", &file]);
-    let t = text(&out);
-    assert!(out.status.success(), "{t}");
-    assert!(
-        t.contains(&format!("needs-copy on pc2 (host): missing {image}"))
-            && t.contains(&format!(
-                "meshctl images copy {image} --from mainpc --to pc2"
-            )),
-        "{t}"
+    // The plan names what pc2 lacks, with the command that copies it (once pc2's agent has
+    // reported its Podman's images: a host whose images are unknown lacks nothing).
+    let missing = format!("needs-copy on pc2 (host): missing {image}");
+    let command = format!("meshctl images copy {image} --from mainpc --to pc2");
+    wait::until(
+        "the plan to name pc2's missing image",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let out = mesh.meshctl("mainpc", &["place", &file]);
+            let t = text(&out);
+            if !out.status.success() {
+                return Err(t);
+            }
+            Ok((t.contains(&missing) && t.contains(&command)).then_some(()))
+        },
     );
 
     // Applied: the coordinator copies it, the rollout waits for it and completes.
